@@ -1,0 +1,439 @@
+//! Typed input records (DESIGN.md §2) and their parsing from one JSON line.
+//!
+//! Parsing never panics and never guesses: a line that is not valid JSON,
+//! misses a required field, has a field of the wrong type, an unparsable time,
+//! an unknown channel, purpose, status or time zone yields an error string
+//! that names the field and the problem. The source turns it into a dead
+//! letter (see [`output::DeadLetter`]).
+
+pub mod output;
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+pub use crate::spec::vocab::{Channel, Priority, Purpose};
+use crate::time::{Time, parse_rfc3339};
+
+/// The input streams, in their per-instant application order (DESIGN.md §4
+/// "Order": erasures 0 < consent 1 < preferences 2 < receipts 3 < events 4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum StreamKind {
+    Erasures = 0,
+    Consent = 1,
+    Preferences = 2,
+    Receipts = 3,
+    Events = 4,
+}
+
+impl StreamKind {
+    pub const ALL: [StreamKind; 5] = [
+        StreamKind::Erasures,
+        StreamKind::Consent,
+        StreamKind::Preferences,
+        StreamKind::Receipts,
+        StreamKind::Events,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            StreamKind::Erasures => "erasures",
+            StreamKind::Consent => "consent",
+            StreamKind::Preferences => "preferences",
+            StreamKind::Receipts => "receipts",
+            StreamKind::Events => "events",
+        }
+    }
+    pub fn file_name(self) -> &'static str {
+        match self {
+            StreamKind::Erasures => "erasures.jsonl",
+            StreamKind::Consent => "consent.jsonl",
+            StreamKind::Preferences => "preferences.jsonl",
+            StreamKind::Receipts => "receipts.jsonl",
+            StreamKind::Events => "events.jsonl",
+        }
+    }
+}
+
+/// A CloudEvents 1.0 event, as the dataflow needs it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub user: String,
+    /// `source + "/" + id`.
+    pub key: String,
+    pub kind: String,
+    pub time: Time,
+    /// The raw JSON text of `data`, if present and not null.
+    pub data: Option<Box<str>>,
+}
+
+/// Quiet hours: `[start, end)` in minutes after local midnight in `tz`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct QuietHours {
+    pub start_min: u16,
+    pub end_min: u16,
+    /// IANA zone name, validated at parse time; `UTC` when absent.
+    pub tz: String,
+}
+
+/// A user's preferences (one record replaces the previous one).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Prefs {
+    /// `None`: the record had no `channels` (rule order applies).
+    pub channels: Option<Vec<Channel>>,
+    pub quiet_hours: Option<QuietHours>,
+    pub muted_rules: Vec<String>,
+    pub locale: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PrefsRecord {
+    pub user: String,
+    pub time: Time,
+    /// `None` deletes the user's preferences.
+    pub prefs: Option<Prefs>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConsentRecord {
+    pub user: String,
+    /// `None` is `"*"`: every channel.
+    pub channel: Option<Channel>,
+    pub purpose: Purpose,
+    pub granted: bool,
+    pub time: Time,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ErasureRecord {
+    pub user: String,
+    pub time: Time,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReceiptStatus {
+    Delivered,
+    Failed,
+    Bounced,
+    Opened,
+    Clicked,
+    Complained,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReceiptRecord {
+    pub dispatch_id: String,
+    pub status: ReceiptStatus,
+    pub time: Time,
+}
+
+/// One parsed input line.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Record {
+    Event(Event),
+    Prefs(PrefsRecord),
+    Consent(ConsentRecord),
+    Erasure(ErasureRecord),
+    Receipt(ReceiptRecord),
+}
+
+impl Record {
+    pub fn time(&self) -> Time {
+        match self {
+            Record::Event(r) => r.time,
+            Record::Prefs(r) => r.time,
+            Record::Consent(r) => r.time,
+            Record::Erasure(r) => r.time,
+            Record::Receipt(r) => r.time,
+        }
+    }
+    /// The user the record belongs to (receipts are keyed by dispatch id).
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Record::Event(r) => Some(&r.user),
+            Record::Prefs(r) => Some(&r.user),
+            Record::Consent(r) => Some(&r.user),
+            Record::Erasure(r) => Some(&r.user),
+            Record::Receipt(_) => None,
+        }
+    }
+}
+
+fn time_field(name: &str, s: &str) -> Result<Time, String> {
+    parse_rfc3339(s).map_err(|e| format!("field `{name}`: {e}"))
+}
+
+fn json_err(e: serde_json::Error) -> String {
+    if e.is_eof() {
+        format!("truncated or invalid JSON (the line ends early): {e}")
+    } else if e.is_syntax() {
+        format!("invalid JSON: {e}")
+    } else {
+        // missing field / wrong type: serde names the field.
+        e.to_string()
+    }
+}
+
+#[derive(Deserialize)]
+struct RawEvent<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    source: Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    subject: Cow<'a, str>,
+    #[serde(borrow)]
+    time: Cow<'a, str>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+pub fn parse_event(line: &str) -> Result<Event, String> {
+    let raw: RawEvent = serde_json::from_str(line).map_err(json_err)?;
+    let time = time_field("time", &raw.time)?;
+    let mut key = String::with_capacity(raw.source.len() + 1 + raw.id.len());
+    key.push_str(&raw.source);
+    key.push('/');
+    key.push_str(&raw.id);
+    let data = raw
+        .data
+        .filter(|d| d.get() != "null")
+        .map(|d| Box::<str>::from(d.get()));
+    Ok(Event {
+        user: raw.subject.into_owned(),
+        key,
+        kind: raw.kind.into_owned(),
+        time,
+        data,
+    })
+}
+
+#[derive(Deserialize)]
+struct RawQuiet<'a> {
+    #[serde(borrow)]
+    start: Cow<'a, str>,
+    #[serde(borrow)]
+    end: Cow<'a, str>,
+    #[serde(borrow, default)]
+    tz: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct RawPrefs<'a> {
+    #[serde(borrow)]
+    user: Cow<'a, str>,
+    #[serde(borrow)]
+    time: Cow<'a, str>,
+    #[serde(default)]
+    deleted: Option<bool>,
+    #[serde(borrow, default)]
+    channels: Option<Vec<Cow<'a, str>>>,
+    #[serde(borrow, default)]
+    quiet_hours: Option<RawQuiet<'a>>,
+    #[serde(default)]
+    muted_rules: Option<Vec<String>>,
+    #[serde(default)]
+    locale: Option<String>,
+}
+
+fn parse_hhmm(field: &str, s: &str) -> Result<u16, String> {
+    let bad = || format!("field `{field}`: {s:?} is not a time of day; write \"HH:MM\" (00:00 to 23:59)");
+    let b = s.as_bytes();
+    if b.len() != 5 || b[2] != b':' {
+        return Err(bad());
+    }
+    let h: u16 = s[..2].parse().map_err(|_| bad())?;
+    let m: u16 = s[3..].parse().map_err(|_| bad())?;
+    if h > 23 || m > 59 || !b[..2].iter().chain(&b[3..]).all(u8::is_ascii_digit) {
+        return Err(bad());
+    }
+    Ok(h * 60 + m)
+}
+
+/// Validates an IANA time zone name against the bundled tz database.
+pub fn check_tz(name: &str) -> Result<(), String> {
+    jiff::tz::TimeZone::get(name)
+        .map(|_| ())
+        .map_err(|_| format!("unknown time zone {name:?}; use an IANA name such as \"Europe/Berlin\""))
+}
+
+fn parse_channel(field: &str, s: &str) -> Result<Channel, String> {
+    Channel::parse(s)
+        .ok_or_else(|| format!("field `{field}`: unknown channel {s:?}; channels are {}", Channel::NAMES))
+}
+
+pub fn parse_prefs(line: &str) -> Result<PrefsRecord, String> {
+    let raw: RawPrefs = serde_json::from_str(line).map_err(json_err)?;
+    let time = time_field("time", &raw.time)?;
+    let user = raw.user.into_owned();
+    if raw.deleted == Some(true) {
+        return Ok(PrefsRecord { user, time, prefs: None });
+    }
+    let channels = match raw.channels {
+        None => None,
+        Some(list) => {
+            let mut out: Vec<Channel> = Vec::with_capacity(list.len());
+            for c in &list {
+                let c = parse_channel("channels", c)?;
+                if !out.contains(&c) {
+                    out.push(c);
+                }
+            }
+            Some(out)
+        }
+    };
+    let quiet_hours = match raw.quiet_hours {
+        None => None,
+        Some(q) => {
+            let tz = q.tz.map(Cow::into_owned).unwrap_or_else(|| "UTC".to_string());
+            check_tz(&tz).map_err(|e| format!("field `quiet_hours.tz`: {e}"))?;
+            Some(QuietHours {
+                start_min: parse_hhmm("quiet_hours.start", &q.start)?,
+                end_min: parse_hhmm("quiet_hours.end", &q.end)?,
+                tz,
+            })
+        }
+    };
+    Ok(PrefsRecord {
+        user,
+        time,
+        prefs: Some(Prefs {
+            channels,
+            quiet_hours,
+            muted_rules: raw.muted_rules.unwrap_or_default(),
+            locale: raw.locale,
+        }),
+    })
+}
+
+#[derive(Deserialize)]
+struct RawConsent<'a> {
+    #[serde(borrow)]
+    user: Cow<'a, str>,
+    #[serde(borrow)]
+    channel: Cow<'a, str>,
+    #[serde(borrow)]
+    purpose: Cow<'a, str>,
+    granted: bool,
+    #[serde(borrow)]
+    time: Cow<'a, str>,
+}
+
+pub fn parse_consent(line: &str) -> Result<ConsentRecord, String> {
+    let raw: RawConsent = serde_json::from_str(line).map_err(json_err)?;
+    let time = time_field("time", &raw.time)?;
+    let channel = if raw.channel == "*" {
+        None
+    } else {
+        Some(parse_channel("channel", &raw.channel)?)
+    };
+    let purpose = Purpose::parse(&raw.purpose).ok_or_else(|| {
+        format!("field `purpose`: unknown purpose {:?}; write \"marketing\" or \"transactional\"", raw.purpose)
+    })?;
+    Ok(ConsentRecord { user: raw.user.into_owned(), channel, purpose, granted: raw.granted, time })
+}
+
+#[derive(Deserialize)]
+struct RawErasure<'a> {
+    #[serde(borrow)]
+    user: Cow<'a, str>,
+    #[serde(borrow)]
+    time: Cow<'a, str>,
+}
+
+pub fn parse_erasure(line: &str) -> Result<ErasureRecord, String> {
+    let raw: RawErasure = serde_json::from_str(line).map_err(json_err)?;
+    Ok(ErasureRecord { time: time_field("time", &raw.time)?, user: raw.user.into_owned() })
+}
+
+#[derive(Deserialize)]
+struct RawReceipt<'a> {
+    #[serde(borrow)]
+    dispatch_id: Cow<'a, str>,
+    #[serde(borrow)]
+    status: Cow<'a, str>,
+    #[serde(borrow)]
+    time: Cow<'a, str>,
+}
+
+pub fn parse_receipt(line: &str) -> Result<ReceiptRecord, String> {
+    let raw: RawReceipt = serde_json::from_str(line).map_err(json_err)?;
+    let status = match &*raw.status {
+        "delivered" => ReceiptStatus::Delivered,
+        "failed" => ReceiptStatus::Failed,
+        "bounced" => ReceiptStatus::Bounced,
+        "opened" => ReceiptStatus::Opened,
+        "clicked" => ReceiptStatus::Clicked,
+        "complained" => ReceiptStatus::Complained,
+        other => {
+            return Err(format!(
+                "field `status`: unknown status {other:?}; write one of delivered, failed, bounced, opened, clicked, complained"
+            ));
+        }
+    };
+    Ok(ReceiptRecord { dispatch_id: raw.dispatch_id.into_owned(), status, time: time_field("time", &raw.time)? })
+}
+
+/// Parses one line of `stream`.
+pub fn parse_line(stream: StreamKind, line: &str) -> Result<Record, String> {
+    match stream {
+        StreamKind::Events => parse_event(line).map(Record::Event),
+        StreamKind::Preferences => parse_prefs(line).map(Record::Prefs),
+        StreamKind::Consent => parse_consent(line).map(Record::Consent),
+        StreamKind::Erasures => parse_erasure(line).map(Record::Erasure),
+        StreamKind::Receipts => parse_receipt(line).map(Record::Receipt),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_parses_and_keys() {
+        let e = parse_event(r#"{"specversion":"1.0","id":"e-1","source":"shop","type":"cart.abandoned","time":"2026-03-01T10:15:00Z","subject":"u-42","data":{"cart_value":59.9}}"#).unwrap();
+        assert_eq!(e.key, "shop/e-1");
+        assert_eq!(e.user, "u-42");
+        assert_eq!(e.data.as_deref(), Some(r#"{"cart_value":59.9}"#));
+        let e = parse_event(r#"{"id":"e\"1","source":"s","type":"t","time":"2026-03-01T10:15:00Z","subject":"u","data":null}"#).unwrap();
+        assert_eq!(e.key, "s/e\"1");
+        assert_eq!(e.data, None);
+    }
+
+    #[test]
+    fn bad_events_name_the_problem() {
+        let missing = parse_event(r#"{"id":"1","source":"s","type":"t","time":"2026-03-01T10:15:00Z"}"#).unwrap_err();
+        assert!(missing.contains("subject"), "{missing}");
+        let typed = parse_event(r#"{"id":1,"source":"s","type":"t","time":"2026-03-01T10:15:00Z","subject":"u"}"#).unwrap_err();
+        assert!(typed.contains("invalid type"), "{typed}");
+        let time = parse_event(r#"{"id":"1","source":"s","type":"t","time":"soon","subject":"u"}"#).unwrap_err();
+        assert!(time.contains("`time`"), "{time}");
+        let cut = parse_event(r#"{"id":"1","source":"s","type":"t","ti"#).unwrap_err();
+        assert!(cut.contains("truncated"), "{cut}");
+        assert!(parse_event("not json").unwrap_err().contains("invalid JSON"));
+    }
+
+    #[test]
+    fn prefs_validate_channels_quiet_hours_and_zone() {
+        let p = parse_prefs(r#"{"user":"u","time":"2026-03-01T00:00:00Z","channels":["email","push","email"],"quiet_hours":{"start":"22:00","end":"07:00","tz":"Europe/Berlin"},"locale":"de-DE"}"#).unwrap();
+        let prefs = p.prefs.unwrap();
+        assert_eq!(prefs.channels, Some(vec![Channel::Email, Channel::Push]));
+        assert_eq!(prefs.quiet_hours.unwrap().start_min, 22 * 60);
+        let del = parse_prefs(r#"{"user":"u","time":"2026-03-01T00:00:00Z","deleted":true}"#).unwrap();
+        assert!(del.prefs.is_none());
+        assert!(parse_prefs(r#"{"user":"u","time":"2026-03-01T00:00:00Z","channels":["fax"]}"#).unwrap_err().contains("unknown channel"));
+        assert!(parse_prefs(r#"{"user":"u","time":"2026-03-01T00:00:00Z","quiet_hours":{"start":"22:00","end":"07:00","tz":"Mars/Olympus"}}"#).unwrap_err().contains("time zone"));
+        assert!(parse_prefs(r#"{"user":"u","time":"2026-03-01T00:00:00Z","quiet_hours":{"start":"24:00","end":"07:00"}}"#).unwrap_err().contains("HH:MM"));
+    }
+
+    #[test]
+    fn consent_star_and_purposes() {
+        let c = parse_consent(r#"{"user":"u","channel":"*","purpose":"marketing","granted":true,"time":"2026-03-01T00:00:00Z"}"#).unwrap();
+        assert_eq!(c.channel, None);
+        assert!(parse_consent(r#"{"user":"u","channel":"sms","purpose":"spam","granted":true,"time":"2026-03-01T00:00:00Z"}"#).is_err());
+        assert!(parse_consent(r#"{"user":"u","channel":"pager","purpose":"marketing","granted":true,"time":"2026-03-01T00:00:00Z"}"#).is_err());
+        assert!(parse_consent(r#"{"user":"u","channel":"sms","purpose":"marketing","granted":"yes","time":"2026-03-01T00:00:00Z"}"#).is_err());
+    }
+}

@@ -1,0 +1,258 @@
+//! Output records (DESIGN.md §3) and their JSON lines.
+//!
+//! Decisions travel through the dataflow as compact typed values (rule
+//! indices, not names); [`Decision::to_json_line`] renders them with the spec
+//! at the sink. Field order follows DESIGN.md §3.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::record::StreamKind;
+use crate::spec::{Channel, Spec};
+use crate::time::{Time, write_rfc3339};
+
+/// Why a candidate ended without a dispatch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Reason {
+    Muted,
+    Holdout,
+    Duplicate,
+    Cancelled,
+    NoChannel,
+    RateLimited,
+    Erased,
+    Undeliverable,
+    Late,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Muted => "muted",
+            Reason::Holdout => "holdout",
+            Reason::Duplicate => "duplicate",
+            Reason::Cancelled => "cancelled",
+            Reason::NoChannel => "no_channel",
+            Reason::RateLimited => "rate_limited",
+            Reason::Erased => "erased",
+            Reason::Undeliverable => "undeliverable",
+            Reason::Late => "late",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Dispatch {
+    pub user: String,
+    pub rule: u16,
+    pub channel: Channel,
+    pub attempt: u32,
+    pub event_key: String,
+    pub event_time: Time,
+    pub decision_time: Time,
+    pub locale: Option<String>,
+    /// Raw JSON of the triggering event's `data` (`None` renders as null).
+    pub vars: Option<Box<str>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Suppression {
+    pub user: String,
+    /// `None` for `late` (no rule was evaluated).
+    pub rule: Option<u16>,
+    pub event_key: String,
+    pub time: Time,
+    pub reason: Reason,
+}
+
+/// What the decision dataflow emits.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Decision {
+    Dispatch(Dispatch),
+    Suppression(Suppression),
+}
+
+/// A bad input record, kept whole with where it came from and why.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub stream: StreamKind,
+    pub file: String,
+    /// 1-based line number in `file`.
+    pub line: u64,
+    pub reason: String,
+    /// The line as read (lossily decoded if it was not UTF-8).
+    pub record: String,
+}
+
+/// The idempotency key of a dispatch: UUID v5 (URL namespace) of
+/// `nudgeflow:dispatch:{user}:{event_key}:{rule}:{attempt}`.
+pub fn dispatch_id(user: &str, event_key: &str, rule: &str, attempt: u32) -> Uuid {
+    let name = format!("nudgeflow:dispatch:{user}:{event_key}:{rule}:{attempt}");
+    Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes())
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn push_json_str(out: &mut String, s: &str) {
+    // serde_json's escaping, without an intermediate allocation.
+    let mut buf = std::mem::take(out).into_bytes();
+    serde_json::to_writer(&mut buf, s).expect("writing to a Vec cannot fail");
+    *out = String::from_utf8(buf).expect("serde_json writes UTF-8");
+}
+
+fn push_key(out: &mut String, key: &str) {
+    if !out.ends_with('{') {
+        out.push(',');
+    }
+    out.push('"');
+    out.push_str(key);
+    out.push_str("\":");
+}
+
+fn push_time(out: &mut String, t: Time) {
+    out.push('"');
+    write_rfc3339(t, out);
+    out.push('"');
+}
+
+impl Decision {
+    /// The instant the decision was made, for ordering outputs.
+    pub fn time(&self) -> Time {
+        match self {
+            Decision::Dispatch(d) => d.decision_time,
+            Decision::Suppression(s) => s.time,
+        }
+    }
+
+    pub fn to_json_line(&self, spec: &Spec) -> String {
+        match self {
+            Decision::Dispatch(d) => d.to_json_line(spec),
+            Decision::Suppression(s) => s.to_json_line(spec),
+        }
+    }
+}
+
+impl Dispatch {
+    pub fn to_json_line(&self, spec: &Spec) -> String {
+        let rule = &spec.rules[self.rule as usize];
+        let mut out = String::with_capacity(320);
+        out.push('{');
+        push_key(&mut out, "dispatch_id");
+        out.push('"');
+        out.push_str(dispatch_id(&self.user, &self.event_key, &rule.name, self.attempt).hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+        out.push('"');
+        push_key(&mut out, "user");
+        push_json_str(&mut out, &self.user);
+        push_key(&mut out, "rule");
+        push_json_str(&mut out, &rule.name);
+        push_key(&mut out, "template");
+        push_json_str(&mut out, &rule.template);
+        push_key(&mut out, "channel");
+        push_json_str(&mut out, self.channel.as_str());
+        push_key(&mut out, "purpose");
+        push_json_str(&mut out, rule.purpose.as_str());
+        push_key(&mut out, "priority");
+        push_json_str(&mut out, rule.priority.as_str());
+        push_key(&mut out, "attempt");
+        out.push_str(&self.attempt.to_string());
+        push_key(&mut out, "event_key");
+        push_json_str(&mut out, &self.event_key);
+        push_key(&mut out, "event_time");
+        push_time(&mut out, self.event_time);
+        push_key(&mut out, "decision_time");
+        push_time(&mut out, self.decision_time);
+        push_key(&mut out, "locale");
+        match &self.locale {
+            Some(l) => push_json_str(&mut out, l),
+            None => out.push_str("null"),
+        }
+        push_key(&mut out, "vars");
+        out.push_str(self.vars.as_deref().unwrap_or("null"));
+        out.push('}');
+        out
+    }
+}
+
+impl Suppression {
+    pub fn to_json_line(&self, spec: &Spec) -> String {
+        let mut out = String::with_capacity(160);
+        out.push('{');
+        push_key(&mut out, "user");
+        push_json_str(&mut out, &self.user);
+        push_key(&mut out, "rule");
+        match self.rule {
+            Some(r) => push_json_str(&mut out, &spec.rules[r as usize].name),
+            None => out.push_str("null"),
+        }
+        push_key(&mut out, "event_key");
+        push_json_str(&mut out, &self.event_key);
+        push_key(&mut out, "time");
+        push_time(&mut out, self.time);
+        push_key(&mut out, "reason");
+        push_json_str(&mut out, self.reason.as_str());
+        out.push('}');
+        out
+    }
+}
+
+impl DeadLetter {
+    pub fn to_json_line(&self) -> String {
+        let mut out = String::with_capacity(self.record.len() + 128);
+        out.push('{');
+        push_key(&mut out, "stream");
+        push_json_str(&mut out, self.stream.name());
+        push_key(&mut out, "file");
+        push_json_str(&mut out, &self.file);
+        push_key(&mut out, "line");
+        out.push_str(&self.line.to_string());
+        push_key(&mut out, "reason");
+        push_json_str(&mut out, &self.reason);
+        push_key(&mut out, "record");
+        push_json_str(&mut out, &self.record);
+        out.push('}');
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dispatch_id_is_uuid_v5_in_url_namespace() {
+        // Cross-checked with Python: uuid.uuid5(uuid.NAMESPACE_URL, "nudgeflow:dispatch:u-42:shop-web/e-1001:cart-recovery:1")
+        let id = dispatch_id("u-42", "shop-web/e-1001", "cart-recovery", 1);
+        assert_eq!(id.get_version_num(), 5);
+        assert_eq!(Uuid::NAMESPACE_URL.to_string(), "6ba7b811-9dad-11d1-80b4-00c04fd430c8");
+        assert_eq!(id.to_string(), PYTHON_UUID5);
+    }
+    const PYTHON_UUID5: &str = "93f3df14-b335-574f-bcce-151b557f6817";
+
+    #[test]
+    fn lines_are_valid_json_in_design_order() {
+        let spec = Spec::parse("t.toml", "[[rule]]\nname = \"r\\\"1\"\non = \"x\"\npurpose = \"marketing\"\nchannels = [\"sms\"]\n").unwrap();
+        let d = Dispatch {
+            user: "u\n1".into(),
+            rule: 0,
+            channel: Channel::Sms,
+            attempt: 1,
+            event_key: "s/e".into(),
+            event_time: 0,
+            decision_time: 1_500,
+            locale: None,
+            vars: Some(r#"{"a":[1,2.50]}"#.into()),
+        };
+        let line = d.to_json_line(&spec);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(v["user"], "u\n1");
+        assert_eq!(v["rule"], "r\"1");
+        assert_eq!(v["decision_time"], "1970-01-01T00:00:01.500Z");
+        assert_eq!(v["locale"], serde_json::Value::Null);
+        assert_eq!(keys.len(), 13);
+        assert!(line.starts_with("{\"dispatch_id\":"));
+        let s = Suppression { user: "u".into(), rule: None, event_key: "k".into(), time: 0, reason: Reason::Late };
+        let v: serde_json::Value = serde_json::from_str(&s.to_json_line(&spec)).unwrap();
+        assert_eq!(v["rule"], serde_json::Value::Null);
+        assert_eq!(v["reason"], "late");
+    }
+}

@@ -1,0 +1,144 @@
+//! Instants: integer milliseconds since the Unix epoch (UTC), parsed from and
+//! written as RFC 3339.
+//!
+//! Input times may carry any offset and any number of fraction digits;
+//! digits below the millisecond are dropped by flooring (toward the past), so
+//! `10:00:00.9999Z` is `10:00:00.999Z`. Output is always UTC with exactly three
+//! fraction digits: `2026-03-01T10:15:00.000Z`.
+
+/// Milliseconds since 1970-01-01T00:00:00Z. Also the timely timestamp.
+pub type Time = i64;
+
+pub const MS_PER_SEC: i64 = 1_000;
+pub const MS_PER_MIN: i64 = 60 * MS_PER_SEC;
+pub const MS_PER_HOUR: i64 = 60 * MS_PER_MIN;
+pub const MS_PER_DAY: i64 = 24 * MS_PER_HOUR;
+
+/// Parses an RFC 3339 timestamp with an offset (`Z` or `±HH:MM`).
+pub fn parse_rfc3339(s: &str) -> Result<Time, String> {
+    // jiff accepts some ISO 8601 forms beyond RFC 3339 but never a time
+    // without an offset, which is what matters: a local time is ambiguous.
+    let ts: jiff::Timestamp = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time with an offset ({e})"))?;
+    Ok(ts.as_nanosecond().div_euclid(1_000_000) as Time)
+}
+
+/// Appends `t` as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn write_rfc3339(t: Time, out: &mut String) {
+    let days = t.div_euclid(MS_PER_DAY);
+    let ms_of_day = t.rem_euclid(MS_PER_DAY);
+    let (y, m, d) = civil_from_days(days);
+    let (h, rest) = (ms_of_day / MS_PER_HOUR, ms_of_day % MS_PER_HOUR);
+    let (mi, rest) = (rest / MS_PER_MIN, rest % MS_PER_MIN);
+    let (s, ms) = (rest / MS_PER_SEC, rest % MS_PER_SEC);
+    use std::fmt::Write;
+    let _ = write!(out, "{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z");
+}
+
+/// `t` as an RFC 3339 UTC string with milliseconds.
+pub fn format_rfc3339(t: Time) -> String {
+    let mut s = String::with_capacity(24);
+    write_rfc3339(t, &mut s);
+    s
+}
+
+/// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01
+/// (Howard Hinnant's `civil_from_days`).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Parses a duration such as `"30m"`, `"1h30m"`, `"2d"`, `"500ms"`, `"0s"`.
+/// A day is 24 hours. Used for spec fields; never negative.
+pub fn parse_duration(s: &str) -> Result<i64, String> {
+    let bad = || {
+        format!("{s:?} is not a duration; write a number and a unit (ms, s, m, h, d), e.g. \"30m\" or \"1h30m\"")
+    };
+    let s = s.trim();
+    if s.is_empty() {
+        return Err(bad());
+    }
+    let bytes = s.as_bytes();
+    let (mut i, mut total) = (0usize, 0i64);
+    while i < bytes.len() {
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        if start == i {
+            return Err(bad());
+        }
+        let n: i64 = s[start..i].parse().map_err(|_| bad())?;
+        let ustart = i;
+        while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
+            i += 1;
+        }
+        let unit = match &s[ustart..i] {
+            "ms" => 1,
+            "s" => MS_PER_SEC,
+            "m" | "min" => MS_PER_MIN,
+            "h" => MS_PER_HOUR,
+            "d" => MS_PER_DAY,
+            _ => return Err(bad()),
+        };
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+        while i < bytes.len() && bytes[i] == b' ' {
+            i += 1;
+        }
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_offsets_and_floors_sub_milliseconds() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z").unwrap(), 0);
+        assert_eq!(
+            parse_rfc3339("2026-03-01T11:15:00+01:00").unwrap(),
+            parse_rfc3339("2026-03-01T10:15:00Z").unwrap()
+        );
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00.9999Z").unwrap(), 999);
+        assert_eq!(parse_rfc3339("1969-12-31T23:59:59.9995Z").unwrap(), -1);
+        assert!(parse_rfc3339("2026-03-01T10:15:00").is_err());
+        assert!(parse_rfc3339("yesterday").is_err());
+    }
+
+    #[test]
+    fn formats_utc_with_milliseconds() {
+        let t = parse_rfc3339("2026-03-01T10:15:00.042+02:00").unwrap();
+        assert_eq!(format_rfc3339(t), "2026-03-01T08:15:00.042Z");
+        assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(format_rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        for t in [0, 1, 86_399_999, 1_772_000_000_123, -86_400_001, 4_102_444_800_000] {
+            assert_eq!(parse_rfc3339(&format_rfc3339(t)).unwrap(), t);
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30m").unwrap(), 30 * MS_PER_MIN);
+        assert_eq!(parse_duration("1h30m").unwrap(), 90 * MS_PER_MIN);
+        assert_eq!(parse_duration("2d").unwrap(), 2 * MS_PER_DAY);
+        assert_eq!(parse_duration("500ms").unwrap(), 500);
+        assert_eq!(parse_duration("0s").unwrap(), 0);
+        for bad in ["", "h", "10", "10x", "-5m", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}
