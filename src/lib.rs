@@ -5,3 +5,7 @@
 pub mod record;
 pub mod spec;
 pub mod time;
+pub mod dataflow;
+pub mod source;
+pub mod replay;
+pub mod sink;

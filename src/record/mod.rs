@@ -159,6 +159,12 @@ impl Record {
     }
 }
 
+/// The hash that routes a user's records to its worker: every per-user
+/// stage exchanges by it, so one worker sees all of a user's records.
+pub fn user_hash(user: &str) -> u64 {
+    differential_dataflow::Hashable::hashed(&user)
+}
+
 fn time_field(name: &str, s: &str) -> Result<Time, String> {
     parse_rfc3339(s).map_err(|e| format!("field `{name}`: {e}"))
 }

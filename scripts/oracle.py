@@ -1,0 +1,1056 @@
+#!/usr/bin/env python3
+"""nudgeflow reference implementation ("oracle") of DESIGN.md sections 2-4.
+
+Independent of the Rust code: written only from /work/shared/DESIGN.md, the
+spec-format reference and the project decisions listed below.  Standard
+library only.  Not implemented: fallback / further attempts and receipt
+effects (receipts are validated and late-checked only; good receipts do
+nothing), and section 5 (analytics).
+
+Usage:
+    python3 scripts/oracle.py --spec SPEC.toml --fixture DIR --out OUTDIR
+
+Reads DIR/{events,preferences,consent,receipts,erasures}.jsonl (any may be
+missing), writes OUTDIR/{dispatches,suppressions,dead_letters}.jsonl (compact
+JSON, one object a line, lines sorted by their UTF-8 bytes) and prints
+{"dispatches":N,"suppressions":N,"dead_letters":N,"duplicates_dropped":N}.
+
+Ambiguities in DESIGN.md and how this oracle resolves them
+-----------------------------------------------------------
+Project decisions (given to the oracle author, followed exactly):
+ A1. Internal time is integer ms since the epoch; input fraction digits beyond
+     ms are truncated toward -inf (floor).  Times must be RFC 3339 with an
+     offset (Z or +-HH:MM); anything else is an unparsable time.
+ A2. Each input file is one source partition.  Walking the file in line
+     order, the watermark is (largest time among records of that file seen so
+     far that were fully valid) - allowed_lateness; a valid record with
+     time < watermark is late.  Late events -> suppression "late" (rule null,
+     user = subject, time = event time); late non-events -> dead letter whose
+     reason contains "late".  Late records change no state (and do not move
+     the watermark, nor "last seen" for duplicates).
+ A3. Per-user order: (time, stream rank), then events by event key, then by
+     line in the file.  Consent/preferences at equal time: later line wins.
+ A4. Field requirements: events need string id, source, type, subject, time
+     ("data" optional, any JSON).  Preferences: user, time required; channels
+     (list of channel names), quiet_hours {start, end "HH:MM", tz optional
+     IANA name, default UTC}, muted_rules (list of strings), locale (string),
+     deleted (bool) optional; deleted=true removes the preferences.  Consent:
+     user, channel (channel or "*"), purpose, granted (bool), time.
+     Erasures: user, time.  Receipts: dispatch_id, status, time.  Unknown
+     channels/purposes/statuses/zones, bad HH:MM, wrong JSON types, missing
+     required fields, invalid JSON -> dead letter.  Unknown extra fields are
+     ignored.
+ A5. Event-key duplicates are dropped silently (counted only); they neither
+     create candidates nor cancel; they still refresh "last seen".
+ A6. Per-rule dedup key: compared as JSON values, numbers by value; a
+     missing/null key field is the key "none", which equals only other
+     missing/null keys (a sentinel, NOT the string "none").
+ A7. Quiet-hours deferral: first instant strictly after t whose local wall
+     time is `end`:00.000 (on a repeated hour: the first such occurrence
+     after t); if on some day `end` falls in a skipped interval, that day's
+     candidate instant is the instant the clocks jump.  A deferred candidate
+     is re-decided from step 1 at the new time; cancellation applies until
+     the final decision.
+ A8. At an instant t: apply all records at t (erasure, consent, prefs,
+     events) first, then decide candidates due at t in order (decision time,
+     event time, event key, rule order).  Candidates created at t with
+     decision time t are decided at t.
+ A9. Caps count all dispatches (all are first attempts here) by decision time
+     in (t - per, t]; dispatches decided earlier at the same instant count.
+     Channel caps count dispatches on that channel of any purpose.  Critical
+     bypasses purpose caps, channel caps and quiet hours but still counts.
+ A10. Erasure at t: pending candidates -> "erased" (time = erasure time);
+     preferences, consent, cap history, dedup history and last-seen event
+     keys are forgotten.
+ A11. A rule with `at` whose data field is missing / not an RFC 3339 time
+     does not match; decision time = max(event time, at_time - before).
+Oracle author's own choices (DESIGN.md and the decisions above are silent):
+ B1. `T`/`t` and `Z`/`z` are accepted (RFC 3339 allows lower case); a space
+     instead of `T` is rejected.  Seconds must be 00-59 (leap second 60 is
+     rejected); offsets +-00:00..23:59 ("-00:00" = UTC).  The fraction, if
+     present, needs >= 1 digit.  A time whose UTC value falls outside years
+     0000-9999 is unparsable (it could not be written back in RFC 3339).
+ B2. Lines are split on "\n"; one trailing "\r" is removed.  A line holding
+     only JSON whitespace (space, tab) is blank and skipped.  The dead-letter
+     "record" is the line without its line terminator.  Invalid UTF-8 is a
+     dead letter (record decoded with U+FFFD replacements).  A last line
+     without a trailing newline is processed normally if it is complete,
+     valid JSON (a truncated one fails to parse -> dead letter).
+ B3. JSON is strict RFC 8259: NaN/Infinity, numbers overflowing a double, and
+     lone UTF-16 surrogate escapes are invalid JSON; a non-object top level is
+     a dead letter.  Duplicate object keys: the last one wins.
+ B4. An optional field given as JSON null is treated as absent (e.g.
+     "locale":null, "tz":null, "data":null -> vars null).  A required field
+     that is null counts as missing.
+ B5. `deleted:false` is an ordinary preference record.  A preference record
+     with deleted:true is still fully validated (bad other fields -> dead
+     letter).  `channels` may repeat names; only the first occurrence counts.
+ B6. Channel restriction: the order of the user's `channels` list, keeping
+     only channels that are also in the rule's list.
+ B7. Quiet-hours membership uses the full local time of day (ms precision):
+     in quiet hours iff start <= local < end (start < end) or local >= start
+     or local < end (start > end).  "24:00" is not a valid HH:MM.
+ B8. `at.before` defaults to 0 when omitted; `at.field` and the dedup `key`
+     use the same dotted-path lookup into `data` as `where` fields.
+ B9. Duplicate check: an event is dropped iff its key was last seen (for the
+     same user) at s with t - dedup_horizon < s <= t; horizon 0 drops
+     nothing.  Late/invalid records never update "last seen".
+ B10. Cancellation: a non-duplicate event at t cancels every pending
+     candidate of the same user whose rule's cancel_on matches the event type
+     and whose event time < t (pending implies decision time >= t).
+ B11. Step 5 result when no channel is left: "rate_limited" iff at least one
+     channel (after the preference restriction) had consent, else
+     "no_channel".  Purpose caps (step 6) are checked only once a channel is
+     left.
+ B12. Output numbers in `vars` are re-serialised by Python's json module
+     (e.g. 1e20 is written 1e+20), so compare `vars` as parsed JSON values.
+     Non-ASCII is written as raw UTF-8 (ensure_ascii=False).
+ B13. Time-zone data is the host's (zoneinfo / tzdata); local-time
+     computations outside Python's datetime range (years 1-9999) are treated
+     as "not in quiet hours".
+ B15. Outputs are not de-duplicated: e.g. the same event re-sent after the
+     dedup horizon and then cancelled yields two identical suppression lines.
+ B16. A `data` that is not an object makes every `where`/`at`/dedup-key field
+     missing.  Order of checks per line: UTF-8, JSON, fields, then lateness.
+ B14. Spec: unknown keys are ignored (e.g. analytics settings,
+     fallback_after, which is parsed but unused).  Durations are one or more
+     <integer><unit> groups, units ms, s, m, h, d.
+"""
+
+import argparse
+import bisect
+import heapq
+import json
+import os
+import re
+import sys
+import tomllib
+import uuid
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+CHANNELS = ("push", "email", "sms", "in_app", "webhook")
+PURPOSES = ("marketing", "transactional")
+PRIORITIES = ("normal", "high", "critical")
+STATUSES = ("delivered", "failed", "bounced", "opened", "clicked", "complained")
+STREAMS = ("erasures", "consent", "preferences", "receipts", "events")
+RANK = {s: i for i, s in enumerate(STREAMS)}
+INPUT_ORDER = ("events", "preferences", "consent", "receipts", "erasures")
+
+MS_MIN = None  # set below: 0000-01-01T00:00:00.000Z
+MS_MAX = None  # 9999-12-31T23:59:59.999Z
+
+
+class SpecError(Exception):
+    pass
+
+
+class BadRecord(Exception):
+    pass
+
+
+# ----------------------------------------------------------------------------
+# Time
+# ----------------------------------------------------------------------------
+
+def days_from_civil(y, m, d):
+    y -= 1 if m <= 2 else 0
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def civil_from_days(z):
+    z += 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    y = yoe + era * 400
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    return (y + (1 if m <= 2 else 0), m, d)
+
+
+MS_MIN = days_from_civil(0, 1, 1) * 86400000
+MS_MAX = days_from_civil(10000, 1, 1) * 86400000 - 1
+
+RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})",
+    re.ASCII,
+)
+
+
+def is_leap(y):
+    return y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
+
+
+def month_days(y, m):
+    return [31, 29 if is_leap(y) else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][m - 1]
+
+
+def parse_time(s):
+    """RFC 3339 string -> epoch ms (floor), or None."""
+    if not isinstance(s, str):
+        return None
+    mt = RFC3339.fullmatch(s)
+    if not mt:
+        return None
+    y, mo, d, h, mi, se = (int(mt.group(i)) for i in range(1, 7))
+    if not (1 <= mo <= 12) or not (1 <= d <= month_days(y, mo)):
+        return None
+    if h > 23 or mi > 59 or se > 59:
+        return None
+    frac = mt.group(7)
+    ms = int((frac[1:] + "000")[:3]) if frac else 0
+    off = mt.group(8)
+    if off in ("Z", "z"):
+        off_min = 0
+    else:
+        oh, om = int(off[1:3]), int(off[4:6])
+        if oh > 23 or om > 59:
+            return None
+        off_min = (oh * 60 + om) * (1 if off[0] == "+" else -1)
+    t = ((days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60 + se
+    t = t * 1000 + ms - off_min * 60000
+    if t < MS_MIN or t > MS_MAX:
+        return None
+    return t
+
+
+def fmt_time(t):
+    days, rem = divmod(t, 86400000)
+    y, m, d = civil_from_days(days)
+    hh, rem = divmod(rem, 3600000)
+    mm, rem = divmod(rem, 60000)
+    ss, ms = divmod(rem, 1000)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (y, m, d, hh, mm, ss, ms)
+
+
+DUR_PART = re.compile(r"(\d+)(ms|s|m|h|d)", re.ASCII)
+DUR_UNIT = {"ms": 1, "s": 1000, "m": 60000, "h": 3600000, "d": 86400000}
+
+
+def parse_duration(s, where):
+    if not isinstance(s, str) or not s:
+        raise SpecError("%s: duration must be a string like \"30m\" or \"1h30m\"" % where)
+    pos, total = 0, 0
+    while pos < len(s):
+        mt = DUR_PART.match(s, pos)
+        if not mt:
+            raise SpecError("%s: bad duration %r (use e.g. \"90s\", \"1h30m\", \"2d\")" % (where, s))
+        total += int(mt.group(1)) * DUR_UNIT[mt.group(2)]
+        pos = mt.end()
+    return total
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+ONE_MS = timedelta(milliseconds=1)
+
+
+def utc_dt(t):
+    return EPOCH + timedelta(milliseconds=t)
+
+
+def dt_ms(dt):
+    return (dt - EPOCH) // ONE_MS
+
+
+def local_ms_of_day(t, zone):
+    loc = utc_dt(t).astimezone(zone)
+    return ((loc.hour * 60 + loc.minute) * 60 + loc.second) * 1000 + loc.microsecond // 1000
+
+
+def wall_instants(day, minute_of_day, zone):
+    """UTC ms instants at which local wall time on `day` is minute_of_day:00.000.
+    Two on a repeated hour, one normally; in a gap: [the instant the clocks jump]."""
+    h, m = divmod(minute_of_day, 60)
+    found = []
+    us = []
+    for fold in (0, 1):
+        naive = datetime(day.year, day.month, day.day, h, m, fold=fold, tzinfo=zone)
+        u = naive.astimezone(timezone.utc)
+        us.append(dt_ms(u))
+        back = u.astimezone(zone)
+        if (back.year, back.month, back.day, back.hour, back.minute, back.second,
+                back.microsecond) == (day.year, day.month, day.day, h, m, 0, 0):
+            found.append(dt_ms(u))
+    if found:
+        return sorted(set(found))
+    # Skipped wall time: binary-search the transition between the two mappings.
+    lo, hi = min(us), max(us)
+
+    def off(x):
+        return utc_dt(x).astimezone(zone).utcoffset()
+
+    off_lo = off(lo)
+    if off(hi) == off_lo:
+        return []  # should not happen
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if off(mid) == off_lo:
+            lo = mid
+        else:
+            hi = mid
+    return [hi]
+
+
+def next_wall_time(t, minute_of_day, zone):
+    """First instant > t at which local time is minute_of_day (A7)."""
+    d0 = utc_dt(t).astimezone(zone).date()
+    best = None
+    k = -1
+    while True:
+        day = d0 + timedelta(days=k)
+        for inst in wall_instants(day, minute_of_day, zone):
+            if inst > t and (best is None or inst < best):
+                best = inst
+        if best is not None and k >= 2:
+            return best
+        k += 1
+        if k > 800:
+            return best
+
+
+# ----------------------------------------------------------------------------
+# JSON helpers
+# ----------------------------------------------------------------------------
+
+def _bad_constant(name):
+    raise ValueError("invalid JSON literal %s" % name)
+
+
+def _parse_float(s):
+    v = float(s)
+    if v in (float("inf"), float("-inf")):
+        raise ValueError("number out of range: %s" % s)
+    return v
+
+
+def _has_surrogate(v):
+    stack = [v]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, str):
+            if any(0xD800 <= ord(c) <= 0xDFFF for c in x):
+                return True
+        elif isinstance(x, list):
+            stack.extend(x)
+        elif isinstance(x, dict):
+            stack.extend(x.keys())
+            stack.extend(x.values())
+    return False
+
+
+def load_json(text):
+    try:
+        v = json.loads(text, parse_constant=_bad_constant, parse_float=_parse_float)
+    except RecursionError:
+        raise BadRecord("invalid JSON: nested too deeply")
+    except ValueError as e:
+        raise BadRecord("invalid JSON: %s" % e)
+    if _has_surrogate(v):
+        raise BadRecord("invalid JSON: lone surrogate in string")
+    return v
+
+
+def is_num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def json_eq(a, b):
+    if is_num(a) and is_num(b):
+        return a == b
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if a is None or b is None:
+        return a is None and b is None
+    if isinstance(a, str) and isinstance(b, str):
+        return a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(json_eq(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_eq(a[k], b[k]) for k in a)
+    return False
+
+
+_MISSING = object()
+_ALL = object()
+
+
+def lookup(data, path):
+    """Dotted path into data; JSON null counts as missing."""
+    cur = data
+    for part in path.split("."):
+        if isinstance(cur, dict) and part in cur:
+            cur = cur[part]
+        else:
+            return _MISSING
+    return _MISSING if cur is None else cur
+
+
+def dumps(obj):
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+# ----------------------------------------------------------------------------
+# Spec
+# ----------------------------------------------------------------------------
+
+def compile_glob(pat, where):
+    if not isinstance(pat, str):
+        raise SpecError("%s: event type pattern must be a string" % where)
+    rx = ".*".join(re.escape(p) for p in pat.split("*"))
+    return re.compile(rx, re.DOTALL)
+
+
+def glob_list(v, where):
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not v:
+        raise SpecError("%s: expected a string or a non-empty list of strings" % where)
+    return [compile_glob(p, where) for p in v]
+
+
+def to_json_value(v, where):
+    if isinstance(v, (str, bool, int, float)):
+        return v
+    if isinstance(v, list):
+        return [to_json_value(x, where) for x in v]
+    if isinstance(v, dict):
+        return {k: to_json_value(x, where) for k, x in v.items()}
+    raise SpecError("%s: unsupported value type %s" % (where, type(v).__name__))
+
+
+OPS = ("=", "!=", "<", "<=", ">", ">=", "in", "exists", "not_exists")
+
+
+class Rule:
+    pass
+
+
+class Cap:
+    pass
+
+
+class Spec:
+    pass
+
+
+def load_spec(path):
+    with open(path, "rb") as f:
+        try:
+            doc = tomllib.load(f)
+        except tomllib.TOMLDecodeError as e:
+            raise SpecError("%s: invalid TOML: %s" % (path, e))
+    sp = Spec()
+    sp.dedup_horizon = parse_duration(doc.get("dedup_horizon", "24h"), "dedup_horizon")
+    sp.allowed_lateness = parse_duration(doc.get("allowed_lateness", "0s"), "allowed_lateness")
+    h = doc.get("holdout", 0.0)
+    if not is_num(h) or not (0 <= h <= 1):
+        raise SpecError("holdout must be a number in [0, 1]")
+    sp.holdout_bp = int((float(h) * 10000 + 0.5) // 1)
+    sp.rules = []
+    names = set()
+    for i, r in enumerate(doc.get("rule", [])):
+        w = "rule #%d" % (i + 1)
+        if not isinstance(r, dict):
+            raise SpecError("%s: must be a table" % w)
+        ru = Rule()
+        ru.index = i
+        ru.name = r.get("name")
+        if not isinstance(ru.name, str) or not ru.name:
+            raise SpecError("%s: `name` (string) is required" % w)
+        w = "rule %r" % ru.name
+        if ru.name in names:
+            raise SpecError("%s: duplicate rule name" % w)
+        names.add(ru.name)
+        if "on" not in r:
+            raise SpecError("%s: `on` is required" % w)
+        ru.on = glob_list(r["on"], w + " on")
+        ru.where = []
+        conds = r.get("where", [])
+        if not isinstance(conds, list):
+            raise SpecError("%s: `where` must be a list of conditions" % w)
+        for c in conds:
+            if not isinstance(c, dict) or not isinstance(c.get("field"), str):
+                raise SpecError("%s: condition needs a string `field`" % w)
+            op = c.get("op")
+            if op not in OPS:
+                raise SpecError("%s: condition op must be one of %s" % (w, OPS))
+            if op in ("exists", "not_exists"):
+                val = None
+            else:
+                if "value" not in c:
+                    raise SpecError("%s: condition with op %s needs a `value`" % (w, op))
+                val = to_json_value(c["value"], w)
+                if op == "in" and not isinstance(val, list):
+                    raise SpecError("%s: op `in` needs a list value" % w)
+            ru.where.append((c["field"], op, val))
+        ru.template = r.get("template", ru.name)
+        if not isinstance(ru.template, str):
+            raise SpecError("%s: template must be a string" % w)
+        ru.purpose = r.get("purpose")
+        if ru.purpose not in PURPOSES:
+            raise SpecError("%s: purpose must be marketing or transactional" % w)
+        ru.priority = r.get("priority", "normal")
+        if ru.priority not in PRIORITIES:
+            raise SpecError("%s: priority must be normal, high or critical" % w)
+        ch = r.get("channels")
+        if not isinstance(ch, list) or not ch or any(c not in CHANNELS for c in ch):
+            raise SpecError("%s: channels must be a non-empty list of %s" % (w, CHANNELS))
+        ru.channels = []
+        for c in ch:
+            if c not in ru.channels:
+                ru.channels.append(c)
+        if "delay" in r and "at" in r:
+            raise SpecError("%s: `delay` and `at` together" % w)
+        ru.delay = parse_duration(r["delay"], w + " delay") if "delay" in r else 0
+        ru.at = None
+        if "at" in r:
+            a = r["at"]
+            if not isinstance(a, dict) or not isinstance(a.get("field"), str):
+                raise SpecError("%s: `at` must be { field = \"...\", before = \"...\" }" % w)
+            ru.at = (a["field"], parse_duration(a.get("before", "0s"), w + " at.before"))
+        ru.cancel_on = glob_list(r["cancel_on"], w + " cancel_on") if "cancel_on" in r else []
+        ru.dedup = None
+        if "dedup" in r:
+            d = r["dedup"]
+            if not isinstance(d, dict) or "window" not in d:
+                raise SpecError("%s: dedup must be { window = \"24h\", key = \"...\" }" % w)
+            key = d.get("key")
+            if key is not None and not isinstance(key, str):
+                raise SpecError("%s: dedup key must be a string" % w)
+            ru.dedup = (parse_duration(d["window"], w + " dedup.window"), key)
+        if "fallback_after" in r:
+            parse_duration(r["fallback_after"], w + " fallback_after")  # unused here
+        sp.rules.append(ru)
+    sp.purpose_caps = {p: [] for p in PURPOSES}
+    sp.channel_caps = {c: [] for c in CHANNELS}
+    for i, c in enumerate(doc.get("cap", [])):
+        w = "cap #%d" % (i + 1)
+        if not isinstance(c, dict) or (("purpose" in c) == ("channel" in c)):
+            raise SpecError("%s: exactly one of purpose / channel is required" % w)
+        mx = c.get("max")
+        if not isinstance(mx, int) or isinstance(mx, bool) or mx < 0:
+            raise SpecError("%s: max must be an integer >= 0" % w)
+        per = parse_duration(c.get("per"), w + " per")
+        if "purpose" in c:
+            if c["purpose"] not in PURPOSES:
+                raise SpecError("%s: unknown purpose" % w)
+            sp.purpose_caps[c["purpose"]].append((mx, per))
+        else:
+            if c["channel"] not in CHANNELS:
+                raise SpecError("%s: unknown channel" % w)
+            sp.channel_caps[c["channel"]].append((mx, per))
+    return sp
+
+
+def cond_holds(data, cond):
+    field, op, val = cond
+    v = lookup(data, field)
+    if op == "not_exists":
+        return v is _MISSING
+    if v is _MISSING:
+        return False
+    if op == "exists":
+        return True
+    if op == "=":
+        return json_eq(v, val)
+    if op == "!=":
+        return not json_eq(v, val)
+    if op == "in":
+        return any(json_eq(v, x) for x in val)
+    if is_num(v) and is_num(val):
+        pass
+    elif isinstance(v, str) and isinstance(val, str):
+        pass
+    else:
+        return False
+    if op == "<":
+        return v < val
+    if op == "<=":
+        return v <= val
+    if op == ">":
+        return v > val
+    return v >= val
+
+
+def fnv1a64(b):
+    h = 0xCBF29CE484222325
+    for x in b:
+        h ^= x
+        h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+# ----------------------------------------------------------------------------
+# Record validation
+# ----------------------------------------------------------------------------
+
+def req_str(o, k):
+    v = o.get(k)
+    if v is None:
+        raise BadRecord("missing required field `%s`" % k)
+    if not isinstance(v, str):
+        raise BadRecord("field `%s` must be a string" % k)
+    return v
+
+
+def req_time(o, k="time"):
+    s = req_str(o, k)
+    t = parse_time(s)
+    if t is None:
+        raise BadRecord("unparsable time in `%s`: %r (need RFC 3339 with offset)" % (k, s))
+    return t
+
+
+HHMM = re.compile(r"(\d{2}):(\d{2})", re.ASCII)
+
+
+def parse_hhmm(s, k):
+    if not isinstance(s, str):
+        raise BadRecord("quiet_hours.%s must be a string HH:MM" % k)
+    mt = HHMM.fullmatch(s)
+    if not mt or int(mt.group(1)) > 23 or int(mt.group(2)) > 59:
+        raise BadRecord("quiet_hours.%s is not a valid HH:MM: %r" % (k, s))
+    return int(mt.group(1)) * 60 + int(mt.group(2))
+
+
+_ZONES = {}
+
+
+def get_zone(name):
+    if name not in _ZONES:
+        try:
+            _ZONES[name] = ZoneInfo(name) if name else None
+        except Exception:
+            _ZONES[name] = None
+    return _ZONES[name]
+
+
+def validate(stream, o):
+    if not isinstance(o, dict):
+        raise BadRecord("record is not a JSON object")
+    r = {"stream": stream}
+    if stream == "events":
+        for k in ("id", "source", "type", "subject"):
+            r[k] = req_str(o, k)
+        r["time"] = req_time(o)
+        r["user"] = r["subject"]
+        r["key"] = r["source"] + "/" + r["id"]
+        r["data"] = o.get("data")
+    elif stream == "preferences":
+        r["user"] = req_str(o, "user")
+        r["time"] = req_time(o)
+        deleted = o.get("deleted")
+        if deleted is not None and not isinstance(deleted, bool):
+            raise BadRecord("field `deleted` must be a boolean")
+        r["deleted"] = bool(deleted)
+        ch = o.get("channels")
+        if ch is not None:
+            if not isinstance(ch, list):
+                raise BadRecord("field `channels` must be a list")
+            for c in ch:
+                if not isinstance(c, str):
+                    raise BadRecord("field `channels` must hold strings")
+                if c not in CHANNELS:
+                    raise BadRecord("unknown channel %r" % c)
+            seen = []
+            for c in ch:
+                if c not in seen:
+                    seen.append(c)
+            ch = seen
+        r["channels"] = ch
+        q = o.get("quiet_hours")
+        if q is not None:
+            if not isinstance(q, dict):
+                raise BadRecord("field `quiet_hours` must be an object")
+            if q.get("start") is None or q.get("end") is None:
+                raise BadRecord("quiet_hours needs `start` and `end`")
+            start = parse_hhmm(q["start"], "start")
+            end = parse_hhmm(q["end"], "end")
+            tzname = q.get("tz")
+            if tzname is None:
+                zone = timezone.utc
+            else:
+                if not isinstance(tzname, str):
+                    raise BadRecord("quiet_hours.tz must be a string")
+                zone = get_zone(tzname)
+                if zone is None:
+                    raise BadRecord("unknown time zone %r" % tzname)
+            q = (start, end, zone)
+        r["quiet"] = q
+        mr = o.get("muted_rules")
+        if mr is not None:
+            if not isinstance(mr, list) or any(not isinstance(x, str) for x in mr):
+                raise BadRecord("field `muted_rules` must be a list of strings")
+            mr = set(mr)
+        r["muted"] = mr or set()
+        loc = o.get("locale")
+        if loc is not None and not isinstance(loc, str):
+            raise BadRecord("field `locale` must be a string")
+        r["locale"] = loc
+    elif stream == "consent":
+        r["user"] = req_str(o, "user")
+        ch = req_str(o, "channel")
+        if ch != "*" and ch not in CHANNELS:
+            raise BadRecord("unknown channel %r" % ch)
+        r["channel"] = ch
+        p = req_str(o, "purpose")
+        if p not in PURPOSES:
+            raise BadRecord("unknown purpose %r" % p)
+        r["purpose"] = p
+        g = o.get("granted")
+        if g is None:
+            raise BadRecord("missing required field `granted`")
+        if not isinstance(g, bool):
+            raise BadRecord("field `granted` must be a boolean")
+        r["granted"] = g
+        r["time"] = req_time(o)
+    elif stream == "receipts":
+        r["dispatch_id"] = req_str(o, "dispatch_id")
+        st = req_str(o, "status")
+        if st not in STATUSES:
+            raise BadRecord("unknown status %r" % st)
+        r["status"] = st
+        r["time"] = req_time(o)
+    elif stream == "erasures":
+        r["user"] = req_str(o, "user")
+        r["time"] = req_time(o)
+    return r
+
+
+# ----------------------------------------------------------------------------
+# Engine
+# ----------------------------------------------------------------------------
+
+class Candidate:
+    __slots__ = ("rule", "user", "event", "dt", "alive", "dkey")
+
+
+class UserState:
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.prefs = None
+        self.consent = {}      # (channel|"*", purpose) -> (time, seq, granted)
+        self.last_seen = {}    # event key -> time
+        self.by_purpose = {}   # purpose -> [decision times]
+        self.by_channel = {}   # channel -> [decision times]
+        self.by_rule = {}      # rule name -> [(decision time, dedup key)]
+
+
+class Engine:
+    def __init__(self, spec):
+        self.spec = spec
+        self.dispatches = []
+        self.suppressions = []
+        self.dead = []
+        self.duplicates = 0
+        self.seq = 0
+
+    # -- output ---------------------------------------------------------------
+    def suppress(self, user, rule, event_key, t, reason):
+        self.suppressions.append({"user": user, "rule": rule, "event_key": event_key,
+                                  "time": fmt_time(t), "reason": reason})
+
+    def dead_letter(self, stream, line_no, reason, raw):
+        self.dead.append({"stream": stream, "file": stream + ".jsonl", "line": line_no,
+                          "reason": reason, "record": raw})
+
+    # -- input ----------------------------------------------------------------
+    def read_file(self, stream, path):
+        out = []
+        if not os.path.exists(path):
+            return out
+        with open(path, "rb") as f:
+            blob = f.read()
+        lines = blob.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        max_seen = None
+        for i, bl in enumerate(lines):
+            line_no = i + 1
+            if bl.endswith(b"\r"):
+                bl = bl[:-1]
+            try:
+                text = bl.decode("utf-8")
+            except UnicodeDecodeError:
+                self.dead_letter(stream, line_no, "invalid UTF-8", bl.decode("utf-8", "replace"))
+                continue
+            if text.strip(" \t\r\n") == "":
+                continue
+            try:
+                rec = validate(stream, load_json(text))
+            except BadRecord as e:
+                self.dead_letter(stream, line_no, str(e), text)
+                continue
+            t = rec["time"]
+            if max_seen is not None and t < max_seen - self.spec.allowed_lateness:
+                if stream == "events":
+                    self.suppress(rec["user"], None, rec["key"], t, "late")
+                else:
+                    self.dead_letter(stream, line_no,
+                                     "late record: time %s is before the watermark %s"
+                                     % (fmt_time(t), fmt_time(max_seen - self.spec.allowed_lateness)),
+                                     text)
+                continue
+            if max_seen is None or t > max_seen:
+                max_seen = t
+            rec["line"] = line_no
+            out.append(rec)
+        return out
+
+    def run(self, fixture):
+        per_user = {}
+        for stream in INPUT_ORDER:
+            recs = self.read_file(stream, os.path.join(fixture, stream + ".jsonl"))
+            if stream == "receipts":
+                continue  # validated only; good receipts do nothing here
+            for r in recs:
+                per_user.setdefault(r["user"], []).append(r)
+        for user in sorted(per_user):
+            recs = per_user[user]
+            recs.sort(key=lambda r: (r["time"], RANK[r["stream"]],
+                                     r["key"] if r["stream"] == "events" else "", r["line"]))
+            self.run_user(user, recs)
+
+    # -- per-user loop ----------------------------------------------------------
+    def run_user(self, user, recs):
+        st = UserState()
+        heap = []        # (dt, event time, event key, rule index, seq, cand)
+        pending = {}     # rule index -> {candidate id: live candidate}
+        i, n = 0, len(recs)
+        while True:
+            heap_t = None
+            while heap and not heap[0][-1].alive:
+                heapq.heappop(heap)
+            if heap:
+                heap_t = heap[0][0]
+            rec_t = recs[i]["time"] if i < n else None
+            if heap_t is None and rec_t is None:
+                break
+            t = min(x for x in (heap_t, rec_t) if x is not None)
+            # 1. apply all records at t
+            while i < n and recs[i]["time"] == t:
+                self.apply(st, user, recs[i], heap, pending)
+                i += 1
+            # 2. decide candidates due at t (new ones due at t included)
+            while True:
+                while heap and not heap[0][-1].alive:
+                    heapq.heappop(heap)
+                if not heap or heap[0][0] != t:
+                    break
+                entry = heapq.heappop(heap)
+                c = entry[-1]
+                self.decide(st, c, t, heap)
+                if not c.alive:
+                    del pending[c.rule.index][id(c)]
+
+    def push(self, heap, c):
+        self.seq += 1
+        heapq.heappush(heap, (c.dt, c.event["time"], c.event["key"], c.rule.index, self.seq, c))
+
+    def apply(self, st, user, r, heap, pending):
+        s = r["stream"]
+        t = r["time"]
+        if s == "erasures":
+            for group in pending.values():
+                for c in group.values():
+                    c.alive = False
+                    self.suppress(user, c.rule.name, c.event["key"], t, "erased")
+            pending.clear()
+            st.reset()
+        elif s == "consent":
+            self.seq += 1
+            st.consent[(r["channel"], r["purpose"])] = (t, self.seq, r["granted"])
+        elif s == "preferences":
+            st.prefs = None if r["deleted"] else r
+        elif s == "events":
+            key = r["key"]
+            last = st.last_seen.get(key)
+            st.last_seen[key] = t
+            if last is not None and t - self.spec.dedup_horizon < last <= t:
+                self.duplicates += 1
+                return
+            # cancellation
+            for ru in self.spec.rules:
+                group = pending.get(ru.index)
+                if not group or not any(g.fullmatch(r["type"]) for g in ru.cancel_on):
+                    continue
+                for cid, c in list(group.items()):
+                    if c.event["time"] < t and c.dt >= t:
+                        c.alive = False
+                        del group[cid]
+                        self.suppress(user, ru.name, c.event["key"], t, "cancelled")
+            # candidates
+            data = r["data"]
+            for ru in self.spec.rules:
+                if not any(g.fullmatch(r["type"]) for g in ru.on):
+                    continue
+                if not all(cond_holds(data, cd) for cd in ru.where):
+                    continue
+                if ru.at is not None:
+                    v = lookup(data, ru.at[0])
+                    at_t = parse_time(v) if isinstance(v, str) else None
+                    if at_t is None:
+                        continue
+                    dt = max(t, at_t - ru.at[1])
+                else:
+                    dt = t + ru.delay
+                c = Candidate()
+                c.rule, c.user, c.event, c.dt, c.alive = ru, user, r, dt, True
+                if ru.dedup is None:
+                    c.dkey = None
+                elif ru.dedup[1] is None:
+                    c.dkey = _ALL          # no key field: all events share one key
+                else:
+                    c.dkey = lookup(data, ru.dedup[1])   # _MISSING = the key "none"
+                pending.setdefault(ru.index, {})[id(c)] = c
+                self.push(heap, c)
+
+    def consent_ok(self, st, channel, purpose, t):
+        a = st.consent.get((channel, purpose))
+        b = st.consent.get(("*", purpose))
+        best = None
+        for x in (a, b):
+            if x is not None and x[0] <= t and (best is None or (x[0], x[1]) > (best[0], best[1])):
+                best = x
+        if best is None:
+            return purpose == "transactional"
+        return best[2]
+
+    @staticmethod
+    def count(times, t, per):
+        return len(times) - bisect.bisect_right(times, t - per)
+
+    def decide(self, st, c, t, heap):
+        ru = c.rule
+        user = c.user
+        ek = c.event["key"]
+        prefs = st.prefs
+        # 1. muted
+        if prefs is not None and ru.name in prefs["muted"]:
+            c.alive = False
+            self.suppress(user, ru.name, ek, t, "muted")
+            return
+        # 2. holdout
+        if ru.purpose == "marketing" and \
+                fnv1a64(user.encode("utf-8")) % 10000 < self.spec.holdout_bp:
+            c.alive = False
+            self.suppress(user, ru.name, ek, t, "holdout")
+            return
+        # 3. per-rule dedup
+        if ru.dedup is not None:
+            window = ru.dedup[0]
+            for (dt, k) in reversed(st.by_rule.get(ru.name, [])):
+                if dt <= t - window:
+                    break
+                if k is _MISSING or k is _ALL or c.dkey is _MISSING or c.dkey is _ALL:
+                    same = k is c.dkey
+                else:
+                    same = json_eq(k, c.dkey)
+                if same:
+                    c.alive = False
+                    self.suppress(user, ru.name, ek, t, "duplicate")
+                    return
+        # 4. quiet hours
+        critical = ru.priority == "critical"
+        if ru.purpose == "marketing" and not critical and prefs is not None \
+                and prefs["quiet"] is not None:
+            start, end, zone = prefs["quiet"]
+            if start != end:
+                try:
+                    lt = local_ms_of_day(t, zone)
+                    s_ms, e_ms = start * 60000, end * 60000
+                    inq = (s_ms <= lt < e_ms) if start < end else (lt >= s_ms or lt < e_ms)
+                    new_t = next_wall_time(t, end, zone) if inq else None
+                except (OverflowError, ValueError):
+                    inq, new_t = False, None
+                if inq and new_t is not None:
+                    c.dt = new_t
+                    self.push(heap, c)
+                    return
+        # 5. channels
+        chans = list(ru.channels)
+        if prefs is not None and prefs["channels"] is not None:
+            chans = [x for x in prefs["channels"] if x in ru.channels]
+        consented = [x for x in chans if self.consent_ok(st, x, ru.purpose, t)]
+        left = []
+        for x in consented:
+            if not critical and any(self.count(st.by_channel.get(x, []), t, per) >= mx
+                                    for (mx, per) in self.spec.channel_caps[x]):
+                continue
+            left.append(x)
+        if not left:
+            c.alive = False
+            self.suppress(user, ru.name, ek, t, "rate_limited" if consented else "no_channel")
+            return
+        # 6. purpose caps
+        if not critical and any(self.count(st.by_purpose.get(ru.purpose, []), t, per) >= mx
+                                for (mx, per) in self.spec.purpose_caps[ru.purpose]):
+            c.alive = False
+            self.suppress(user, ru.name, ek, t, "rate_limited")
+            return
+        # 7. dispatch
+        ch = left[0]
+        c.alive = False
+        st.by_purpose.setdefault(ru.purpose, []).append(t)
+        st.by_channel.setdefault(ch, []).append(t)
+        st.by_rule.setdefault(ru.name, []).append((t, c.dkey))
+        ev = c.event
+        did = uuid.uuid5(uuid.NAMESPACE_URL,
+                         "nudgeflow:dispatch:%s:%s:%s:%d" % (user, ek, ru.name, 1))
+        self.dispatches.append({
+            "dispatch_id": str(did),
+            "user": user,
+            "rule": ru.name,
+            "template": ru.template,
+            "channel": ch,
+            "purpose": ru.purpose,
+            "priority": ru.priority,
+            "attempt": 1,
+            "event_key": ek,
+            "event_time": fmt_time(ev["time"]),
+            "decision_time": fmt_time(t),
+            "locale": prefs["locale"] if prefs is not None else None,
+            "vars": ev["data"],
+        })
+
+
+def write_jsonl(path, objs):
+    lines = sorted(dumps(o).encode("utf-8") for o in objs)
+    with open(path, "wb") as f:
+        for ln in lines:
+            f.write(ln + b"\n")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="nudgeflow reference oracle (DESIGN.md §2-4)")
+    ap.add_argument("--spec", required=True)
+    ap.add_argument("--fixture", required=True)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args(argv)
+    try:
+        spec = load_spec(a.spec)
+    except (SpecError, OSError) as e:
+        print("oracle: bad spec: %s" % e, file=sys.stderr)
+        return 2
+    eng = Engine(spec)
+    eng.run(a.fixture)
+    os.makedirs(a.out, exist_ok=True)
+    write_jsonl(os.path.join(a.out, "dispatches.jsonl"), eng.dispatches)
+    write_jsonl(os.path.join(a.out, "suppressions.jsonl"), eng.suppressions)
+    write_jsonl(os.path.join(a.out, "dead_letters.jsonl"), eng.dead)
+    print(dumps({"dispatches": len(eng.dispatches), "suppressions": len(eng.suppressions),
+                 "dead_letters": len(eng.dead), "duplicates_dropped": eng.duplicates}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

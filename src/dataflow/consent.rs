@@ -1,0 +1,88 @@
+//! Consent: a Differential collection keyed by (user, channel, purpose),
+//! replaced by key (`arrange_from_upsert`), read as of a candidate's time.
+//!
+//! - input: consent upserts `(ConsentKey, Option<ConsentVal>, t)` from
+//!   `route`; erasures upsert "absent" for all twelve keys of their user.
+//! - output: an arrangement whose trace `decide` reads at exact millisecond
+//!   times (the update times are the records' own times, finer than the
+//!   timely capabilities that carry them).
+//!
+//! Keys hash by user only, so a user's consent lives on the worker that
+//! decides for the user. The value carries the record's time and stream
+//! position: at equal times the upsert keeps the greatest value, which is the
+//! one later in the stream, and the as-of read can tell a channel's record
+//! from a `"*"` record by recency (DESIGN.md §4 step 5).
+
+use std::hash::{Hash, Hasher};
+
+use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
+use differential_dataflow::operators::arrange::upsert::arrange_from_upsert;
+use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
+use serde::{Deserialize, Serialize};
+use timely::dataflow::Stream;
+
+use super::history::History;
+use crate::spec::{Channel, Purpose};
+use crate::time::Time;
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ConsentKey {
+    pub user: String,
+    /// `None` is `"*"`.
+    pub channel: Option<Channel>,
+    pub purpose: Purpose,
+}
+
+/// Routes with the user's records: hashes the user only.
+impl Hash for ConsentKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.user.hash(state);
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ConsentVal {
+    pub time: Time,
+    pub seq: u64,
+    pub granted: bool,
+}
+
+pub type ConsentUpsert = (ConsentKey, Option<ConsentVal>, Time);
+pub type ConsentSpine = ValSpine<ConsentKey, ConsentVal, Time, isize>;
+pub type ConsentTrace = TraceAgent<ConsentSpine>;
+
+pub fn arrange_consent<'s>(upserts: Stream<'s, Time, Vec<ConsentUpsert>>) -> Arranged<'s, ConsentTrace> {
+    arrange_from_upsert::<ValBuilder<ConsentKey, ConsentVal, Time, isize>, ConsentSpine, ConsentKey, ConsentVal>(upserts, "Consent")
+}
+
+/// One user's consent history, loaded from the trace.
+#[derive(Default)]
+pub struct UserConsent {
+    keys: Vec<((Option<Channel>, Purpose), History<ConsentVal>)>,
+}
+
+impl UserConsent {
+    pub fn load(reader: &mut super::history::TraceSnapshot<ConsentKey, ConsentVal>, user: &str) -> UserConsent {
+        let start = ConsentKey { user: user.to_string(), channel: None, purpose: Purpose::Marketing };
+        let mut keys = Vec::new();
+        reader.scan_from(&start, |k| k.user == user, |k, h| keys.push(((k.channel, k.purpose), h)));
+        UserConsent { keys }
+    }
+
+    fn value(&self, channel: Option<Channel>, purpose: Purpose, t: Time) -> Option<ConsentVal> {
+        let (_, h) = self.keys.iter().find(|(k, _)| *k == (channel, purpose))?;
+        h.as_of(t).copied()
+    }
+
+    /// Consent for `(channel, purpose)` as of `t`: the later of the channel's
+    /// and `"*"`'s records in force; with neither, transactional is granted
+    /// and marketing denied.
+    pub fn granted(&self, channel: Channel, purpose: Purpose, t: Time) -> bool {
+        let specific = self.value(Some(channel), purpose, t);
+        let any = self.value(None, purpose, t);
+        match specific.max(any) {
+            Some(v) => v.granted,
+            None => purpose == Purpose::Transactional,
+        }
+    }
+}

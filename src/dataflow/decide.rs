@@ -1,0 +1,406 @@
+//! Decide: the per-user decision operator (DESIGN.md §4, all steps but
+//! fallback).
+//!
+//! - inputs: arrivals from `route` (exchanged by user), and the consent and
+//!   preference arrangements (whose frontiers say their traces are complete).
+//! - output: [`Decision`]s, dispatches and suppressions.
+//! - key: the user. All of a user's arrivals, consent and preferences are on
+//!   one worker (every stage routes by `user_hash`).
+//! - time: arrivals are stashed until the input frontier passes their exact
+//!   millisecond time. When the frontier reaches `F`, every user with
+//!   arrivals or candidates due before `F` is advanced instant by instant:
+//!   at each instant `t` the user's records at `t` are applied (erasures
+//!   first, then events by event key), then the candidates due at `t` are
+//!   decided in order of (decision time, event time, event key, rule order),
+//!   reading consent and preferences from the arrangements as of `t`.
+//!   Candidates decided later (delays, `at`, quiet-hour deferrals) wait in
+//!   per-user state with a timer.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use differential_dataflow::operators::arrange::Arranged;
+use differential_dataflow::trace::TraceReader;
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::progress::frontier::AntichainRef;
+
+use super::caps::CapHistory;
+use super::consent::{ConsentKey, ConsentTrace, ConsentVal, UserConsent};
+use super::history::TraceSnapshot;
+use super::holdout::in_holdout;
+use super::preferences::{PrefsTrace, PrefsVal, UserPrefs};
+use super::quiet_hours::{in_quiet_hours, quiet_hours_end};
+use super::route::{Arrival, EventArrival};
+use crate::record::output::{Decision, Dispatch, Reason, Suppression};
+use crate::record::user_hash;
+use crate::spec::{Priority, Purpose, Spec};
+use crate::time::Time;
+
+/// Per-worker counts, read after the run.
+#[derive(Clone, Debug, Default)]
+pub struct DecideStats {
+    pub events: u64,
+    /// Event-key duplicates dropped (counted, not suppressed).
+    pub duplicates: u64,
+    pub candidates: u64,
+    pub deferrals: u64,
+    /// Users with state at the end of the run.
+    pub users_with_state: u64,
+}
+
+/// A rule match waiting for its decision time.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Candidate {
+    decision: Time,
+    event_time: Time,
+    event_key: Rc<str>,
+    rule: u16,
+    dedup_key: Option<String>,
+    vars: Option<Rc<str>>,
+}
+
+#[derive(Default)]
+struct UserState {
+    /// Event key → time it was last seen.
+    last_seen: HashMap<Rc<str>, Time>,
+    pending: Vec<Candidate>,
+    /// (rule, dedup key) → decision time of the last first-attempt dispatch.
+    dedup: Vec<(u16, String, Time)>,
+    caps: CapHistory,
+    /// When to next drop expired entries.
+    next_expiry: Time,
+}
+
+impl UserState {
+    fn is_empty(&self) -> bool {
+        self.last_seen.is_empty() && self.pending.is_empty() && self.dedup.is_empty() && self.caps.is_empty()
+    }
+
+    /// Forgets what no future instant `≥ from` can see.
+    fn expire(&mut self, spec: &Spec, from: Time) {
+        let horizon = spec.dedup_horizon;
+        self.last_seen.retain(|_, seen| *seen > from - horizon);
+        self.dedup.retain(|(rule, _, t)| {
+            let window = spec.rules[*rule as usize].dedup.as_ref().map_or(0, |d| d.window);
+            *t > from - window
+        });
+        self.caps.expire(from, spec.longest_window());
+        self.next_expiry = from.saturating_add(horizon.max(spec.longest_window()).max(1) / 2);
+    }
+}
+
+/// Consent and preferences of the user being decided, loaded on first use.
+struct UserView<'a> {
+    user: &'a str,
+    consent: Option<UserConsent>,
+    prefs: Option<UserPrefs>,
+}
+
+struct Engine {
+    spec: Arc<Spec>,
+    users: HashMap<String, UserState>,
+    /// (decision time, user) of users with pending candidates; may hold
+    /// stale entries, which cost one empty visit.
+    timers: BTreeSet<(Time, String)>,
+    stash: Vec<Arrival>,
+    zones: HashMap<String, jiff::tz::TimeZone>,
+    next_sweep: Time,
+    stats: Rc<RefCell<DecideStats>>,
+}
+
+struct Snapshots {
+    consent: TraceSnapshot<ConsentKey, ConsentVal>,
+    prefs: TraceSnapshot<String, PrefsVal>,
+}
+
+impl Engine {
+    /// Decides everything strictly before `frontier`.
+    fn advance(&mut self, frontier: Time, consent: &mut ConsentTrace, prefs: &mut PrefsTrace, out: &mut Vec<Decision>) {
+        let (mut ready, rest): (Vec<Arrival>, Vec<Arrival>) = self.stash.drain(..).partition(|a| a.time() < frontier);
+        self.stash = rest;
+        let mut due: Vec<String> = Vec::new();
+        while let Some((t, _)) = self.timers.first() {
+            if *t >= frontier {
+                break;
+            }
+            due.push(self.timers.pop_first().unwrap().1);
+        }
+        if ready.is_empty() && due.is_empty() {
+            return;
+        }
+        ready.sort_by(|a, b| arrival_order(a).cmp(&arrival_order(b)));
+        let mut users: Vec<String> = due;
+        users.extend(ready.iter().map(|a| a.user().to_string()));
+        users.sort_unstable();
+        users.dedup();
+
+        let mut snapshots = Snapshots { consent: TraceSnapshot::new(consent), prefs: TraceSnapshot::new(prefs) };
+        let mut ready = ready.into_iter().peekable();
+        let mut mine = Vec::new();
+        for user in &users {
+            mine.clear();
+            while ready.peek().is_some_and(|a| a.user() == user) {
+                mine.push(ready.next().unwrap());
+            }
+            self.advance_user(user, &mut mine, frontier, &mut snapshots, out);
+        }
+        if frontier >= self.next_sweep && frontier != Time::MAX {
+            let spec = self.spec.clone();
+            self.users.retain(|_, s| {
+                if s.pending.is_empty() {
+                    s.expire(&spec, frontier);
+                }
+                !s.is_empty()
+            });
+            self.next_sweep = frontier.saturating_add(spec.dedup_horizon.max(spec.longest_window()).max(60_000));
+        }
+    }
+
+    fn advance_user(&mut self, user: &str, arrivals: &mut Vec<Arrival>, frontier: Time, snaps: &mut Snapshots, out: &mut Vec<Decision>) {
+        let spec = self.spec.clone();
+        let mut state = self.users.remove(user).unwrap_or_default();
+        let mut view = UserView { user, consent: None, prefs: None };
+        let mut arrivals = arrivals.drain(..).peekable();
+        loop {
+            let next_arrival = arrivals.peek().map(Arrival::time);
+            let next_due = state.pending.iter().map(|c| c.decision).min().filter(|d| *d < frontier);
+            let t = match (next_arrival, next_due) {
+                (None, None) => break,
+                (Some(a), None) => a,
+                (None, Some(d)) => d,
+                (Some(a), Some(d)) => a.min(d),
+            };
+            while arrivals.peek().is_some_and(|a| a.time() == t) {
+                match arrivals.next().unwrap() {
+                    Arrival::Erasure { time, .. } => {
+                        for c in state.pending.drain(..) {
+                            out.push(suppress(user, &c, time, Reason::Erased));
+                        }
+                        state = UserState::default();
+                    }
+                    Arrival::Event(e) => self.apply_event(user, e, &mut state, out),
+                    Arrival::Late { .. } => unreachable!("late events are reported on arrival"),
+                }
+            }
+            while let Some(i) = (0..state.pending.len()).filter(|&i| state.pending[i].decision == t).min_by(|&i, &j| state.pending[i].cmp(&state.pending[j])) {
+                let c = state.pending.swap_remove(i);
+                self.decide_one(&spec, c, t, &mut state, &mut view, snaps, out);
+            }
+        }
+        if let Some(next) = state.pending.iter().map(|c| c.decision).min() {
+            self.timers.insert((next, user.to_string()));
+        }
+        if frontier != Time::MAX && frontier >= state.next_expiry {
+            state.expire(&spec, frontier);
+        }
+        if !state.is_empty() {
+            self.users.insert(user.to_string(), state);
+        }
+    }
+
+    fn apply_event(&mut self, user: &str, e: EventArrival, state: &mut UserState, out: &mut Vec<Decision>) {
+        let mut stats = self.stats.borrow_mut();
+        stats.events += 1;
+        let t = e.time;
+        let key: Rc<str> = Rc::from(e.key);
+        // Duplicates (DESIGN.md §4): last seen within (t − horizon, t].
+        let previous = state.last_seen.insert(key.clone(), t);
+        if previous.is_some_and(|seen| seen > t - self.spec.dedup_horizon) {
+            stats.duplicates += 1;
+            return;
+        }
+        // Cancellation: pending candidates of a cancelling rule whose event
+        // came strictly before this one (their decision time is ≥ t).
+        if e.cancels != 0 {
+            state.pending.retain(|c| {
+                let cancelled = e.cancels >> c.rule & 1 == 1 && c.event_time < t;
+                if cancelled {
+                    out.push(suppress(user, c, t, Reason::Cancelled));
+                }
+                !cancelled
+            });
+        }
+        let vars: Option<Rc<str>> = e.data.map(Rc::from);
+        for fire in e.fires {
+            stats.candidates += 1;
+            state.pending.push(Candidate {
+                decision: fire.decision,
+                event_time: t,
+                event_key: key.clone(),
+                rule: fire.rule,
+                dedup_key: fire.dedup_key,
+                vars: vars.clone(),
+            });
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decide_one(&mut self, spec: &Spec, mut c: Candidate, t: Time, state: &mut UserState, view: &mut UserView, snaps: &mut Snapshots, out: &mut Vec<Decision>) {
+        let rule = &spec.rules[c.rule as usize];
+        let user = view.user;
+        let prefs = view.prefs.get_or_insert_with(|| UserPrefs::load(&mut snaps.prefs, user)).as_of(t);
+        // 1. muted
+        if prefs.is_some_and(|p| p.muted_rules.iter().any(|m| *m == rule.name)) {
+            return out.push(suppress(user, &c, t, Reason::Muted));
+        }
+        // 2. holdout
+        if rule.purpose == Purpose::Marketing && in_holdout(user, spec.holdout_bp) {
+            return out.push(suppress(user, &c, t, Reason::Holdout));
+        }
+        // 3. per-rule dedup
+        if let (Some(dedup), Some(key)) = (&rule.dedup, &c.dedup_key) {
+            if state.dedup.iter().any(|(r, k, last)| *r == c.rule && k == key && *last > t - dedup.window) {
+                return out.push(suppress(user, &c, t, Reason::Duplicate));
+            }
+        }
+        let critical = rule.priority == Priority::Critical;
+        // 4. quiet hours: defer to their end, decide again from step 1.
+        if rule.purpose == Purpose::Marketing && !critical {
+            if let Some(q) = prefs.and_then(|p| p.quiet_hours.as_ref()) {
+                let tz = self
+                    .zones
+                    .entry(q.tz.clone())
+                    .or_insert_with(|| jiff::tz::TimeZone::get(&q.tz).expect("zones are validated when parsed"));
+                if in_quiet_hours(q, tz, t) {
+                    c.decision = quiet_hours_end(q, tz, t);
+                    self.stats.borrow_mut().deferrals += 1;
+                    state.pending.push(c);
+                    return;
+                }
+            }
+        }
+        // 5. channel selection: consent as of t, channel caps.
+        let consent = view.consent.get_or_insert_with(|| UserConsent::load(&mut snaps.consent, user));
+        let preferred = prefs.and_then(|p| p.channels.as_ref());
+        let mut order = rule.channels.iter().copied().filter(|_| preferred.is_none()).chain(
+            preferred.into_iter().flatten().copied().filter(|ch| rule.channels.contains(ch)),
+        );
+        let mut any_consent = false;
+        let chosen = order.find(|&ch| {
+            let ok = consent.granted(ch, rule.purpose, t);
+            any_consent |= ok;
+            ok && (critical || state.caps.channel_allows(spec, ch, t))
+        });
+        let Some(channel) = chosen else {
+            let reason = if any_consent { Reason::RateLimited } else { Reason::NoChannel };
+            return out.push(suppress(user, &c, t, reason));
+        };
+        // 6. purpose caps
+        if !critical && !state.caps.purpose_allows(spec, rule.purpose, t) {
+            return out.push(suppress(user, &c, t, Reason::RateLimited));
+        }
+        // 7. dispatch
+        state.caps.record(t, channel, rule.purpose, spec.longest_window());
+        if let (Some(_), Some(key)) = (&rule.dedup, c.dedup_key.take()) {
+            match state.dedup.iter_mut().find(|(r, k, _)| *r == c.rule && *k == key) {
+                Some(entry) => entry.2 = t,
+                None => state.dedup.push((c.rule, key, t)),
+            }
+        }
+        out.push(Decision::Dispatch(Dispatch {
+            user: user.to_string(),
+            rule: c.rule,
+            channel,
+            attempt: 1,
+            event_key: c.event_key.to_string(),
+            event_time: c.event_time,
+            decision_time: t,
+            locale: prefs.and_then(|p| p.locale.clone()),
+            vars: c.vars.as_deref().map(Box::from),
+        }));
+    }
+}
+
+/// Order of arrivals within a user: time, stream rank (erasures before
+/// events), then event key and stream position.
+fn arrival_order(a: &Arrival) -> (&str, Time, u8, &str, u64) {
+    match a {
+        Arrival::Erasure { user, time } => (user, *time, 0, "", 0),
+        Arrival::Event(e) => (&e.user, e.time, 4, &e.key, e.seq),
+        Arrival::Late { user, time, .. } => (user, *time, 5, "", 0),
+    }
+}
+
+fn suppress(user: &str, c: &Candidate, t: Time, reason: Reason) -> Decision {
+    Decision::Suppression(Suppression { user: user.to_string(), rule: Some(c.rule), event_key: c.event_key.to_string(), time: t, reason })
+}
+
+/// Builds the decide operator.
+pub fn decide<'s>(
+    arrivals: Stream<'s, Time, Vec<Arrival>>,
+    consent: Arranged<'s, ConsentTrace>,
+    prefs: Arranged<'s, PrefsTrace>,
+    spec: Arc<Spec>,
+    stats: Rc<RefCell<DecideStats>>,
+) -> Stream<'s, Time, Vec<Decision>> {
+    let mut builder = OperatorBuilder::new("Decide".to_owned(), arrivals.scope());
+    let mut arrivals_in = builder.new_input(arrivals, Exchange::new(|a: &Arrival| user_hash(a.user())));
+    let mut consent_in = builder.new_input(consent.stream, Pipeline);
+    let mut prefs_in = builder.new_input(prefs.stream, Pipeline);
+    let (output, decisions) = builder.new_output::<Vec<Decision>>();
+    let mut output = OutputBuilder::from(output);
+    let mut consent_trace = consent.trace;
+    let mut prefs_trace = prefs.trace;
+
+    builder.build(move |mut capabilities| {
+        let mut capability = capabilities.pop();
+        let mut engine = Engine {
+            spec,
+            users: HashMap::new(),
+            timers: BTreeSet::new(),
+            stash: Vec::new(),
+            zones: HashMap::new(),
+            next_sweep: Time::MIN,
+            stats,
+        };
+        let mut done_through = Time::MIN;
+        let mut buffer = Vec::new();
+        move |frontiers| {
+            arrivals_in.for_each(|_cap, data| {
+                for arrival in data.drain(..) {
+                    match arrival {
+                        Arrival::Late { user, event_key, time } => buffer.push(Decision::Suppression(Suppression {
+                            user,
+                            rule: None,
+                            event_key,
+                            time,
+                            reason: Reason::Late,
+                        })),
+                        other => engine.stash.push(other),
+                    }
+                }
+            });
+            // The arrangements' batches are already in their traces.
+            consent_in.for_each(|_cap, _batches| {});
+            prefs_in.for_each(|_cap, _batches| {});
+
+            let frontier = frontiers.iter().filter_map(|f| f.frontier().first().copied()).min().unwrap_or(Time::MAX);
+            if frontier > done_through {
+                engine.advance(frontier, &mut consent_trace, &mut prefs_trace, &mut buffer);
+                done_through = frontier;
+                let compaction = if frontier == Time::MAX { AntichainRef::new(&[]) } else { AntichainRef::new(std::slice::from_ref(&frontier)) };
+                consent_trace.set_logical_compaction(compaction);
+                consent_trace.set_physical_compaction(compaction);
+                prefs_trace.set_logical_compaction(compaction);
+                prefs_trace.set_physical_compaction(compaction);
+            }
+            if let Some(cap) = capability.as_mut() {
+                if !buffer.is_empty() {
+                    output.activate().session(&*cap).give_container(&mut buffer);
+                }
+                if frontier == Time::MAX {
+                    engine.stats.borrow_mut().users_with_state = engine.users.len() as u64;
+                    capability = None;
+                } else if frontier > *cap.time() {
+                    cap.downgrade(&frontier);
+                }
+            }
+        }
+    });
+    decisions
+}

@@ -1,0 +1,42 @@
+//! The notification decision dataflow (DESIGN.md §1, "decide").
+//!
+//! ```text
+//!  Sourced records ──> route ─┬─ arrivals ─────────────(exchange by user)──┐
+//!                             ├─ consent upserts ──> consent arrangement ──┼─> decide ──> decisions
+//!                             └─ preference upserts ─> prefs arrangement ──┘
+//! ```
+//!
+//! Every stage is keyed by user (`record::user_hash`), so all decisions for
+//! one user happen on one worker. Timely timestamps are coarse (one per
+//! source stripe); every record carries its exact millisecond time, and the
+//! per-user stages order by it once the frontier has passed it.
+
+pub mod caps;
+pub mod consent;
+pub mod decide;
+pub mod history;
+pub mod holdout;
+pub mod preferences;
+pub mod quiet_hours;
+pub mod route;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use timely::dataflow::Stream;
+
+use crate::record::output::Decision;
+use crate::source::Sourced;
+use crate::spec::Spec;
+use crate::time::Time;
+
+pub use decide::DecideStats;
+
+/// Assembles the decision graph over a stream of sourced records.
+pub fn build<'s>(records: Stream<'s, Time, Vec<Sourced>>, spec: Arc<Spec>, stats: Rc<RefCell<DecideStats>>) -> Stream<'s, Time, Vec<Decision>> {
+    let (arrivals, consent, prefs) = route::route(records, spec.clone());
+    let consent = consent::arrange_consent(consent);
+    let prefs = preferences::arrange_preferences(prefs);
+    decide::decide(arrivals, consent, prefs, spec, stats)
+}

@@ -1,0 +1,54 @@
+//! Preferences: a Differential collection keyed by user, replaced by key
+//! (`arrange_from_upsert`), read as of a candidate's time.
+//!
+//! - input: preference upserts `(user, Option<PrefsVal>, t)` from `route`;
+//!   a `deleted` record is a present value holding no preferences (so that
+//!   at equal times the record later in the stream wins, deletions included),
+//!   an erasure is an absent value (which loses to any record at the same
+//!   time, as erasures rank first).
+//! - output: an arrangement read by `decide` at exact millisecond times.
+
+use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
+use differential_dataflow::operators::arrange::upsert::arrange_from_upsert;
+use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
+use serde::{Deserialize, Serialize};
+use timely::dataflow::Stream;
+
+use super::history::{History, TraceSnapshot};
+use crate::record::Prefs;
+use crate::time::Time;
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PrefsVal {
+    pub seq: u64,
+    /// `None`: deleted.
+    pub prefs: Option<Prefs>,
+}
+
+pub type PrefsUpsert = (String, Option<PrefsVal>, Time);
+pub type PrefsSpine = ValSpine<String, PrefsVal, Time, isize>;
+pub type PrefsTrace = TraceAgent<PrefsSpine>;
+
+pub fn arrange_preferences<'s>(upserts: Stream<'s, Time, Vec<PrefsUpsert>>) -> Arranged<'s, PrefsTrace> {
+    arrange_from_upsert::<ValBuilder<String, PrefsVal, Time, isize>, PrefsSpine, String, PrefsVal>(upserts, "Preferences")
+}
+
+/// One user's preference history, loaded from the trace.
+#[derive(Default)]
+pub struct UserPrefs {
+    history: History<PrefsVal>,
+}
+
+impl UserPrefs {
+    pub fn load(reader: &mut TraceSnapshot<String, PrefsVal>, user: &str) -> UserPrefs {
+        let mut history = History::default();
+        let key = user.to_string();
+        reader.scan_from(&key, |k| *k == key, |_, h| history = h);
+        UserPrefs { history }
+    }
+
+    /// The user's preferences in force at `t`, if any.
+    pub fn as_of(&self, t: Time) -> Option<&Prefs> {
+        self.history.as_of(t).and_then(|v| v.prefs.as_ref())
+    }
+}

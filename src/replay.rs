@@ -1,0 +1,143 @@
+//! `nudgeflow replay`: runs the decision dataflow over a fixture directory on
+//! timely workers (threads and processes) and writes the output directory.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::dataflow::{self, DecideStats};
+use crate::record::output::{DeadLetter, Decision};
+use crate::sink::files::{Summary, write_outputs};
+use crate::source::fixture::{FixturePlan, SourceReport, fixture_source};
+use crate::source::Placement;
+use crate::spec::Spec;
+use crate::time::Time;
+
+/// How to run timely: threads per process and, for clusters, processes.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    pub workers: usize,
+    pub processes: usize,
+    pub process: usize,
+    pub hostfile: Option<PathBuf>,
+}
+
+impl Cluster {
+    pub fn single(workers: usize) -> Cluster {
+        Cluster { workers, processes: 1, process: 0, hostfile: None }
+    }
+
+    fn timely_config(&self) -> anyhow::Result<timely::Config> {
+        anyhow::ensure!(self.workers >= 1, "-w must be at least 1");
+        anyhow::ensure!(self.process < self.processes, "-p {} is not below -n {}", self.process, self.processes);
+        let mut args = vec!["nudgeflow".to_string(), "-w".into(), self.workers.to_string()];
+        if self.processes > 1 {
+            args.extend(["-n".into(), self.processes.to_string(), "-p".into(), self.process.to_string()]);
+            if let Some(h) = &self.hostfile {
+                args.extend(["-h".into(), h.display().to_string()]);
+            }
+        }
+        timely::Config::from_args(args.into_iter().skip(1)).map_err(|e| anyhow::anyhow!("timely configuration: {e}"))
+    }
+}
+
+pub struct ReplayOptions {
+    pub spec: Arc<Spec>,
+    pub fixture: PathBuf,
+    pub cluster: Cluster,
+    pub stripe_bytes: u64,
+    pub progress: bool,
+}
+
+/// What a replay decided (this process's share in a cluster).
+pub struct ReplayOutput {
+    pub decisions: Vec<Decision>,
+    pub dead_letters: Vec<DeadLetter>,
+    pub summary: Summary,
+    pub elapsed: Duration,
+}
+
+/// Runs the dataflow over the fixture and gathers every worker's output.
+pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
+    let started = Instant::now();
+    let plan = Arc::new(FixturePlan::open(&opts.fixture, opts.stripe_bytes)?);
+    let config = opts.cluster.timely_config()?;
+    let spec = opts.spec.clone();
+    let cluster = opts.cluster.clone();
+    let progress = opts.progress && plan.total_bytes >= 8 << 20;
+    let worker_plan = plan.clone();
+
+    let guards = timely::execute(config, move |worker| {
+        let placement = Placement {
+            process: cluster.process,
+            processes: cluster.processes,
+            local_index: worker.index() % cluster.workers,
+            local_workers: cluster.workers,
+        };
+        let decisions = Rc::new(RefCell::new(Vec::new()));
+        let report = Rc::new(RefCell::new(SourceReport::default()));
+        let stats = Rc::new(RefCell::new(DecideStats::default()));
+        let probe = worker.dataflow::<Time, _, _>(|scope| {
+            let records = fixture_source(scope, worker_plan.clone(), spec.allowed_lateness, placement, report.clone());
+            let out = dataflow::build(records, spec.clone(), stats.clone());
+            crate::sink::collect(out, decisions.clone())
+        });
+        let bar = (progress && worker.index() == 0).then(|| {
+            let bar = indicatif::ProgressBar::new(worker_plan.total_bytes);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("replaying {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                    .expect("a valid template"),
+            );
+            bar
+        });
+        let mut last_tick = Instant::now();
+        while !probe.done() {
+            worker.step();
+            if let Some(bar) = &bar {
+                if last_tick.elapsed() > Duration::from_millis(100) {
+                    bar.set_position(worker_plan.bytes_done.load(Ordering::Relaxed));
+                    last_tick = Instant::now();
+                }
+            }
+        }
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        let decisions = decisions.take();
+        let report = report.take();
+        let stats = stats.take();
+        (decisions, report, stats)
+    })
+    .map_err(|e| anyhow::anyhow!("cannot start timely workers: {e}"))?;
+
+    let mut out = ReplayOutput { decisions: Vec::new(), dead_letters: Vec::new(), summary: Summary::default(), elapsed: Duration::ZERO };
+    for result in guards.join() {
+        let (decisions, report, stats) = result.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))?;
+        out.decisions.extend(decisions);
+        out.dead_letters.extend(report.dead_letters);
+        let s = &mut out.summary;
+        s.records += report.records;
+        s.late_events += report.late;
+        s.events += stats.events;
+        s.duplicates_dropped += stats.duplicates;
+        s.candidates += stats.candidates;
+        s.deferrals += stats.deferrals;
+    }
+    out.summary.dead_letters = out.dead_letters.len() as u64;
+    out.summary.count_decisions(&opts.spec, &out.decisions);
+    out.elapsed = started.elapsed();
+    Ok(out)
+}
+
+/// Runs and writes `out_dir`.
+pub fn run_to_dir(opts: &ReplayOptions, out_dir: &std::path::Path) -> anyhow::Result<ReplayOutput> {
+    let out = run(opts)?;
+    write_outputs(out_dir, &opts.spec, &out.decisions, &out.dead_letters, &out.summary)
+        .with_context(|| format!("writing {}", out_dir.display()))?;
+    Ok(out)
+}

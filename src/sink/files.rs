@@ -1,0 +1,92 @@
+//! The replay output directory: `dispatches.jsonl`, `suppressions.jsonl`,
+//! `dead_letters.jsonl` (DESIGN.md §3 records, one JSON object per line) and
+//! `summary.json` (counts by channel, rule and reason).
+//!
+//! Lines are sorted by time, then by their bytes, so that a run's files are
+//! byte-identical for any number of workers and processes.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::record::output::{DeadLetter, Decision};
+use crate::spec::Spec;
+use crate::time::Time;
+
+/// Counts of one run (or one process's share of it).
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Summary {
+    pub records: u64,
+    pub events: u64,
+    pub duplicates_dropped: u64,
+    pub late_events: u64,
+    pub candidates: u64,
+    pub deferrals: u64,
+    pub dispatches: u64,
+    pub suppressions: u64,
+    pub dead_letters: u64,
+    pub by_channel: BTreeMap<String, u64>,
+    pub by_reason: BTreeMap<String, u64>,
+    pub by_rule: BTreeMap<String, RuleCounts>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct RuleCounts {
+    pub dispatched: u64,
+    pub suppressed: u64,
+}
+
+impl Summary {
+    pub fn count_decisions(&mut self, spec: &Spec, decisions: &[Decision]) {
+        for d in decisions {
+            match d {
+                Decision::Dispatch(d) => {
+                    self.dispatches += 1;
+                    *self.by_channel.entry(d.channel.as_str().into()).or_default() += 1;
+                    self.by_rule.entry(spec.rules[d.rule as usize].name.clone()).or_default().dispatched += 1;
+                }
+                Decision::Suppression(s) => {
+                    self.suppressions += 1;
+                    *self.by_reason.entry(s.reason.as_str().into()).or_default() += 1;
+                    if let Some(r) = s.rule {
+                        self.by_rule.entry(spec.rules[r as usize].name.clone()).or_default().suppressed += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn write_lines(path: &Path, mut lines: Vec<(Time, String)>) -> anyhow::Result<()> {
+    lines.sort_unstable();
+    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    for (_, line) in &lines {
+        w.write_all(line.as_bytes())?;
+        w.write_all(b"\n")?;
+    }
+    w.flush().with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Writes the output directory (created if missing).
+pub fn write_outputs(dir: &Path, spec: &Spec, decisions: &[Decision], dead_letters: &[DeadLetter], summary: &Summary) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let (mut dispatches, mut suppressions) = (Vec::new(), Vec::new());
+    for d in decisions {
+        let line = (d.time(), d.to_json_line(spec));
+        match d {
+            Decision::Dispatch(_) => dispatches.push(line),
+            Decision::Suppression(_) => suppressions.push(line),
+        }
+    }
+    write_lines(&dir.join("dispatches.jsonl"), dispatches)?;
+    write_lines(&dir.join("suppressions.jsonl"), suppressions)?;
+    let mut letters: Vec<_> = dead_letters.iter().collect();
+    letters.sort_by(|a, b| (a.stream.file_name(), a.line).cmp(&(b.stream.file_name(), b.line)));
+    write_lines(&dir.join("dead_letters.jsonl"), letters.iter().map(|d| (0, d.to_json_line())).collect())?;
+    let json = serde_json::to_string_pretty(summary)? + "\n";
+    std::fs::write(dir.join("summary.json"), json).with_context(|| format!("cannot write {}/summary.json", dir.display()))
+}

@@ -1,0 +1,27 @@
+//! Sinks: where decisions leave the dataflow. Today: JSON-lines files and a
+//! summary (`files`); Kafka and HTTP sinks come later and take the same
+//! [`Decision`] stream.
+
+pub mod files;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::probe::Handle;
+use timely::dataflow::operators::Probe;
+use timely::dataflow::Stream;
+
+use crate::record::output::Decision;
+use crate::time::Time;
+
+/// Collects a worker's decisions into `into`; the probe tells when all
+/// decisions up to a time have arrived.
+pub fn collect<'s>(decisions: Stream<'s, Time, Vec<Decision>>, into: Rc<RefCell<Vec<Decision>>>) -> Handle<Time> {
+    let (probe, decisions) = decisions.probe();
+    decisions.sink(Pipeline, "Collect", move |(input, _frontier)| {
+        input.for_each(|_cap, data| into.borrow_mut().append(data));
+    });
+    probe
+}

@@ -1,0 +1,332 @@
+//! Replays a fixture directory (DESIGN.md §2 files) as a timely source.
+//!
+//! **Partitions.** Each file is one source partition with its own watermark
+//! (largest time seen in file order minus `allowed_lateness`); a record
+//! older than its file's watermark is late.
+//!
+//! **Parallel reading.** A file is cut into fixed-size byte stripes; a stripe
+//! owns the lines that *start* inside it. The workers of a process take the
+//! stripes round-robin, so they move through event time together. Each
+//! worker parses its stripe, publishes the stripe's largest time and line
+//! count in a table shared by the process, and finalises it (late verdicts,
+//! absolute line numbers) once every earlier stripe is published. Late
+//! verdicts are therefore exactly those of one sequential scan, for any
+//! number of workers or stripe size.
+//!
+//! **Time.** Records are sent at a coarse capability: after finalising a
+//! stripe, a worker downgrades to the least time any of its later records can
+//! have (the file's watermark), so timely sees one timestamp per stripe while
+//! each record carries its exact millisecond time (always at or after the
+//! capability, except late records, which no stage orders by time).
+//!
+//! **Processes.** Every process scans every file and keeps the records of the
+//! users it owns (`Placement::process_owns`); process 0 alone reports dead
+//! letters and keeps receipts.
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::{Scope, Stream};
+
+use super::{Placement, Sourced};
+use crate::record::output::DeadLetter;
+use crate::record::{Record, StreamKind, parse_line};
+use crate::time::{Time, format_rfc3339};
+
+/// The default stripe size: large enough to amortise progress tracking
+/// (thousands of records per timestamp), small enough to keep workers close
+/// in event time.
+pub const DEFAULT_STRIPE_BYTES: u64 = 1 << 20;
+
+/// What the workers of one process share about a fixture.
+pub struct FixturePlan {
+    pub dir: PathBuf,
+    pub files: Vec<FilePlan>,
+    pub stripe_bytes: u64,
+    pub total_bytes: u64,
+    /// Bytes finalised so far, for progress reporting.
+    pub bytes_done: AtomicU64,
+}
+
+pub struct FilePlan {
+    pub stream: StreamKind,
+    pub path: PathBuf,
+    pub len: u64,
+    pub stripes: usize,
+    published: Mutex<Vec<Option<StripeSummary>>>,
+}
+
+#[derive(Clone, Copy)]
+struct StripeSummary {
+    max_time: Option<Time>,
+    lines: u64,
+}
+
+impl FixturePlan {
+    /// Finds the stream files in `dir`. A directory with none of them is an
+    /// error (most likely a wrong path).
+    pub fn open(dir: &Path, stripe_bytes: u64) -> anyhow::Result<FixturePlan> {
+        anyhow::ensure!(dir.is_dir(), "fixture directory {} does not exist", dir.display());
+        let stripe_bytes = stripe_bytes.max(1);
+        let mut files = Vec::new();
+        for stream in StreamKind::ALL {
+            let path = dir.join(stream.file_name());
+            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            let len = meta.len();
+            let stripes = len.div_ceil(stripe_bytes) as usize;
+            files.push(FilePlan { stream, path, len, stripes, published: Mutex::new(vec![None; stripes]) });
+        }
+        anyhow::ensure!(
+            !files.is_empty(),
+            "{} holds none of events.jsonl, preferences.jsonl, consent.jsonl, receipts.jsonl, erasures.jsonl",
+            dir.display()
+        );
+        let total_bytes = files.iter().map(|f| f.len).sum();
+        Ok(FixturePlan { dir: dir.to_path_buf(), files, stripe_bytes, total_bytes, bytes_done: AtomicU64::new(0) })
+    }
+}
+
+impl FilePlan {
+    fn publish(&self, stripe: usize, summary: StripeSummary) {
+        self.published.lock().expect("stripe table poisoned")[stripe] = Some(summary);
+    }
+
+    /// Largest time and line count of all stripes before `stripe`, once all
+    /// of them are published.
+    fn prefix(&self, stripe: usize) -> Option<(Option<Time>, u64)> {
+        let table = self.published.lock().expect("stripe table poisoned");
+        let mut max_time: Option<Time> = None;
+        let mut lines = 0;
+        for s in &table[..stripe] {
+            let s = (*s)?;
+            max_time = max_time.max(s.max_time);
+            lines += s.lines;
+        }
+        Some((max_time, lines))
+    }
+}
+
+/// Per-worker counts and dead letters, read after the run.
+#[derive(Default, Debug)]
+pub struct SourceReport {
+    pub records: u64,
+    pub late: u64,
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// A parsed stripe waiting for its predecessors.
+struct Parsed {
+    stripe: usize,
+    buf: Vec<u8>,
+    /// (line index within stripe, byte offset in file, line range in `buf`, parse result)
+    lines: Vec<(u64, u64, std::ops::Range<usize>, Result<Record, String>)>,
+    summary: StripeSummary,
+}
+
+/// One worker's progress through one file.
+struct Cursor {
+    file: Option<File>,
+    next_stripe: usize,
+    pending: Option<Parsed>,
+    /// Least time any later record of ours in this file can have.
+    lower: Time,
+}
+
+/// Reads the lines starting in `stripe` (plus the tail of the last one).
+fn read_stripe(file: &File, plan: &FilePlan, stripe_bytes: u64, stripe: usize) -> std::io::Result<(Vec<u8>, u64, usize)> {
+    let start = stripe as u64 * stripe_bytes;
+    let end = (start + stripe_bytes).min(plan.len);
+    // Read one byte early to see whether a line starts exactly at `start`.
+    let from = start.saturating_sub(1);
+    let mut buf = vec![0u8; (end - from) as usize];
+    file.read_exact_at(&mut buf, from)?;
+    // Extend through the end of the last line that starts before `end`.
+    let mut pos = end;
+    while pos < plan.len && buf.last() != Some(&b'\n') {
+        let mut chunk = vec![0u8; (64 * 1024).min(plan.len - pos) as usize];
+        file.read_exact_at(&mut chunk, pos)?;
+        pos += chunk.len() as u64;
+        match memchr_nl(&chunk) {
+            Some(i) => {
+                buf.extend_from_slice(&chunk[..=i]);
+                break;
+            }
+            None => buf.extend_from_slice(&chunk),
+        }
+    }
+    // Offset in `buf` of the first line that starts at or after `start`.
+    let first = if start == 0 {
+        0
+    } else {
+        match memchr_nl(&buf) {
+            Some(i) => i + 1,
+            None => buf.len(),
+        }
+    };
+    Ok((buf, from, first))
+}
+
+fn memchr_nl(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == b'\n')
+}
+
+fn parse_stripe(plan: &FilePlan, stripe_bytes: u64, stripe: usize, file: &File) -> std::io::Result<Parsed> {
+    let (buf, from, first) = read_stripe(file, plan, stripe_bytes, stripe)?;
+    let start = stripe as u64 * stripe_bytes;
+    let end = (start + stripe_bytes).min(plan.len);
+    let mut lines = Vec::new();
+    let mut max_time: Option<Time> = None;
+    let mut pos = first;
+    let mut index = 0u64;
+    while pos < buf.len() && from + (pos as u64) < end {
+        let stop = memchr_nl(&buf[pos..]).map(|i| pos + i).unwrap_or(buf.len());
+        let mut line_end = stop;
+        if line_end > pos && buf[line_end - 1] == b'\r' {
+            line_end -= 1;
+        }
+        let bytes = &buf[pos..line_end];
+        if !bytes.iter().all(u8::is_ascii_whitespace) {
+            let parsed = match std::str::from_utf8(bytes) {
+                Ok(text) => parse_line(plan.stream, text),
+                Err(e) => Err(format!("the line is not UTF-8 ({e})")),
+            };
+            if let Ok(r) = &parsed {
+                max_time = max_time.max(Some(r.time()));
+            }
+            lines.push((index, from + pos as u64, pos..line_end, parsed));
+        }
+        index += 1;
+        pos = stop + 1;
+    }
+    Ok(Parsed { stripe, buf, lines, summary: StripeSummary { max_time, lines: index } })
+}
+
+/// The fixture source: a stream of parsed records (late ones flagged), with
+/// dead letters and counts going to `report`.
+pub fn fixture_source<'s>(
+    scope: Scope<'s, Time>,
+    plan: std::sync::Arc<FixturePlan>,
+    allowed_lateness: i64,
+    placement: Placement,
+    report: Rc<RefCell<SourceReport>>,
+) -> Stream<'s, Time, Vec<Sourced>> {
+    source(scope, "FixtureSource", move |capability, info| {
+        let activator = scope.activator_for(info.address);
+        let mut capability = Some(capability);
+        let mut cursors: Vec<Cursor> = plan
+            .files
+            .iter()
+            .map(|_| Cursor {
+                file: None,
+                next_stripe: placement.local_index,
+                pending: None,
+                lower: Time::MIN,
+            })
+            .collect();
+        let reports_dead_letters = placement.process == 0;
+
+        move |output| {
+            let Some(cap) = capability.as_mut() else { return };
+            // Work on the file that is furthest behind in event time, so that
+            // files advance together; skip files blocked on other workers.
+            let mut order: Vec<usize> = (0..cursors.len()).collect();
+            order.sort_by_key(|&i| cursors[i].lower);
+            let mut progressed = false;
+            for i in order {
+                let fplan = &plan.files[i];
+                let c = &mut cursors[i];
+                if c.pending.is_none() && c.next_stripe < fplan.stripes {
+                    if c.file.is_none() {
+                        match File::open(&fplan.path) {
+                            Ok(f) => c.file = Some(f),
+                            Err(e) => panic!("cannot open {}: {e}", fplan.path.display()),
+                        }
+                    }
+                    let parsed = parse_stripe(fplan, plan.stripe_bytes, c.next_stripe, c.file.as_ref().unwrap())
+                        .unwrap_or_else(|e| panic!("cannot read {}: {e}", fplan.path.display()));
+                    fplan.publish(parsed.stripe, parsed.summary);
+                    c.pending = Some(parsed);
+                    progressed = true;
+                }
+                let Some(parsed) = c.pending.as_ref() else { continue };
+                let Some((prefix_max, base_line)) = fplan.prefix(parsed.stripe) else { continue };
+                let parsed = c.pending.take().unwrap();
+                let file_name = fplan.stream.file_name();
+                let mut seen = prefix_max;
+                let mut session = output.session(&*cap);
+                let mut rep = report.borrow_mut();
+                for (index, offset, range, result) in parsed.lines {
+                    let line = base_line + index + 1;
+                    let raw = || String::from_utf8_lossy(&parsed.buf[range.clone()]).into_owned();
+                    match result {
+                        Err(reason) => {
+                            if reports_dead_letters {
+                                rep.dead_letters.push(DeadLetter { stream: fplan.stream, file: file_name.into(), line, reason, record: raw() });
+                            }
+                        }
+                        Ok(record) => {
+                            let t = record.time();
+                            let watermark = seen.map(|m| m.saturating_sub(allowed_lateness));
+                            seen = seen.max(Some(t));
+                            let late = watermark.is_some_and(|w| t < w);
+                            if late && !matches!(record, Record::Event(_)) {
+                                if reports_dead_letters {
+                                    let reason = format!(
+                                        "late: time {} is older than the watermark {} of {file_name}",
+                                        format_rfc3339(t),
+                                        format_rfc3339(watermark.unwrap())
+                                    );
+                                    rep.dead_letters.push(DeadLetter { stream: fplan.stream, file: file_name.into(), line, reason, record: raw() });
+                                }
+                                continue;
+                            }
+                            let keep = match record.user() {
+                                Some(user) => placement.process_owns(user),
+                                None => reports_dead_letters,
+                            };
+                            if keep {
+                                rep.records += 1;
+                                rep.late += late as u64;
+                                session.give(Sourced { record, seq: offset, late });
+                            }
+                        }
+                    }
+                }
+                drop(session);
+                plan.bytes_done.fetch_add(
+                    (plan.stripe_bytes).min(fplan.len - parsed.stripe as u64 * plan.stripe_bytes),
+                    Ordering::Relaxed,
+                );
+                c.next_stripe = parsed.stripe + placement.local_workers;
+                c.lower = seen.map_or(Time::MIN, |m| m.saturating_sub(allowed_lateness));
+                progressed = true;
+            }
+            // Downgrade to the least time a later record can carry.
+            let lower = cursors
+                .iter()
+                .zip(&plan.files)
+                .filter(|(c, f)| c.pending.is_some() || c.next_stripe < f.stripes)
+                .map(|(c, _)| c.lower)
+                .min();
+            match lower {
+                None => capability = None,
+                Some(t) => {
+                    if t > *cap.time() {
+                        cap.downgrade(&t);
+                    }
+                    activator.activate();
+                    if !progressed {
+                        // Blocked on a stripe another worker is parsing.
+                        std::thread::yield_now();
+                    }
+                }
+            }
+        }
+    })
+}
