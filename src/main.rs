@@ -110,25 +110,57 @@ struct ReplayArgs {
 
 impl WorkerArgs {
     fn cluster(&self) -> Cluster {
-        Cluster { workers: self.workers, processes: self.processes, process: self.process, hostfile: self.hostfile.clone() }
+        Cluster {
+            workers: self.workers,
+            processes: self.processes,
+            process: self.process,
+            hostfile: self.hostfile.clone(),
+        }
     }
 }
 
 fn load_spec(path: &Path) -> anyhow::Result<Arc<Spec>> {
-    Spec::load(path).map(Arc::new).map_err(|e| anyhow::anyhow!("bad spec: {e}"))
+    Spec::load(path)
+        .map(Arc::new)
+        .map_err(|e| anyhow::anyhow!("bad spec: {e}"))
 }
 
 fn print_summary(s: &Summary, secs: f64, workers: usize, out: &Path) {
     let rate = s.records as f64 / secs.max(1e-9);
-    eprintln!("replayed {} records in {:.2} s ({:.0} records/s) on {} worker(s)", s.records, secs, rate, workers);
-    let join = |m: &std::collections::BTreeMap<String, u64>| m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
-    eprintln!("  dispatches    {:>9}  by channel: {}", s.dispatches, join(&s.by_channel));
-    eprintln!("  suppressions  {:>9}  by reason: {}", s.suppressions, join(&s.by_reason));
-    eprintln!("  dead letters  {:>9}  duplicates dropped {}, late events {}", s.dead_letters, s.duplicates_dropped, s.late_events);
+    eprintln!(
+        "replayed {} records in {:.2} s ({:.0} records/s) on {} worker(s)",
+        s.records, secs, rate, workers
+    );
+    let join = |m: &std::collections::BTreeMap<String, u64>| {
+        m.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    eprintln!(
+        "  dispatches    {:>9}  by channel: {}",
+        s.dispatches,
+        join(&s.by_channel)
+    );
+    eprintln!(
+        "  suppressions  {:>9}  by reason: {}",
+        s.suppressions,
+        join(&s.by_reason)
+    );
+    eprintln!(
+        "  dead letters  {:>9}  duplicates dropped {}, late events {}",
+        s.dead_letters, s.duplicates_dropped, s.late_events
+    );
     for (rule, c) in &s.by_rule {
-        eprintln!("  rule {rule:<24} dispatched {:>8}  suppressed {:>8}", c.dispatched, c.suppressed);
+        eprintln!(
+            "  rule {rule:<24} dispatched {:>8}  suppressed {:>8}",
+            c.dispatched, c.suppressed
+        );
     }
-    eprintln!("  wrote {}/{{dispatches,suppressions,dead_letters}}.jsonl and summary.json", out.display());
+    eprintln!(
+        "  wrote {}/{{dispatches,suppressions,dead_letters}}.jsonl and summary.json",
+        out.display()
+    );
 }
 
 fn replay(args: ReplayArgs) -> anyhow::Result<()> {
@@ -141,7 +173,12 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     };
     let out = run_to_dir(&opts, &args.out)?;
     if !args.quiet {
-        print_summary(&out.summary, out.elapsed.as_secs_f64(), args.workers.workers * args.workers.processes, &args.out);
+        print_summary(
+            &out.summary,
+            out.elapsed.as_secs_f64(),
+            args.workers.workers * args.workers.processes,
+            &args.out,
+        );
     }
     Ok(())
 }
@@ -151,9 +188,18 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
 fn demo(workers: &WorkerArgs) -> anyhow::Result<()> {
     const SPEC: &str = include_str!("../dataflows/ecommerce.toml");
     const FILES: [(&str, &str); 3] = [
-        ("events.jsonl", include_str!("../fixtures/ecommerce-scenario/events.jsonl")),
-        ("preferences.jsonl", include_str!("../fixtures/ecommerce-scenario/preferences.jsonl")),
-        ("consent.jsonl", include_str!("../fixtures/ecommerce-scenario/consent.jsonl")),
+        (
+            "events.jsonl",
+            include_str!("../fixtures/ecommerce-scenario/events.jsonl"),
+        ),
+        (
+            "preferences.jsonl",
+            include_str!("../fixtures/ecommerce-scenario/preferences.jsonl"),
+        ),
+        (
+            "consent.jsonl",
+            include_str!("../fixtures/ecommerce-scenario/consent.jsonl"),
+        ),
     ];
     let dir = std::env::temp_dir().join(format!("nudgeflow-demo-{}", std::process::id()));
     let fixture = dir.join("fixture");
@@ -162,26 +208,51 @@ fn demo(workers: &WorkerArgs) -> anyhow::Result<()> {
         std::fs::write(fixture.join(name), text)?;
     }
     let spec = Arc::new(Spec::parse("dataflows/ecommerce.toml", SPEC)?);
-    let opts = ReplayOptions { spec: spec.clone(), fixture, cluster: workers.cluster(), stripe_bytes: DEFAULT_STRIPE_BYTES, progress: false };
+    let opts = ReplayOptions {
+        spec: spec.clone(),
+        fixture,
+        cluster: workers.cluster(),
+        stripe_bytes: DEFAULT_STRIPE_BYTES,
+        progress: false,
+    };
     let out_dir = dir.join("out");
     let out = run_to_dir(&opts, &out_dir)?;
     println!("# nudgeflow demo: dataflows/ecommerce.toml over fixtures/ecommerce-scenario");
     println!("# dispatches (decision time order):");
-    print!("{}", std::fs::read_to_string(out_dir.join("dispatches.jsonl"))?);
+    print!(
+        "{}",
+        std::fs::read_to_string(out_dir.join("dispatches.jsonl"))?
+    );
     println!("# suppressions:");
-    print!("{}", std::fs::read_to_string(out_dir.join("suppressions.jsonl"))?);
-    print_summary(&out.summary, out.elapsed.as_secs_f64(), workers.workers * workers.processes, &out_dir);
+    print!(
+        "{}",
+        std::fs::read_to_string(out_dir.join("suppressions.jsonl"))?
+    );
+    print_summary(
+        &out.summary,
+        out.elapsed.as_secs_f64(),
+        workers.workers * workers.processes,
+        &out_dir,
+    );
     Ok(())
 }
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("NUDGEFLOW_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NUDGEFLOW_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        None => demo(&WorkerArgs { workers: 1, processes: 1, process: 0, hostfile: None }),
+        None => demo(&WorkerArgs {
+            workers: 1,
+            processes: 1,
+            process: 0,
+            hostfile: None,
+        }),
         Some(Command::Demo { workers }) => demo(&workers),
         Some(Command::Replay(args)) => replay(args),
         Some(Command::Check { specs }) => {
@@ -195,9 +266,22 @@ fn main() -> std::process::ExitCode {
                     }
                 }
             }
-            if bad > 0 { Err(anyhow::anyhow!("{bad} of {} spec(s) are invalid", specs.len())) } else { Ok(()) }
+            if bad > 0 {
+                Err(anyhow::anyhow!(
+                    "{bad} of {} spec(s) are invalid",
+                    specs.len()
+                ))
+            } else {
+                Ok(())
+            }
         }
-        Some(Command::Gen { users, events, seed, days, out }) => gen_cmd(users, events, seed, days, out),
+        Some(Command::Gen {
+            users,
+            events,
+            seed,
+            days,
+            out,
+        }) => gen_cmd(users, events, seed, days, out),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -13,8 +13,8 @@ use anyhow::Context;
 use crate::dataflow::{self, DecideStats};
 use crate::record::output::{DeadLetter, Decision};
 use crate::sink::files::{Summary, write_outputs};
-use crate::source::fixture::{FixturePlan, SourceReport, fixture_source};
 use crate::source::Placement;
+use crate::source::fixture::{FixturePlan, SourceReport, fixture_source};
 use crate::spec::Spec;
 use crate::time::Time;
 
@@ -29,20 +29,40 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn single(workers: usize) -> Cluster {
-        Cluster { workers, processes: 1, process: 0, hostfile: None }
+        Cluster {
+            workers,
+            processes: 1,
+            process: 0,
+            hostfile: None,
+        }
     }
 
     fn timely_config(&self) -> anyhow::Result<timely::Config> {
         anyhow::ensure!(self.workers >= 1, "-w must be at least 1");
-        anyhow::ensure!(self.process < self.processes, "-p {} is not below -n {}", self.process, self.processes);
-        let mut args = vec!["nudgeflow".to_string(), "-w".into(), self.workers.to_string()];
+        anyhow::ensure!(
+            self.process < self.processes,
+            "-p {} is not below -n {}",
+            self.process,
+            self.processes
+        );
+        let mut args = vec![
+            "nudgeflow".to_string(),
+            "-w".into(),
+            self.workers.to_string(),
+        ];
         if self.processes > 1 {
-            args.extend(["-n".into(), self.processes.to_string(), "-p".into(), self.process.to_string()]);
+            args.extend([
+                "-n".into(),
+                self.processes.to_string(),
+                "-p".into(),
+                self.process.to_string(),
+            ]);
             if let Some(h) = &self.hostfile {
                 args.extend(["-h".into(), h.display().to_string()]);
             }
         }
-        timely::Config::from_args(args.into_iter().skip(1)).map_err(|e| anyhow::anyhow!("timely configuration: {e}"))
+        timely::Config::from_args(args.into_iter().skip(1))
+            .map_err(|e| anyhow::anyhow!("timely configuration: {e}"))
     }
 }
 
@@ -83,15 +103,23 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
         let report = Rc::new(RefCell::new(SourceReport::default()));
         let stats = Rc::new(RefCell::new(DecideStats::default()));
         let probe = worker.dataflow::<Time, _, _>(|scope| {
-            let records = fixture_source(scope, worker_plan.clone(), spec.allowed_lateness, placement, report.clone());
+            let records = fixture_source(
+                scope,
+                worker_plan.clone(),
+                spec.allowed_lateness,
+                placement,
+                report.clone(),
+            );
             let out = dataflow::build(records, spec.clone(), stats.clone());
             crate::sink::collect(out, decisions.clone())
         });
         let bar = (progress && worker.index() == 0).then(|| {
             let bar = indicatif::ProgressBar::new(worker_plan.total_bytes);
             bar.set_style(
-                indicatif::ProgressStyle::with_template("replaying {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                    .expect("a valid template"),
+                indicatif::ProgressStyle::with_template(
+                    "replaying {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .expect("a valid template"),
             );
             bar
         });
@@ -115,9 +143,15 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
     })
     .map_err(|e| anyhow::anyhow!("cannot start timely workers: {e}"))?;
 
-    let mut out = ReplayOutput { decisions: Vec::new(), dead_letters: Vec::new(), summary: Summary::default(), elapsed: Duration::ZERO };
+    let mut out = ReplayOutput {
+        decisions: Vec::new(),
+        dead_letters: Vec::new(),
+        summary: Summary::default(),
+        elapsed: Duration::ZERO,
+    };
     for result in guards.join() {
-        let (decisions, report, stats) = result.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))?;
+        let (decisions, report, stats) =
+            result.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))?;
         out.decisions.extend(decisions);
         out.dead_letters.extend(report.dead_letters);
         let s = &mut out.summary;
@@ -137,7 +171,13 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
 /// Runs and writes `out_dir`.
 pub fn run_to_dir(opts: &ReplayOptions, out_dir: &std::path::Path) -> anyhow::Result<ReplayOutput> {
     let out = run(opts)?;
-    write_outputs(out_dir, &opts.spec, &out.decisions, &out.dead_letters, &out.summary)
-        .with_context(|| format!("writing {}", out_dir.display()))?;
+    write_outputs(
+        out_dir,
+        &opts.spec,
+        &out.decisions,
+        &out.dead_letters,
+        &out.summary,
+    )
+    .with_context(|| format!("writing {}", out_dir.display()))?;
     Ok(out)
 }

@@ -62,7 +62,9 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// A day is 24 hours. Used for spec fields; never negative.
 pub fn parse_duration(s: &str) -> Result<i64, String> {
     let bad = || {
-        format!("{s:?} is not a duration; write a number and a unit (ms, s, m, h, d), e.g. \"30m\" or \"1h30m\"")
+        format!(
+            "{s:?} is not a duration; write a number and a unit (ms, s, m, h, d), e.g. \"30m\" or \"1h30m\""
+        )
     };
     let s = s.trim();
     if s.is_empty() {
@@ -125,7 +127,14 @@ mod tests {
         assert_eq!(format_rfc3339(t), "2026-03-01T08:15:00.042Z");
         assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59.999Z");
         assert_eq!(format_rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
-        for t in [0, 1, 86_399_999, 1_772_000_000_123, -86_400_001, 4_102_444_800_000] {
+        for t in [
+            0,
+            1,
+            86_399_999,
+            1_772_000_000_123,
+            -86_400_001,
+            4_102_444_800_000,
+        ] {
             assert_eq!(parse_rfc3339(&format_rfc3339(t)).unwrap(), t);
         }
     }

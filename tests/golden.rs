@@ -8,7 +8,11 @@ mod common;
 
 use common::{case_spec, diff, read, replay, repo};
 
-const OUTPUTS: [&str; 3] = ["dispatches.jsonl", "suppressions.jsonl", "dead_letters.jsonl"];
+const OUTPUTS: [&str; 3] = [
+    "dispatches.jsonl",
+    "suppressions.jsonl",
+    "dead_letters.jsonl",
+];
 
 #[test]
 fn golden_fixtures() {
@@ -30,12 +34,19 @@ fn golden_fixtures() {
             for file in OUTPUTS {
                 let expected = read(&case.join("expected").join(file));
                 let actual = read(&out.join(file));
-                if let Some(d) = diff(&format!("{name} (-w {workers}, stripes of {stripe} bytes) {file}"), &expected, &actual) {
+                if let Some(d) = diff(
+                    &format!("{name} (-w {workers}, stripes of {stripe} bytes) {file}"),
+                    &expected,
+                    &actual,
+                ) {
                     failures += &d;
                 }
             }
         }
         println!("ok {name}");
     }
-    assert!(failures.is_empty(), "golden mismatches (- expected, + actual):\n{failures}");
+    assert!(
+        failures.is_empty(),
+        "golden mismatches (- expected, + actual):\n{failures}"
+    );
 }

@@ -63,16 +63,43 @@ per = "30m"
 
 const T0: &str = "2026-03-28T18:00:00Z";
 const USERS: [&str; 3] = ["u-a", "u-b", "u-c"];
-const TYPES: [&str; 6] = ["cart.abandoned", "promo.flash", "payment.failed", "login.new_device", "order.placed", "page.viewed"];
+const TYPES: [&str; 6] = [
+    "cart.abandoned",
+    "promo.flash",
+    "payment.failed",
+    "login.new_device",
+    "order.placed",
+    "page.viewed",
+];
 const CHANNELS: [&str; 4] = ["push", "email", "sms", "*"];
 const ZONES: [&str; 3] = ["UTC", "Europe/Berlin", "America/New_York"];
 
 #[derive(Clone, Debug)]
 enum Rec {
-    Event { user: usize, minute: i64, kind: usize, id: u8, item: u8 },
-    Consent { user: usize, minute: i64, channel: usize, marketing: bool, granted: bool },
-    Prefs { user: usize, minute: i64, channels: Option<Vec<usize>>, quiet: Option<(u8, u8, usize)> },
-    Erasure { user: usize, minute: i64 },
+    Event {
+        user: usize,
+        minute: i64,
+        kind: usize,
+        id: u8,
+        item: u8,
+    },
+    Consent {
+        user: usize,
+        minute: i64,
+        channel: usize,
+        marketing: bool,
+        granted: bool,
+    },
+    Prefs {
+        user: usize,
+        minute: i64,
+        channels: Option<Vec<usize>>,
+        quiet: Option<(u8, u8, usize)>,
+    },
+    Erasure {
+        user: usize,
+        minute: i64,
+    },
 }
 
 fn rec() -> impl Strategy<Value = Rec> {
@@ -110,7 +137,15 @@ fn write_fixture(dir: &Path, recs: &[Rec]) {
             Rec::Erasure { user, minute } => files[3].push((*minute, json!({"user": USERS[*user], "time": at(*minute)}).to_string())),
         }
     }
-    for (name, mut lines) in ["events.jsonl", "consent.jsonl", "preferences.jsonl", "erasures.jsonl"].into_iter().zip(files) {
+    for (name, mut lines) in [
+        "events.jsonl",
+        "consent.jsonl",
+        "preferences.jsonl",
+        "erasures.jsonl",
+    ]
+    .into_iter()
+    .zip(files)
+    {
         lines.sort_by_key(|(m, _)| *m);
         let text: String = lines.into_iter().map(|(_, l)| l + "\n").collect();
         std::fs::write(dir.join(name), text).unwrap();
@@ -118,7 +153,10 @@ fn write_fixture(dir: &Path, recs: &[Rec]) {
 }
 
 fn lines(path: &Path) -> Vec<Value> {
-    common::read(path).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    common::read(path)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// Marketing consent of (user, channel) as of `t`, straight from the input.
@@ -127,7 +165,13 @@ fn marketing_consent(recs: &[Rec], user: usize, channel: &str, t: i64) -> bool {
     let mut consent_pos = 0;
     for r in recs {
         match r {
-            Rec::Consent { user: u, minute, channel: c, marketing: true, granted } if *u == user && *minute * 60_000 <= t => {
+            Rec::Consent {
+                user: u,
+                minute,
+                channel: c,
+                marketing: true,
+                granted,
+            } if *u == user && *minute * 60_000 <= t => {
                 if CHANNELS[*c] == channel || CHANNELS[*c] == "*" {
                     best = best.max(Some((*minute, 1, consent_pos, *granted)));
                 }
@@ -152,14 +196,27 @@ fn check(recs: Vec<Rec>) -> Result<(), TestCaseError> {
     // Stable stream positions for the consent oracle: sort like the file.
     let mut recs = recs;
     recs.sort_by_key(|r| match r {
-        Rec::Event { minute, .. } | Rec::Consent { minute, .. } | Rec::Prefs { minute, .. } | Rec::Erasure { minute, .. } => *minute,
+        Rec::Event { minute, .. }
+        | Rec::Consent { minute, .. }
+        | Rec::Prefs { minute, .. }
+        | Rec::Erasure { minute, .. } => *minute,
     });
     write_fixture(&fixture, &recs);
     let (one, three) = (tmp.path().join("w1"), tmp.path().join("w3"));
     common::replay(&spec, &fixture, &one, 1, 1 << 20);
     common::replay(&spec, &fixture, &three, 3, 61);
-    for f in ["dispatches.jsonl", "suppressions.jsonl", "dead_letters.jsonl", "summary.json"] {
-        prop_assert_eq!(common::read(&one.join(f)), common::read(&three.join(f)), "{} differs between -w 1 and -w 3", f);
+    for f in [
+        "dispatches.jsonl",
+        "suppressions.jsonl",
+        "dead_letters.jsonl",
+        "summary.json",
+    ] {
+        prop_assert_eq!(
+            common::read(&one.join(f)),
+            common::read(&three.join(f)),
+            "{} differs between -w 1 and -w 3",
+            f
+        );
     }
 
     let t0 = parse_rfc3339(T0).unwrap();
@@ -168,30 +225,60 @@ fn check(recs: Vec<Rec>) -> Result<(), TestCaseError> {
         let t = parse_rfc3339(d["decision_time"].as_str().unwrap()).unwrap();
         let user = USERS.iter().position(|u| *u == d["user"]).unwrap();
         if d["purpose"] == "marketing" {
-            prop_assert!(marketing_consent(&recs, user, d["channel"].as_str().unwrap(), t - t0), "marketing dispatch without consent: {}", d);
+            prop_assert!(
+                marketing_consent(&recs, user, d["channel"].as_str().unwrap(), t - t0),
+                "marketing dispatch without consent: {}",
+                d
+            );
         }
         if d["priority"] != "critical" {
-            let last_erasure = recs.iter().filter_map(|r| match r {
-                Rec::Erasure { user: u, minute } if *u == user && t0 + minute * 60_000 <= t => Some(t0 + minute * 60_000),
-                _ => None,
-            }).max().unwrap_or(i64::MIN);
+            let last_erasure = recs
+                .iter()
+                .filter_map(|r| match r {
+                    Rec::Erasure { user: u, minute } if *u == user && t0 + minute * 60_000 <= t => {
+                        Some(t0 + minute * 60_000)
+                    }
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(i64::MIN);
             let window = |per: i64, pred: &dyn Fn(&Value) -> bool| {
-                dispatches.iter().filter(|o| {
-                    let ot = parse_rfc3339(o["decision_time"].as_str().unwrap()).unwrap();
-                    o["user"] == d["user"] && ot > t - per && ot <= t && ot >= last_erasure && pred(o)
-                }).count()
+                dispatches
+                    .iter()
+                    .filter(|o| {
+                        let ot = parse_rfc3339(o["decision_time"].as_str().unwrap()).unwrap();
+                        o["user"] == d["user"]
+                            && ot > t - per
+                            && ot <= t
+                            && ot >= last_erasure
+                            && pred(o)
+                    })
+                    .count()
             };
             if d["purpose"] == "marketing" {
-                prop_assert!(window(3_600_000, &|o| o["purpose"] == "marketing") <= 2, "marketing cap exceeded at {}", d);
+                prop_assert!(
+                    window(3_600_000, &|o| o["purpose"] == "marketing") <= 2,
+                    "marketing cap exceeded at {}",
+                    d
+                );
             }
             if d["channel"] == "sms" {
-                prop_assert!(window(1_800_000, &|o| o["channel"] == "sms") <= 1, "sms cap exceeded at {}", d);
+                prop_assert!(
+                    window(1_800_000, &|o| o["channel"] == "sms") <= 1,
+                    "sms cap exceeded at {}",
+                    d
+                );
             }
         }
     }
     let summary: Value = serde_json::from_str(&common::read(&one.join("summary.json"))).unwrap();
-    let ended = summary["dispatches"].as_u64().unwrap() + summary["suppressions"].as_u64().unwrap() - summary["late_events"].as_u64().unwrap();
-    prop_assert_eq!(summary["candidates"].as_u64().unwrap(), ended, "every candidate ends exactly once");
+    let ended = summary["dispatches"].as_u64().unwrap() + summary["suppressions"].as_u64().unwrap()
+        - summary["late_events"].as_u64().unwrap();
+    prop_assert_eq!(
+        summary["candidates"].as_u64().unwrap(),
+        ended,
+        "every candidate ends exactly once"
+    );
     Ok(())
 }
 

@@ -23,15 +23,24 @@ fn holds(caps: &[Cap], t: Time, count_since: impl Fn(Time) -> usize) -> bool {
 
 impl CapHistory {
     fn count_since(&self, from: Time, matches: impl Fn(Channel, Purpose) -> bool) -> usize {
-        self.sent.iter().rev().take_while(|(t, _, _)| *t > from).filter(|(_, c, p)| matches(*c, *p)).count()
+        self.sent
+            .iter()
+            .rev()
+            .take_while(|(t, _, _)| *t > from)
+            .filter(|(_, c, p)| matches(*c, *p))
+            .count()
     }
 
     pub fn channel_allows(&self, spec: &Spec, channel: Channel, t: Time) -> bool {
-        holds(&spec.channel_caps[channel as usize], t, |from| self.count_since(from, |c, _| c == channel))
+        holds(&spec.channel_caps[channel as usize], t, |from| {
+            self.count_since(from, |c, _| c == channel)
+        })
     }
 
     pub fn purpose_allows(&self, spec: &Spec, purpose: Purpose, t: Time) -> bool {
-        holds(&spec.purpose_caps[purpose as usize], t, |from| self.count_since(from, |_, p| p == purpose))
+        holds(&spec.purpose_caps[purpose as usize], t, |from| {
+            self.count_since(from, |_, p| p == purpose)
+        })
     }
 
     /// Records a first-attempt dispatch at `t`, forgetting what no cap of
@@ -67,15 +76,35 @@ mod tests {
         let h = 3_600_000;
         let mut caps = CapHistory::default();
         caps.record(0, Channel::Push, Purpose::Marketing, spec.longest_window());
-        caps.record(10, Channel::Sms, Purpose::Transactional, spec.longest_window());
-        assert!(caps.purpose_allows(&spec, Purpose::Marketing, 20), "one marketing dispatch in the window");
+        caps.record(
+            10,
+            Channel::Sms,
+            Purpose::Transactional,
+            spec.longest_window(),
+        );
+        assert!(
+            caps.purpose_allows(&spec, Purpose::Marketing, 20),
+            "one marketing dispatch in the window"
+        );
         caps.record(20, Channel::Push, Purpose::Marketing, spec.longest_window());
         assert!(!caps.purpose_allows(&spec, Purpose::Marketing, h - 1));
-        assert!(caps.purpose_allows(&spec, Purpose::Marketing, h), "the dispatch at 0 = t − per is outside (t − per, t]");
-        assert!(caps.purpose_allows(&spec, Purpose::Marketing, h + 20), "both have left the window");
+        assert!(
+            caps.purpose_allows(&spec, Purpose::Marketing, h),
+            "the dispatch at 0 = t − per is outside (t − per, t]"
+        );
+        assert!(
+            caps.purpose_allows(&spec, Purpose::Marketing, h + 20),
+            "both have left the window"
+        );
         assert!(!caps.channel_allows(&spec, Channel::Sms, 24 * h + 9));
         assert!(caps.channel_allows(&spec, Channel::Sms, 24 * h + 10));
-        assert!(caps.channel_allows(&spec, Channel::Push, 21), "no cap on push");
-        assert!(caps.purpose_allows(&spec, Purpose::Transactional, 21), "no cap on transactional");
+        assert!(
+            caps.channel_allows(&spec, Channel::Push, 21),
+            "no cap on push"
+        );
+        assert!(
+            caps.purpose_allows(&spec, Purpose::Transactional, 21),
+            "no cap on transactional"
+        );
     }
 }

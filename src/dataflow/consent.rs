@@ -15,8 +15,8 @@
 
 use std::hash::{Hash, Hasher};
 
-use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::operators::arrange::upsert::arrange_from_upsert;
+use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
@@ -51,8 +51,15 @@ pub type ConsentUpsert = (ConsentKey, Option<ConsentVal>, Time);
 pub type ConsentSpine = ValSpine<ConsentKey, ConsentVal, Time, isize>;
 pub type ConsentTrace = TraceAgent<ConsentSpine>;
 
-pub fn arrange_consent<'s>(upserts: Stream<'s, Time, Vec<ConsentUpsert>>) -> Arranged<'s, ConsentTrace> {
-    arrange_from_upsert::<ValBuilder<ConsentKey, ConsentVal, Time, isize>, ConsentSpine, ConsentKey, ConsentVal>(upserts, "Consent")
+pub fn arrange_consent<'s>(
+    upserts: Stream<'s, Time, Vec<ConsentUpsert>>,
+) -> Arranged<'s, ConsentTrace> {
+    arrange_from_upsert::<
+        ValBuilder<ConsentKey, ConsentVal, Time, isize>,
+        ConsentSpine,
+        ConsentKey,
+        ConsentVal,
+    >(upserts, "Consent")
 }
 
 /// One user's consent history, loaded from the trace.
@@ -62,10 +69,21 @@ pub struct UserConsent {
 }
 
 impl UserConsent {
-    pub fn load(reader: &mut super::history::TraceSnapshot<ConsentKey, ConsentVal>, user: &str) -> UserConsent {
-        let start = ConsentKey { user: user.to_string(), channel: None, purpose: Purpose::Marketing };
+    pub fn load(
+        reader: &mut super::history::TraceSnapshot<ConsentKey, ConsentVal>,
+        user: &str,
+    ) -> UserConsent {
+        let start = ConsentKey {
+            user: user.to_string(),
+            channel: None,
+            purpose: Purpose::Marketing,
+        };
         let mut keys = Vec::new();
-        reader.scan_from(&start, |k| k.user == user, |k, h| keys.push(((k.channel, k.purpose), h)));
+        reader.scan_from(
+            &start,
+            |k| k.user == user,
+            |k, h| keys.push(((k.channel, k.purpose), h)),
+        );
         UserConsent { keys }
     }
 

@@ -78,7 +78,10 @@ struct UserState {
 
 impl UserState {
     fn is_empty(&self) -> bool {
-        self.last_seen.is_empty() && self.pending.is_empty() && self.dedup.is_empty() && self.caps.is_empty()
+        self.last_seen.is_empty()
+            && self.pending.is_empty()
+            && self.dedup.is_empty()
+            && self.caps.is_empty()
     }
 
     /// Forgets what no future instant `≥ from` can see.
@@ -86,7 +89,10 @@ impl UserState {
         let horizon = spec.dedup_horizon;
         self.last_seen.retain(|_, seen| *seen > from - horizon);
         self.dedup.retain(|(rule, _, t)| {
-            let window = spec.rules[*rule as usize].dedup.as_ref().map_or(0, |d| d.window);
+            let window = spec.rules[*rule as usize]
+                .dedup
+                .as_ref()
+                .map_or(0, |d| d.window);
             *t > from - window
         });
         self.caps.expire(from, spec.longest_window());
@@ -120,8 +126,15 @@ struct Snapshots {
 
 impl Engine {
     /// Decides everything strictly before `frontier`.
-    fn advance(&mut self, frontier: Time, consent: &mut ConsentTrace, prefs: &mut PrefsTrace, out: &mut Vec<Decision>) {
-        let (mut ready, rest): (Vec<Arrival>, Vec<Arrival>) = self.stash.drain(..).partition(|a| a.time() < frontier);
+    fn advance(
+        &mut self,
+        frontier: Time,
+        consent: &mut ConsentTrace,
+        prefs: &mut PrefsTrace,
+        out: &mut Vec<Decision>,
+    ) {
+        let (mut ready, rest): (Vec<Arrival>, Vec<Arrival>) =
+            self.stash.drain(..).partition(|a| a.time() < frontier);
         self.stash = rest;
         let mut due: Vec<String> = Vec::new();
         while let Some((t, _)) = self.timers.first() {
@@ -139,7 +152,10 @@ impl Engine {
         users.sort_unstable();
         users.dedup();
 
-        let mut snapshots = Snapshots { consent: TraceSnapshot::new(consent), prefs: TraceSnapshot::new(prefs) };
+        let mut snapshots = Snapshots {
+            consent: TraceSnapshot::new(consent),
+            prefs: TraceSnapshot::new(prefs),
+        };
         let mut ready = ready.into_iter().peekable();
         let mut mine = Vec::new();
         for user in &users {
@@ -157,18 +173,35 @@ impl Engine {
                 }
                 !s.is_empty()
             });
-            self.next_sweep = frontier.saturating_add(spec.dedup_horizon.max(spec.longest_window()).max(60_000));
+            self.next_sweep =
+                frontier.saturating_add(spec.dedup_horizon.max(spec.longest_window()).max(60_000));
         }
     }
 
-    fn advance_user(&mut self, user: &str, arrivals: &mut Vec<Arrival>, frontier: Time, snaps: &mut Snapshots, out: &mut Vec<Decision>) {
+    fn advance_user(
+        &mut self,
+        user: &str,
+        arrivals: &mut Vec<Arrival>,
+        frontier: Time,
+        snaps: &mut Snapshots,
+        out: &mut Vec<Decision>,
+    ) {
         let spec = self.spec.clone();
         let mut state = self.users.remove(user).unwrap_or_default();
-        let mut view = UserView { user, consent: None, prefs: None };
+        let mut view = UserView {
+            user,
+            consent: None,
+            prefs: None,
+        };
         let mut arrivals = arrivals.drain(..).peekable();
         loop {
             let next_arrival = arrivals.peek().map(Arrival::time);
-            let next_due = state.pending.iter().map(|c| c.decision).min().filter(|d| *d < frontier);
+            let next_due = state
+                .pending
+                .iter()
+                .map(|c| c.decision)
+                .min()
+                .filter(|d| *d < frontier);
             let t = match (next_arrival, next_due) {
                 (None, None) => break,
                 (Some(a), None) => a,
@@ -187,7 +220,10 @@ impl Engine {
                     Arrival::Late { .. } => unreachable!("late events are reported on arrival"),
                 }
             }
-            while let Some(i) = (0..state.pending.len()).filter(|&i| state.pending[i].decision == t).min_by(|&i, &j| state.pending[i].cmp(&state.pending[j])) {
+            while let Some(i) = (0..state.pending.len())
+                .filter(|&i| state.pending[i].decision == t)
+                .min_by(|&i, &j| state.pending[i].cmp(&state.pending[j]))
+            {
                 let c = state.pending.swap_remove(i);
                 self.decide_one(&spec, c, t, &mut state, &mut view, snaps, out);
             }
@@ -203,7 +239,13 @@ impl Engine {
         }
     }
 
-    fn apply_event(&mut self, user: &str, e: EventArrival, state: &mut UserState, out: &mut Vec<Decision>) {
+    fn apply_event(
+        &mut self,
+        user: &str,
+        e: EventArrival,
+        state: &mut UserState,
+        out: &mut Vec<Decision>,
+    ) {
         let mut stats = self.stats.borrow_mut();
         stats.events += 1;
         let t = e.time;
@@ -240,10 +282,22 @@ impl Engine {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn decide_one(&mut self, spec: &Spec, mut c: Candidate, t: Time, state: &mut UserState, view: &mut UserView, snaps: &mut Snapshots, out: &mut Vec<Decision>) {
+    fn decide_one(
+        &mut self,
+        spec: &Spec,
+        mut c: Candidate,
+        t: Time,
+        state: &mut UserState,
+        view: &mut UserView,
+        snaps: &mut Snapshots,
+        out: &mut Vec<Decision>,
+    ) {
         let rule = &spec.rules[c.rule as usize];
         let user = view.user;
-        let prefs = view.prefs.get_or_insert_with(|| UserPrefs::load(&mut snaps.prefs, user)).as_of(t);
+        let prefs = view
+            .prefs
+            .get_or_insert_with(|| UserPrefs::load(&mut snaps.prefs, user))
+            .as_of(t);
         // 1. muted
         if prefs.is_some_and(|p| p.muted_rules.iter().any(|m| *m == rule.name)) {
             return out.push(suppress(user, &c, t, Reason::Muted));
@@ -254,7 +308,11 @@ impl Engine {
         }
         // 3. per-rule dedup
         if let (Some(dedup), Some(key)) = (&rule.dedup, &c.dedup_key) {
-            if state.dedup.iter().any(|(r, k, last)| *r == c.rule && k == key && *last > t - dedup.window) {
+            if state
+                .dedup
+                .iter()
+                .any(|(r, k, last)| *r == c.rule && k == key && *last > t - dedup.window)
+            {
                 return out.push(suppress(user, &c, t, Reason::Duplicate));
             }
         }
@@ -262,10 +320,9 @@ impl Engine {
         // 4. quiet hours: defer to their end, decide again from step 1.
         if rule.purpose == Purpose::Marketing && !critical {
             if let Some(q) = prefs.and_then(|p| p.quiet_hours.as_ref()) {
-                let tz = self
-                    .zones
-                    .entry(q.tz.clone())
-                    .or_insert_with(|| jiff::tz::TimeZone::get(&q.tz).expect("zones are validated when parsed"));
+                let tz = self.zones.entry(q.tz.clone()).or_insert_with(|| {
+                    jiff::tz::TimeZone::get(&q.tz).expect("zones are validated when parsed")
+                });
                 if in_quiet_hours(q, tz, t) {
                     c.decision = quiet_hours_end(q, tz, t);
                     self.stats.borrow_mut().deferrals += 1;
@@ -275,11 +332,22 @@ impl Engine {
             }
         }
         // 5. channel selection: consent as of t, channel caps.
-        let consent = view.consent.get_or_insert_with(|| UserConsent::load(&mut snaps.consent, user));
+        let consent = view
+            .consent
+            .get_or_insert_with(|| UserConsent::load(&mut snaps.consent, user));
         let preferred = prefs.and_then(|p| p.channels.as_ref());
-        let mut order = rule.channels.iter().copied().filter(|_| preferred.is_none()).chain(
-            preferred.into_iter().flatten().copied().filter(|ch| rule.channels.contains(ch)),
-        );
+        let mut order = rule
+            .channels
+            .iter()
+            .copied()
+            .filter(|_| preferred.is_none())
+            .chain(
+                preferred
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .filter(|ch| rule.channels.contains(ch)),
+            );
         let mut any_consent = false;
         let chosen = order.find(|&ch| {
             let ok = consent.granted(ch, rule.purpose, t);
@@ -287,7 +355,11 @@ impl Engine {
             ok && (critical || state.caps.channel_allows(spec, ch, t))
         });
         let Some(channel) = chosen else {
-            let reason = if any_consent { Reason::RateLimited } else { Reason::NoChannel };
+            let reason = if any_consent {
+                Reason::RateLimited
+            } else {
+                Reason::NoChannel
+            };
             return out.push(suppress(user, &c, t, reason));
         };
         // 6. purpose caps
@@ -295,9 +367,15 @@ impl Engine {
             return out.push(suppress(user, &c, t, Reason::RateLimited));
         }
         // 7. dispatch
-        state.caps.record(t, channel, rule.purpose, spec.longest_window());
+        state
+            .caps
+            .record(t, channel, rule.purpose, spec.longest_window());
         if let (Some(_), Some(key)) = (&rule.dedup, c.dedup_key.take()) {
-            match state.dedup.iter_mut().find(|(r, k, _)| *r == c.rule && *k == key) {
+            match state
+                .dedup
+                .iter_mut()
+                .find(|(r, k, _)| *r == c.rule && *k == key)
+            {
                 Some(entry) => entry.2 = t,
                 None => state.dedup.push((c.rule, key, t)),
             }
@@ -327,7 +405,13 @@ fn arrival_order(a: &Arrival) -> (&str, Time, u8, &str, u64) {
 }
 
 fn suppress(user: &str, c: &Candidate, t: Time, reason: Reason) -> Decision {
-    Decision::Suppression(Suppression { user: user.to_string(), rule: Some(c.rule), event_key: c.event_key.to_string(), time: t, reason })
+    Decision::Suppression(Suppression {
+        user: user.to_string(),
+        rule: Some(c.rule),
+        event_key: c.event_key.to_string(),
+        time: t,
+        reason,
+    })
 }
 
 /// Builds the decide operator.
@@ -339,7 +423,8 @@ pub fn decide<'s>(
     stats: Rc<RefCell<DecideStats>>,
 ) -> Stream<'s, Time, Vec<Decision>> {
     let mut builder = OperatorBuilder::new("Decide".to_owned(), arrivals.scope());
-    let mut arrivals_in = builder.new_input(arrivals, Exchange::new(|a: &Arrival| user_hash(a.user())));
+    let mut arrivals_in =
+        builder.new_input(arrivals, Exchange::new(|a: &Arrival| user_hash(a.user())));
     let mut consent_in = builder.new_input(consent.stream, Pipeline);
     let mut prefs_in = builder.new_input(prefs.stream, Pipeline);
     let (output, decisions) = builder.new_output::<Vec<Decision>>();
@@ -364,7 +449,11 @@ pub fn decide<'s>(
             arrivals_in.for_each(|_cap, data| {
                 for arrival in data.drain(..) {
                     match arrival {
-                        Arrival::Late { user, event_key, time } => buffer.push(Decision::Suppression(Suppression {
+                        Arrival::Late {
+                            user,
+                            event_key,
+                            time,
+                        } => buffer.push(Decision::Suppression(Suppression {
                             user,
                             rule: None,
                             event_key,
@@ -379,11 +468,19 @@ pub fn decide<'s>(
             consent_in.for_each(|_cap, _batches| {});
             prefs_in.for_each(|_cap, _batches| {});
 
-            let frontier = frontiers.iter().filter_map(|f| f.frontier().first().copied()).min().unwrap_or(Time::MAX);
+            let frontier = frontiers
+                .iter()
+                .filter_map(|f| f.frontier().first().copied())
+                .min()
+                .unwrap_or(Time::MAX);
             if frontier > done_through {
                 engine.advance(frontier, &mut consent_trace, &mut prefs_trace, &mut buffer);
                 done_through = frontier;
-                let compaction = if frontier == Time::MAX { AntichainRef::new(&[]) } else { AntichainRef::new(std::slice::from_ref(&frontier)) };
+                let compaction = if frontier == Time::MAX {
+                    AntichainRef::new(&[])
+                } else {
+                    AntichainRef::new(std::slice::from_ref(&frontier))
+                };
                 consent_trace.set_logical_compaction(compaction);
                 consent_trace.set_physical_compaction(compaction);
                 prefs_trace.set_logical_compaction(compaction);

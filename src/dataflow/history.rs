@@ -31,7 +31,14 @@ impl<V> History<V> {
     pub fn as_of(&self, t: Time) -> Option<&V> {
         self.values
             .iter()
-            .find(|(_, updates)| updates.iter().filter(|(u, _)| *u <= t).map(|(_, d)| d).sum::<isize>() > 0)
+            .find(|(_, updates)| {
+                updates
+                    .iter()
+                    .filter(|(u, _)| *u <= t)
+                    .map(|(_, d)| d)
+                    .sum::<isize>()
+                    > 0
+            })
             .map(|(v, _)| v)
     }
 }
@@ -47,14 +54,21 @@ pub struct TraceSnapshot<K: Ord + Clone + 'static, V: Ord + Clone + 'static> {
 
 impl<K: Ord + Clone + 'static, V: Ord + Clone + 'static> TraceSnapshot<K, V> {
     pub fn new(trace: &mut TraceAgent<ValSpine<K, V, Time, isize>>) -> Self {
-        let batches = trace.batches_through(AntichainRef::new(&[])).expect("the whole trace is readable");
+        let batches = trace
+            .batches_through(AntichainRef::new(&[]))
+            .expect("the whole trace is readable");
         let (cursor, storage) = cursor_list(batches);
         TraceSnapshot { cursor, storage }
     }
 
     /// Calls `each` for every key from `start` on while `within` holds, with
     /// the key's history.
-    pub fn scan_from(&mut self, start: &K, within: impl Fn(&K) -> bool, mut each: impl FnMut(&K, History<V>)) {
+    pub fn scan_from(
+        &mut self,
+        start: &K,
+        within: impl Fn(&K) -> bool,
+        mut each: impl FnMut(&K, History<V>),
+    ) {
         let (cursor, storage) = (&mut self.cursor, &self.storage);
         cursor.rewind_keys(storage);
         cursor.seek_key(storage, start);

@@ -34,7 +34,11 @@ use crate::time::Time;
 pub use decide::DecideStats;
 
 /// Assembles the decision graph over a stream of sourced records.
-pub fn build<'s>(records: Stream<'s, Time, Vec<Sourced>>, spec: Arc<Spec>, stats: Rc<RefCell<DecideStats>>) -> Stream<'s, Time, Vec<Decision>> {
+pub fn build<'s>(
+    records: Stream<'s, Time, Vec<Sourced>>,
+    spec: Arc<Spec>,
+    stats: Rc<RefCell<DecideStats>>,
+) -> Stream<'s, Time, Vec<Decision>> {
     let (arrivals, consent, prefs) = route::route(records, spec.clone());
     let consent = consent::arrange_consent(consent);
     let prefs = preferences::arrange_preferences(prefs);

@@ -8,8 +8,8 @@
 //!   time, as erasures rank first).
 //! - output: an arrangement read by `decide` at exact millisecond times.
 
-use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::operators::arrange::upsert::arrange_from_upsert;
+use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
@@ -29,8 +29,13 @@ pub type PrefsUpsert = (String, Option<PrefsVal>, Time);
 pub type PrefsSpine = ValSpine<String, PrefsVal, Time, isize>;
 pub type PrefsTrace = TraceAgent<PrefsSpine>;
 
-pub fn arrange_preferences<'s>(upserts: Stream<'s, Time, Vec<PrefsUpsert>>) -> Arranged<'s, PrefsTrace> {
-    arrange_from_upsert::<ValBuilder<String, PrefsVal, Time, isize>, PrefsSpine, String, PrefsVal>(upserts, "Preferences")
+pub fn arrange_preferences<'s>(
+    upserts: Stream<'s, Time, Vec<PrefsUpsert>>,
+) -> Arranged<'s, PrefsTrace> {
+    arrange_from_upsert::<ValBuilder<String, PrefsVal, Time, isize>, PrefsSpine, String, PrefsVal>(
+        upserts,
+        "Preferences",
+    )
 }
 
 /// One user's preference history, loaded from the trace.

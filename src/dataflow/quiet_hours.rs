@@ -27,8 +27,15 @@ pub fn in_quiet_hours(q: &QuietHours, tz: &TimeZone, t: Time) -> bool {
         return false;
     }
     let local = (t + offset_ms(tz, t)).rem_euclid(MS_PER_DAY);
-    let (start, end) = (q.start_min as i64 * MS_PER_MIN, q.end_min as i64 * MS_PER_MIN);
-    if start < end { start <= local && local < end } else { local >= start || local < end }
+    let (start, end) = (
+        q.start_min as i64 * MS_PER_MIN,
+        q.end_min as i64 * MS_PER_MIN,
+    );
+    if start < end {
+        start <= local && local < end
+    } else {
+        local >= start || local < end
+    }
 }
 
 /// The first instant strictly after `t` at which local time is `q.end_min`.
@@ -40,10 +47,17 @@ pub fn quiet_hours_end(q: &QuietHours, tz: &TimeZone, t: Time) -> Time {
     // zones whose offsets change by whole days.
     for day in local_day - 1..=local_day + 2 {
         let (y, m, d) = civil_from_days(day);
-        let civil = date(y as i16, m as i8, d as i8).at((q.end_min / 60) as i8, (q.end_min % 60) as i8, 0, 0);
+        let civil = date(y as i16, m as i8, d as i8).at(
+            (q.end_min / 60) as i8,
+            (q.end_min % 60) as i8,
+            0,
+            0,
+        );
         let local = day * MS_PER_DAY + end;
         let candidates: [Option<Time>; 2] = match tz.to_ambiguous_timestamp(civil).offset() {
-            AmbiguousOffset::Unambiguous { offset } => [Some(local - offset.seconds() as i64 * 1000), None],
+            AmbiguousOffset::Unambiguous { offset } => {
+                [Some(local - offset.seconds() as i64 * 1000), None]
+            }
             AmbiguousOffset::Fold { before, after } => [
                 Some(local - before.seconds() as i64 * 1000),
                 Some(local - after.seconds() as i64 * 1000),
@@ -51,7 +65,10 @@ pub fn quiet_hours_end(q: &QuietHours, tz: &TimeZone, t: Time) -> Time {
             AmbiguousOffset::Gap { after, .. } => {
                 // The jump happens in (local − after, local − before].
                 let from = timestamp(local - after.seconds() as i64 * 1000);
-                let jump = tz.following(from).next().map(|tr| tr.timestamp().as_millisecond());
+                let jump = tz
+                    .following(from)
+                    .next()
+                    .map(|tr| tr.timestamp().as_millisecond());
                 [jump, None]
             }
         };
@@ -71,7 +88,14 @@ mod tests {
 
     fn q(start: &str, end: &str, tz: &str) -> (QuietHours, TimeZone) {
         let m = |s: &str| s[..2].parse::<u16>().unwrap() * 60 + s[3..].parse::<u16>().unwrap();
-        (QuietHours { start_min: m(start), end_min: m(end), tz: tz.into() }, TimeZone::get(tz).unwrap())
+        (
+            QuietHours {
+                start_min: m(start),
+                end_min: m(end),
+                tz: tz.into(),
+            },
+            TimeZone::get(tz).unwrap(),
+        )
     }
     fn t(s: &str) -> Time {
         parse_rfc3339(s).unwrap()
@@ -84,8 +108,14 @@ mod tests {
         assert!(in_quiet_hours(&q, &tz, t("2026-03-02T06:59:59.999+01:00")));
         assert!(!in_quiet_hours(&q, &tz, t("2026-03-02T07:00:00+01:00")));
         assert!(!in_quiet_hours(&q, &tz, t("2026-03-01T21:59:59.999+01:00")));
-        assert_eq!(format_rfc3339(quiet_hours_end(&q, &tz, t("2026-03-01T23:00:00+01:00"))), "2026-03-02T06:00:00.000Z");
-        assert_eq!(format_rfc3339(quiet_hours_end(&q, &tz, t("2026-03-02T01:00:00+01:00"))), "2026-03-02T06:00:00.000Z");
+        assert_eq!(
+            format_rfc3339(quiet_hours_end(&q, &tz, t("2026-03-01T23:00:00+01:00"))),
+            "2026-03-02T06:00:00.000Z"
+        );
+        assert_eq!(
+            format_rfc3339(quiet_hours_end(&q, &tz, t("2026-03-02T01:00:00+01:00"))),
+            "2026-03-02T06:00:00.000Z"
+        );
         let (none, tz) = self::q("07:00", "07:00", "UTC");
         assert!(!in_quiet_hours(&none, &tz, t("2026-03-01T07:00:00Z")));
     }
@@ -114,8 +144,14 @@ mod tests {
     fn zones_east_and_west() {
         let (q, tz) = q("21:00", "08:00", "America/New_York");
         assert!(in_quiet_hours(&q, &tz, t("2026-07-01T02:00:00Z")));
-        assert_eq!(format_rfc3339(quiet_hours_end(&q, &tz, t("2026-07-01T02:00:00Z"))), "2026-07-01T12:00:00.000Z");
+        assert_eq!(
+            format_rfc3339(quiet_hours_end(&q, &tz, t("2026-07-01T02:00:00Z"))),
+            "2026-07-01T12:00:00.000Z"
+        );
         let (q, tz) = self::q("22:00", "06:30", "Asia/Kolkata");
-        assert_eq!(format_rfc3339(quiet_hours_end(&q, &tz, t("2026-07-01T17:00:00Z"))), "2026-07-02T01:00:00.000Z");
+        assert_eq!(
+            format_rfc3339(quiet_hours_end(&q, &tz, t("2026-07-01T17:00:00Z"))),
+            "2026-07-02T01:00:00.000Z"
+        );
     }
 }

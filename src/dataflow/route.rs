@@ -19,10 +19,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::Stream;
 
 use super::consent::{ConsentKey, ConsentUpsert, ConsentVal};
 use super::preferences::{PrefsUpsert, PrefsVal};
@@ -57,9 +57,16 @@ pub struct EventArrival {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Arrival {
     Event(EventArrival),
-    Erasure { user: String, time: Time },
+    Erasure {
+        user: String,
+        time: Time,
+    },
     /// An event older than its partition's watermark: reported, no effect.
-    Late { user: String, event_key: String, time: Time },
+    Late {
+        user: String,
+        event_key: String,
+        time: Time,
+    },
 }
 
 impl Arrival {
@@ -91,12 +98,19 @@ pub fn evaluate(spec: &Spec, kind: &str, time: Time, data: Option<&str>) -> (Vec
             continue;
         }
         let data = if rule.reads_data() {
-            parsed.get_or_insert_with(|| data.and_then(|d| serde_json::from_str(d).ok()).unwrap_or(Value::Null))
+            parsed.get_or_insert_with(|| {
+                data.and_then(|d| serde_json::from_str(d).ok())
+                    .unwrap_or(Value::Null)
+            })
         } else {
             &Value::Null
         };
         if let Some(decision) = rule.decision_time(time, data) {
-            fires.push(Fire { rule: i as u16, decision, dedup_key: rule.dedup_key(data) });
+            fires.push(Fire {
+                rule: i as u16,
+                decision,
+                dedup_key: rule.dedup_key(data),
+            });
         }
     }
     (fires, cancels)
@@ -106,7 +120,11 @@ pub fn evaluate(spec: &Spec, kind: &str, time: Time, data: Option<&str>) -> (Vec
 pub fn route<'s>(
     records: Stream<'s, Time, Vec<Sourced>>,
     spec: Arc<Spec>,
-) -> (Stream<'s, Time, Vec<Arrival>>, Stream<'s, Time, Vec<ConsentUpsert>>, Stream<'s, Time, Vec<PrefsUpsert>>) {
+) -> (
+    Stream<'s, Time, Vec<Arrival>>,
+    Stream<'s, Time, Vec<ConsentUpsert>>,
+    Stream<'s, Time, Vec<PrefsUpsert>>,
+) {
     let mut builder = OperatorBuilder::new("Route".to_owned(), records.scope());
     let mut input = builder.new_input(records, Pipeline);
     let (arrivals_out, arrivals) = builder.new_output::<Vec<Arrival>>();
@@ -128,28 +146,71 @@ pub fn route<'s>(
                 for Sourced { record, seq, late } in data.drain(..) {
                     match record {
                         Record::Event(e) if late => {
-                            arrival_buf.push(Arrival::Late { user: e.user, event_key: e.key, time: e.time });
+                            arrival_buf.push(Arrival::Late {
+                                user: e.user,
+                                event_key: e.key,
+                                time: e.time,
+                            });
                         }
                         Record::Event(e) => {
-                            let (fires, cancels) = evaluate(&spec, &e.kind, e.time, e.data.as_deref());
+                            let (fires, cancels) =
+                                evaluate(&spec, &e.kind, e.time, e.data.as_deref());
                             let data = if fires.is_empty() { None } else { e.data };
-                            arrival_buf.push(Arrival::Event(EventArrival { user: e.user, key: e.key, time: e.time, seq, fires, cancels, data }));
+                            arrival_buf.push(Arrival::Event(EventArrival {
+                                user: e.user,
+                                key: e.key,
+                                time: e.time,
+                                seq,
+                                fires,
+                                cancels,
+                                data,
+                            }));
                         }
                         Record::Erasure(r) => {
                             for channel in std::iter::once(None).chain(Channel::ALL.map(Some)) {
                                 for purpose in [Purpose::Marketing, Purpose::Transactional] {
-                                    consent_buf.push((ConsentKey { user: r.user.clone(), channel, purpose }, None, r.time));
+                                    consent_buf.push((
+                                        ConsentKey {
+                                            user: r.user.clone(),
+                                            channel,
+                                            purpose,
+                                        },
+                                        None,
+                                        r.time,
+                                    ));
                                 }
                             }
                             prefs_buf.push((r.user.clone(), None, r.time));
-                            arrival_buf.push(Arrival::Erasure { user: r.user, time: r.time });
+                            arrival_buf.push(Arrival::Erasure {
+                                user: r.user,
+                                time: r.time,
+                            });
                         }
                         Record::Consent(c) => {
-                            let key = ConsentKey { user: c.user, channel: c.channel, purpose: c.purpose };
-                            consent_buf.push((key, Some(ConsentVal { time: c.time, seq, granted: c.granted }), c.time));
+                            let key = ConsentKey {
+                                user: c.user,
+                                channel: c.channel,
+                                purpose: c.purpose,
+                            };
+                            consent_buf.push((
+                                key,
+                                Some(ConsentVal {
+                                    time: c.time,
+                                    seq,
+                                    granted: c.granted,
+                                }),
+                                c.time,
+                            ));
                         }
                         Record::Prefs(p) => {
-                            prefs_buf.push((p.user, Some(PrefsVal { seq, prefs: p.prefs }), p.time));
+                            prefs_buf.push((
+                                p.user,
+                                Some(PrefsVal {
+                                    seq,
+                                    prefs: p.prefs,
+                                }),
+                                p.time,
+                            ));
                         }
                         // Receipts drive channel fallback, which is not built yet.
                         Record::Receipt(_) => {}

@@ -245,7 +245,8 @@ struct RawPrefs<'a> {
 }
 
 fn parse_hhmm(field: &str, s: &str) -> Result<u16, String> {
-    let bad = || format!("field `{field}`: {s:?} is not a time of day; write \"HH:MM\" (00:00 to 23:59)");
+    let bad =
+        || format!("field `{field}`: {s:?} is not a time of day; write \"HH:MM\" (00:00 to 23:59)");
     let b = s.as_bytes();
     if b.len() != 5 || b[2] != b':' {
         return Err(bad());
@@ -260,14 +261,18 @@ fn parse_hhmm(field: &str, s: &str) -> Result<u16, String> {
 
 /// Validates an IANA time zone name against the bundled tz database.
 pub fn check_tz(name: &str) -> Result<(), String> {
-    jiff::tz::TimeZone::get(name)
-        .map(|_| ())
-        .map_err(|_| format!("unknown time zone {name:?}; use an IANA name such as \"Europe/Berlin\""))
+    jiff::tz::TimeZone::get(name).map(|_| ()).map_err(|_| {
+        format!("unknown time zone {name:?}; use an IANA name such as \"Europe/Berlin\"")
+    })
 }
 
 fn parse_channel(field: &str, s: &str) -> Result<Channel, String> {
-    Channel::parse(s)
-        .ok_or_else(|| format!("field `{field}`: unknown channel {s:?}; channels are {}", Channel::NAMES))
+    Channel::parse(s).ok_or_else(|| {
+        format!(
+            "field `{field}`: unknown channel {s:?}; channels are {}",
+            Channel::NAMES
+        )
+    })
 }
 
 pub fn parse_prefs(line: &str) -> Result<PrefsRecord, String> {
@@ -275,7 +280,11 @@ pub fn parse_prefs(line: &str) -> Result<PrefsRecord, String> {
     let time = time_field("time", &raw.time)?;
     let user = raw.user.into_owned();
     if raw.deleted == Some(true) {
-        return Ok(PrefsRecord { user, time, prefs: None });
+        return Ok(PrefsRecord {
+            user,
+            time,
+            prefs: None,
+        });
     }
     let channels = match raw.channels {
         None => None,
@@ -293,7 +302,9 @@ pub fn parse_prefs(line: &str) -> Result<PrefsRecord, String> {
     let quiet_hours = match raw.quiet_hours {
         None => None,
         Some(q) => {
-            let tz = q.tz.map(Cow::into_owned).unwrap_or_else(|| "UTC".to_string());
+            let tz =
+                q.tz.map(Cow::into_owned)
+                    .unwrap_or_else(|| "UTC".to_string());
             check_tz(&tz).map_err(|e| format!("field `quiet_hours.tz`: {e}"))?;
             Some(QuietHours {
                 start_min: parse_hhmm("quiet_hours.start", &q.start)?,
@@ -336,9 +347,18 @@ pub fn parse_consent(line: &str) -> Result<ConsentRecord, String> {
         Some(parse_channel("channel", &raw.channel)?)
     };
     let purpose = Purpose::parse(&raw.purpose).ok_or_else(|| {
-        format!("field `purpose`: unknown purpose {:?}; write \"marketing\" or \"transactional\"", raw.purpose)
+        format!(
+            "field `purpose`: unknown purpose {:?}; write \"marketing\" or \"transactional\"",
+            raw.purpose
+        )
     })?;
-    Ok(ConsentRecord { user: raw.user.into_owned(), channel, purpose, granted: raw.granted, time })
+    Ok(ConsentRecord {
+        user: raw.user.into_owned(),
+        channel,
+        purpose,
+        granted: raw.granted,
+        time,
+    })
 }
 
 #[derive(Deserialize)]
@@ -351,7 +371,10 @@ struct RawErasure<'a> {
 
 pub fn parse_erasure(line: &str) -> Result<ErasureRecord, String> {
     let raw: RawErasure = serde_json::from_str(line).map_err(json_err)?;
-    Ok(ErasureRecord { time: time_field("time", &raw.time)?, user: raw.user.into_owned() })
+    Ok(ErasureRecord {
+        time: time_field("time", &raw.time)?,
+        user: raw.user.into_owned(),
+    })
 }
 
 #[derive(Deserialize)]
@@ -379,7 +402,11 @@ pub fn parse_receipt(line: &str) -> Result<ReceiptRecord, String> {
             ));
         }
     };
-    Ok(ReceiptRecord { dispatch_id: raw.dispatch_id.into_owned(), status, time: time_field("time", &raw.time)? })
+    Ok(ReceiptRecord {
+        dispatch_id: raw.dispatch_id.into_owned(),
+        status,
+        time: time_field("time", &raw.time)?,
+    })
 }
 
 /// Parses one line of `stream`.
@@ -410,15 +437,25 @@ mod tests {
 
     #[test]
     fn bad_events_name_the_problem() {
-        let missing = parse_event(r#"{"id":"1","source":"s","type":"t","time":"2026-03-01T10:15:00Z"}"#).unwrap_err();
+        let missing =
+            parse_event(r#"{"id":"1","source":"s","type":"t","time":"2026-03-01T10:15:00Z"}"#)
+                .unwrap_err();
         assert!(missing.contains("subject"), "{missing}");
-        let typed = parse_event(r#"{"id":1,"source":"s","type":"t","time":"2026-03-01T10:15:00Z","subject":"u"}"#).unwrap_err();
+        let typed = parse_event(
+            r#"{"id":1,"source":"s","type":"t","time":"2026-03-01T10:15:00Z","subject":"u"}"#,
+        )
+        .unwrap_err();
         assert!(typed.contains("invalid type"), "{typed}");
-        let time = parse_event(r#"{"id":"1","source":"s","type":"t","time":"soon","subject":"u"}"#).unwrap_err();
+        let time = parse_event(r#"{"id":"1","source":"s","type":"t","time":"soon","subject":"u"}"#)
+            .unwrap_err();
         assert!(time.contains("`time`"), "{time}");
         let cut = parse_event(r#"{"id":"1","source":"s","type":"t","ti"#).unwrap_err();
         assert!(cut.contains("truncated"), "{cut}");
-        assert!(parse_event("not json").unwrap_err().contains("invalid JSON"));
+        assert!(
+            parse_event("not json")
+                .unwrap_err()
+                .contains("invalid JSON")
+        );
     }
 
     #[test]
@@ -427,9 +464,14 @@ mod tests {
         let prefs = p.prefs.unwrap();
         assert_eq!(prefs.channels, Some(vec![Channel::Email, Channel::Push]));
         assert_eq!(prefs.quiet_hours.unwrap().start_min, 22 * 60);
-        let del = parse_prefs(r#"{"user":"u","time":"2026-03-01T00:00:00Z","deleted":true}"#).unwrap();
+        let del =
+            parse_prefs(r#"{"user":"u","time":"2026-03-01T00:00:00Z","deleted":true}"#).unwrap();
         assert!(del.prefs.is_none());
-        assert!(parse_prefs(r#"{"user":"u","time":"2026-03-01T00:00:00Z","channels":["fax"]}"#).unwrap_err().contains("unknown channel"));
+        assert!(
+            parse_prefs(r#"{"user":"u","time":"2026-03-01T00:00:00Z","channels":["fax"]}"#)
+                .unwrap_err()
+                .contains("unknown channel")
+        );
         assert!(parse_prefs(r#"{"user":"u","time":"2026-03-01T00:00:00Z","quiet_hours":{"start":"22:00","end":"07:00","tz":"Mars/Olympus"}}"#).unwrap_err().contains("time zone"));
         assert!(parse_prefs(r#"{"user":"u","time":"2026-03-01T00:00:00Z","quiet_hours":{"start":"24:00","end":"07:00"}}"#).unwrap_err().contains("HH:MM"));
     }

@@ -138,7 +138,11 @@ impl Dispatch {
         out.push('{');
         push_key(&mut out, "dispatch_id");
         out.push('"');
-        out.push_str(dispatch_id(&self.user, &self.event_key, &rule.name, self.attempt).hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+        out.push_str(
+            dispatch_id(&self.user, &self.event_key, &rule.name, self.attempt)
+                .hyphenated()
+                .encode_lower(&mut Uuid::encode_buffer()),
+        );
         out.push('"');
         push_key(&mut out, "user");
         push_json_str(&mut out, &self.user);
@@ -222,7 +226,10 @@ mod tests {
         // Cross-checked with Python: uuid.uuid5(uuid.NAMESPACE_URL, "nudgeflow:dispatch:u-42:shop-web/e-1001:cart-recovery:1")
         let id = dispatch_id("u-42", "shop-web/e-1001", "cart-recovery", 1);
         assert_eq!(id.get_version_num(), 5);
-        assert_eq!(Uuid::NAMESPACE_URL.to_string(), "6ba7b811-9dad-11d1-80b4-00c04fd430c8");
+        assert_eq!(
+            Uuid::NAMESPACE_URL.to_string(),
+            "6ba7b811-9dad-11d1-80b4-00c04fd430c8"
+        );
         assert_eq!(id.to_string(), PYTHON_UUID5);
     }
     const PYTHON_UUID5: &str = "93f3df14-b335-574f-bcce-151b557f6817";
@@ -250,7 +257,13 @@ mod tests {
         assert_eq!(v["locale"], serde_json::Value::Null);
         assert_eq!(keys.len(), 13);
         assert!(line.starts_with("{\"dispatch_id\":"));
-        let s = Suppression { user: "u".into(), rule: None, event_key: "k".into(), time: 0, reason: Reason::Late };
+        let s = Suppression {
+            user: "u".into(),
+            rule: None,
+            event_key: "k".into(),
+            time: 0,
+            reason: Reason::Late,
+        };
         let v: serde_json::Value = serde_json::from_str(&s.to_json_line(&spec)).unwrap();
         assert_eq!(v["rule"], serde_json::Value::Null);
         assert_eq!(v["reason"], "late");

@@ -45,14 +45,23 @@ impl Summary {
             match d {
                 Decision::Dispatch(d) => {
                     self.dispatches += 1;
-                    *self.by_channel.entry(d.channel.as_str().into()).or_default() += 1;
-                    self.by_rule.entry(spec.rules[d.rule as usize].name.clone()).or_default().dispatched += 1;
+                    *self
+                        .by_channel
+                        .entry(d.channel.as_str().into())
+                        .or_default() += 1;
+                    self.by_rule
+                        .entry(spec.rules[d.rule as usize].name.clone())
+                        .or_default()
+                        .dispatched += 1;
                 }
                 Decision::Suppression(s) => {
                     self.suppressions += 1;
                     *self.by_reason.entry(s.reason.as_str().into()).or_default() += 1;
                     if let Some(r) = s.rule {
-                        self.by_rule.entry(spec.rules[r as usize].name.clone()).or_default().suppressed += 1;
+                        self.by_rule
+                            .entry(spec.rules[r as usize].name.clone())
+                            .or_default()
+                            .suppressed += 1;
                     }
                 }
             }
@@ -62,17 +71,25 @@ impl Summary {
 
 fn write_lines(path: &Path, mut lines: Vec<(Time, String)>) -> anyhow::Result<()> {
     lines.sort_unstable();
-    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
     for (_, line) in &lines {
         w.write_all(line.as_bytes())?;
         w.write_all(b"\n")?;
     }
-    w.flush().with_context(|| format!("cannot write {}", path.display()))
+    w.flush()
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Writes the output directory (created if missing).
-pub fn write_outputs(dir: &Path, spec: &Spec, decisions: &[Decision], dead_letters: &[DeadLetter], summary: &Summary) -> anyhow::Result<()> {
+pub fn write_outputs(
+    dir: &Path,
+    spec: &Spec,
+    decisions: &[Decision],
+    dead_letters: &[DeadLetter],
+    summary: &Summary,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let (mut dispatches, mut suppressions) = (Vec::new(), Vec::new());
     for d in decisions {
@@ -86,7 +103,11 @@ pub fn write_outputs(dir: &Path, spec: &Spec, decisions: &[Decision], dead_lette
     write_lines(&dir.join("suppressions.jsonl"), suppressions)?;
     let mut letters: Vec<_> = dead_letters.iter().collect();
     letters.sort_by(|a, b| (a.stream.file_name(), a.line).cmp(&(b.stream.file_name(), b.line)));
-    write_lines(&dir.join("dead_letters.jsonl"), letters.iter().map(|d| (0, d.to_json_line())).collect())?;
+    write_lines(
+        &dir.join("dead_letters.jsonl"),
+        letters.iter().map(|d| (0, d.to_json_line())).collect(),
+    )?;
     let json = serde_json::to_string_pretty(summary)? + "\n";
-    std::fs::write(dir.join("summary.json"), json).with_context(|| format!("cannot write {}/summary.json", dir.display()))
+    std::fs::write(dir.join("summary.json"), json)
+        .with_context(|| format!("cannot write {}/summary.json", dir.display()))
 }

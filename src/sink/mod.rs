@@ -7,18 +7,21 @@ pub mod files;
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::probe::Handle;
-use timely::dataflow::operators::Probe;
-use timely::dataflow::Stream;
 
 use crate::record::output::Decision;
 use crate::time::Time;
 
 /// Collects a worker's decisions into `into`; the probe tells when all
 /// decisions up to a time have arrived.
-pub fn collect<'s>(decisions: Stream<'s, Time, Vec<Decision>>, into: Rc<RefCell<Vec<Decision>>>) -> Handle<Time> {
+pub fn collect<'s>(
+    decisions: Stream<'s, Time, Vec<Decision>>,
+    into: Rc<RefCell<Vec<Decision>>>,
+) -> Handle<Time> {
     let (probe, decisions) = decisions.probe();
     decisions.sink(Pipeline, "Collect", move |(input, _frontier)| {
         input.for_each(|_cap, data| into.borrow_mut().append(data));

@@ -72,15 +72,27 @@ impl FixturePlan {
     /// Finds the stream files in `dir`. A directory with none of them is an
     /// error (most likely a wrong path).
     pub fn open(dir: &Path, stripe_bytes: u64) -> anyhow::Result<FixturePlan> {
-        anyhow::ensure!(dir.is_dir(), "fixture directory {} does not exist", dir.display());
+        anyhow::ensure!(
+            dir.is_dir(),
+            "fixture directory {} does not exist",
+            dir.display()
+        );
         let stripe_bytes = stripe_bytes.max(1);
         let mut files = Vec::new();
         for stream in StreamKind::ALL {
             let path = dir.join(stream.file_name());
-            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
             let len = meta.len();
             let stripes = len.div_ceil(stripe_bytes) as usize;
-            files.push(FilePlan { stream, path, len, stripes, published: Mutex::new(vec![None; stripes]) });
+            files.push(FilePlan {
+                stream,
+                path,
+                len,
+                stripes,
+                published: Mutex::new(vec![None; stripes]),
+            });
         }
         anyhow::ensure!(
             !files.is_empty(),
@@ -88,7 +100,13 @@ impl FixturePlan {
             dir.display()
         );
         let total_bytes = files.iter().map(|f| f.len).sum();
-        Ok(FixturePlan { dir: dir.to_path_buf(), files, stripe_bytes, total_bytes, bytes_done: AtomicU64::new(0) })
+        Ok(FixturePlan {
+            dir: dir.to_path_buf(),
+            files,
+            stripe_bytes,
+            total_bytes,
+            bytes_done: AtomicU64::new(0),
+        })
     }
 }
 
@@ -139,7 +157,12 @@ struct Cursor {
 }
 
 /// Reads the lines starting in `stripe` (plus the tail of the last one).
-fn read_stripe(file: &File, plan: &FilePlan, stripe_bytes: u64, stripe: usize) -> std::io::Result<(Vec<u8>, u64, usize)> {
+fn read_stripe(
+    file: &File,
+    plan: &FilePlan,
+    stripe_bytes: u64,
+    stripe: usize,
+) -> std::io::Result<(Vec<u8>, u64, usize)> {
     let start = stripe as u64 * stripe_bytes;
     let end = (start + stripe_bytes).min(plan.len);
     // Read one byte early to see whether a line starts exactly at `start`.
@@ -176,7 +199,12 @@ fn memchr_nl(bytes: &[u8]) -> Option<usize> {
     bytes.iter().position(|&b| b == b'\n')
 }
 
-fn parse_stripe(plan: &FilePlan, stripe_bytes: u64, stripe: usize, file: &File) -> std::io::Result<Parsed> {
+fn parse_stripe(
+    plan: &FilePlan,
+    stripe_bytes: u64,
+    stripe: usize,
+    file: &File,
+) -> std::io::Result<Parsed> {
     let (buf, from, first) = read_stripe(file, plan, stripe_bytes, stripe)?;
     let start = stripe as u64 * stripe_bytes;
     let end = (start + stripe_bytes).min(plan.len);
@@ -204,7 +232,15 @@ fn parse_stripe(plan: &FilePlan, stripe_bytes: u64, stripe: usize, file: &File) 
         index += 1;
         pos = stop + 1;
     }
-    Ok(Parsed { stripe, buf, lines, summary: StripeSummary { max_time, lines: index } })
+    Ok(Parsed {
+        stripe,
+        buf,
+        lines,
+        summary: StripeSummary {
+            max_time,
+            lines: index,
+        },
+    })
 }
 
 /// The fixture source: a stream of parsed records (late ones flagged), with
@@ -232,7 +268,9 @@ pub fn fixture_source<'s>(
         let reports_dead_letters = placement.process == 0;
 
         move |output| {
-            let Some(cap) = capability.as_mut() else { return };
+            let Some(cap) = capability.as_mut() else {
+                return;
+            };
             // Work on the file that is furthest behind in event time, so that
             // files advance together; skip files blocked on other workers.
             let mut order: Vec<usize> = (0..cursors.len()).collect();
@@ -248,14 +286,23 @@ pub fn fixture_source<'s>(
                             Err(e) => panic!("cannot open {}: {e}", fplan.path.display()),
                         }
                     }
-                    let parsed = parse_stripe(fplan, plan.stripe_bytes, c.next_stripe, c.file.as_ref().unwrap())
-                        .unwrap_or_else(|e| panic!("cannot read {}: {e}", fplan.path.display()));
+                    let parsed = parse_stripe(
+                        fplan,
+                        plan.stripe_bytes,
+                        c.next_stripe,
+                        c.file.as_ref().unwrap(),
+                    )
+                    .unwrap_or_else(|e| panic!("cannot read {}: {e}", fplan.path.display()));
                     fplan.publish(parsed.stripe, parsed.summary);
                     c.pending = Some(parsed);
                     progressed = true;
                 }
-                let Some(parsed) = c.pending.as_ref() else { continue };
-                let Some((prefix_max, base_line)) = fplan.prefix(parsed.stripe) else { continue };
+                let Some(parsed) = c.pending.as_ref() else {
+                    continue;
+                };
+                let Some((prefix_max, base_line)) = fplan.prefix(parsed.stripe) else {
+                    continue;
+                };
                 let parsed = c.pending.take().unwrap();
                 let file_name = fplan.stream.file_name();
                 let mut seen = prefix_max;
@@ -267,7 +314,13 @@ pub fn fixture_source<'s>(
                     match result {
                         Err(reason) => {
                             if reports_dead_letters {
-                                rep.dead_letters.push(DeadLetter { stream: fplan.stream, file: file_name.into(), line, reason, record: raw() });
+                                rep.dead_letters.push(DeadLetter {
+                                    stream: fplan.stream,
+                                    file: file_name.into(),
+                                    line,
+                                    reason,
+                                    record: raw(),
+                                });
                             }
                         }
                         Ok(record) => {
@@ -282,7 +335,13 @@ pub fn fixture_source<'s>(
                                         format_rfc3339(t),
                                         format_rfc3339(watermark.unwrap())
                                     );
-                                    rep.dead_letters.push(DeadLetter { stream: fplan.stream, file: file_name.into(), line, reason, record: raw() });
+                                    rep.dead_letters.push(DeadLetter {
+                                        stream: fplan.stream,
+                                        file: file_name.into(),
+                                        line,
+                                        reason,
+                                        record: raw(),
+                                    });
                                 }
                                 continue;
                             }
@@ -293,7 +352,11 @@ pub fn fixture_source<'s>(
                             if keep {
                                 rep.records += 1;
                                 rep.late += late as u64;
-                                session.give(Sourced { record, seq: offset, late });
+                                session.give(Sourced {
+                                    record,
+                                    seq: offset,
+                                    late,
+                                });
                             }
                         }
                     }

@@ -35,6 +35,8 @@ impl Placement {
     /// `user_hash % peers` (timely's exchange rule); worker `i` lives in
     /// process `i / local_workers`.
     pub fn process_owns(&self, user: &str) -> bool {
-        self.processes == 1 || (crate::record::user_hash(user) % self.peers() as u64) as usize / self.local_workers == self.process
+        self.processes == 1
+            || (crate::record::user_hash(user) % self.peers() as u64) as usize / self.local_workers
+                == self.process
     }
 }

@@ -99,11 +99,20 @@ impl Condition {
             Op::NotExists => false,
             Op::Eq => json_eq(field, &self.value),
             Op::Ne => !json_eq(field, &self.value),
-            Op::In => self.value.as_array().is_some_and(|l| l.iter().any(|v| json_eq(field, v))),
+            Op::In => self
+                .value
+                .as_array()
+                .is_some_and(|l| l.iter().any(|v| json_eq(field, v))),
             Op::Lt => order(field, &self.value) == Some(Ordering::Less),
-            Op::Le => matches!(order(field, &self.value), Some(Ordering::Less | Ordering::Equal)),
+            Op::Le => matches!(
+                order(field, &self.value),
+                Some(Ordering::Less | Ordering::Equal)
+            ),
             Op::Gt => order(field, &self.value) == Some(Ordering::Greater),
-            Op::Ge => matches!(order(field, &self.value), Some(Ordering::Greater | Ordering::Equal)),
+            Op::Ge => matches!(
+                order(field, &self.value),
+                Some(Ordering::Greater | Ordering::Equal)
+            ),
         }
     }
 }
@@ -138,7 +147,11 @@ mod tests {
     use serde_json::json;
 
     fn cond(path: &str, op: &str, value: Value) -> Condition {
-        Condition { path: path.split('.').map(String::from).collect(), op: Op::parse(op).unwrap(), value }
+        Condition {
+            path: path.split('.').map(String::from).collect(),
+            op: Op::parse(op).unwrap(),
+            value,
+        }
     }
 
     #[test]
@@ -149,11 +162,17 @@ mod tests {
         assert!(cond("f", "in", json!([3, 1])).holds(&d));
         assert!(cond("o.tier", "=", json!("gold")).holds(&d));
         assert!(!cond("missing", "!=", json!(1)).holds(&d));
-        assert!(!cond("n", "!=", json!(1)).holds(&d), "null counts as missing");
+        assert!(
+            !cond("n", "!=", json!(1)).holds(&d),
+            "null counts as missing"
+        );
         assert!(cond("n", "not_exists", Value::Null).holds(&d));
         assert!(!cond("n", "exists", Value::Null).holds(&d));
         assert!(cond("s", "exists", Value::Null).holds(&d));
-        assert!(cond("v", "!=", json!("1")).holds(&d), "a number is not a string");
+        assert!(
+            cond("v", "!=", json!("1")).holds(&d),
+            "a number is not a string"
+        );
     }
 
     #[test]
@@ -169,8 +188,14 @@ mod tests {
 
     #[test]
     fn canonical_keys() {
-        assert_eq!(canonical_key(Some(&json!(1))), canonical_key(Some(&json!(1.0))));
-        assert_ne!(canonical_key(Some(&json!(1))), canonical_key(Some(&json!("1"))));
+        assert_eq!(
+            canonical_key(Some(&json!(1))),
+            canonical_key(Some(&json!(1.0)))
+        );
+        assert_ne!(
+            canonical_key(Some(&json!(1))),
+            canonical_key(Some(&json!("1")))
+        );
         assert_eq!(canonical_key(None), "none");
         assert_ne!(canonical_key(Some(&json!("none"))), "none");
     }

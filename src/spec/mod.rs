@@ -89,7 +89,11 @@ impl fmt::Display for SpecError {
         if self.field.is_empty() {
             write!(f, "{}:{}: {}", self.file, self.line, self.message)
         } else {
-            write!(f, "{}:{}: {}: {}", self.file, self.line, self.field, self.message)
+            write!(
+                f,
+                "{}:{}: {}: {}",
+                self.file, self.line, self.field, self.message
+            )
         }
     }
 }
@@ -164,8 +168,16 @@ impl Spec {
 
     /// The longest window any cap or dedup looks back over.
     pub fn longest_window(&self) -> i64 {
-        let caps = self.purpose_caps.iter().chain(self.channel_caps.iter()).flatten().map(|c| c.per);
-        let dedups = self.rules.iter().filter_map(|r| r.dedup.as_ref().map(|d| d.window));
+        let caps = self
+            .purpose_caps
+            .iter()
+            .chain(self.channel_caps.iter())
+            .flatten()
+            .map(|c| c.per);
+        let dedups = self
+            .rules
+            .iter()
+            .filter_map(|r| r.dedup.as_ref().map(|d| d.window));
         caps.chain(dedups).max().unwrap_or(0)
     }
 }
@@ -259,11 +271,25 @@ struct Compiler<'a> {
 impl Compiler<'_> {
     fn line_of(&self, span: &Range<usize>) -> usize {
         let end = span.start.min(self.text.len());
-        self.text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
     }
 
-    fn err(&self, span: &Range<usize>, field: impl Into<String>, message: impl Into<String>) -> SpecError {
-        SpecError { file: self.file.to_string(), line: self.line_of(span), field: field.into(), message: message.into() }
+    fn err(
+        &self,
+        span: &Range<usize>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> SpecError {
+        SpecError {
+            file: self.file.to_string(),
+            line: self.line_of(span),
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     fn duration(&self, field: &str, v: &Spanned<String>) -> Result<i64, SpecError> {
@@ -306,14 +332,25 @@ impl Compiler<'_> {
         };
 
         if raw.rule.len() > 64 {
-            return Err(self.err(&raw.rule[64].span(), "rule", "a spec holds at most 64 rules; split it into several specs"));
+            return Err(self.err(
+                &raw.rule[64].span(),
+                "rule",
+                "a spec holds at most 64 rules; split it into several specs",
+            ));
         }
         let mut rules = Vec::with_capacity(raw.rule.len());
         for r in raw.rule {
             let span = r.span();
             let rule = self.rule(r.into_inner())?;
             if rules.iter().any(|x: &Rule| x.name == rule.name) {
-                return Err(self.err(&span, "rule.name", format!("a second rule is named {:?}; rule names must be unique", rule.name)));
+                return Err(self.err(
+                    &span,
+                    "rule.name",
+                    format!(
+                        "a second rule is named {:?}; rule names must be unique",
+                        rule.name
+                    ),
+                ));
             }
             rules.push(rule);
         }
@@ -325,32 +362,74 @@ impl Compiler<'_> {
             let c = c.into_inner();
             let per = parse_duration(&c.per).map_err(|m| self.err(&span, "cap.per", m))?;
             if per <= 0 {
-                return Err(self.err(&span, "cap.per", "a cap window must be longer than zero, e.g. \"1h\""));
+                return Err(self.err(
+                    &span,
+                    "cap.per",
+                    "a cap window must be longer than zero, e.g. \"1h\"",
+                ));
             }
             if !(0..=u32::MAX as i64).contains(&c.max) {
-                return Err(self.err(&span, "cap.max", format!("{} is not a count; write a whole number ≥ 0", c.max)));
+                return Err(self.err(
+                    &span,
+                    "cap.max",
+                    format!("{} is not a count; write a whole number ≥ 0", c.max),
+                ));
             }
-            let cap = Cap { max: c.max as u32, per };
+            let cap = Cap {
+                max: c.max as u32,
+                per,
+            };
             match (c.purpose, c.channel) {
                 (Some(p), None) => {
-                    let p = Purpose::parse(&p).ok_or_else(|| self.err(&span, "cap.purpose", format!("unknown purpose {p:?}; write \"marketing\" or \"transactional\"")))?;
+                    let p = Purpose::parse(&p).ok_or_else(|| {
+                        self.err(
+                            &span,
+                            "cap.purpose",
+                            format!(
+                                "unknown purpose {p:?}; write \"marketing\" or \"transactional\""
+                            ),
+                        )
+                    })?;
                     purpose_caps[p as usize].push(cap);
                 }
                 (None, Some(ch)) => {
-                    let ch = Channel::parse(&ch).ok_or_else(|| self.err(&span, "cap.channel", format!("unknown channel {ch:?}; channels are {}", Channel::NAMES)))?;
+                    let ch = Channel::parse(&ch).ok_or_else(|| {
+                        self.err(
+                            &span,
+                            "cap.channel",
+                            format!("unknown channel {ch:?}; channels are {}", Channel::NAMES),
+                        )
+                    })?;
                     channel_caps[ch as usize].push(cap);
                 }
-                _ => return Err(self.err(&span, "cap", "a cap needs exactly one of `purpose` or `channel`")),
+                _ => {
+                    return Err(self.err(
+                        &span,
+                        "cap",
+                        "a cap needs exactly one of `purpose` or `channel`",
+                    ));
+                }
             }
         }
-        Ok(Spec { dedup_horizon, allowed_lateness, holdout_bp, rules, purpose_caps, channel_caps })
+        Ok(Spec {
+            dedup_horizon,
+            allowed_lateness,
+            holdout_bp,
+            rules,
+            purpose_caps,
+            channel_caps,
+        })
     }
 
     fn globs(&self, field: &str, v: Spanned<OneOrMany>) -> Result<Vec<Glob>, SpecError> {
         let span = v.span();
         let list = v.into_inner().into_vec();
         if list.is_empty() || list.iter().any(|s| s.is_empty()) {
-            return Err(self.err(&span, field, "write one or more event types, e.g. \"cart.abandoned\" or [\"order.*\"]"));
+            return Err(self.err(
+                &span,
+                field,
+                "write one or more event types, e.g. \"cart.abandoned\" or [\"order.*\"]",
+            ));
         }
         Ok(list.iter().map(|s| Glob::new(s)).collect())
     }
@@ -363,62 +442,137 @@ impl Compiler<'_> {
         let f = |field: &str| format!("rule `{name}`: {field}");
         let on = self.globs(&f("on"), r.on)?;
         let purpose = Purpose::parse(r.purpose.get_ref()).ok_or_else(|| {
-            self.err(&r.purpose.span(), f("purpose"), format!("unknown purpose {:?}; write \"marketing\" or \"transactional\"", r.purpose.get_ref()))
+            self.err(
+                &r.purpose.span(),
+                f("purpose"),
+                format!(
+                    "unknown purpose {:?}; write \"marketing\" or \"transactional\"",
+                    r.purpose.get_ref()
+                ),
+            )
         })?;
         let priority = match &r.priority {
             None => Priority::Normal,
             Some(p) => Priority::parse(p.get_ref()).ok_or_else(|| {
-                self.err(&p.span(), f("priority"), format!("unknown priority {:?}; write \"normal\", \"high\" or \"critical\"", p.get_ref()))
+                self.err(
+                    &p.span(),
+                    f("priority"),
+                    format!(
+                        "unknown priority {:?}; write \"normal\", \"high\" or \"critical\"",
+                        p.get_ref()
+                    ),
+                )
             })?,
         };
         let mut channels = Vec::new();
         for c in r.channels.get_ref() {
             let ch = Channel::parse(c.get_ref()).ok_or_else(|| {
-                self.err(&c.span(), f("channels"), format!("unknown channel {:?}; channels are {}", c.get_ref(), Channel::NAMES))
+                self.err(
+                    &c.span(),
+                    f("channels"),
+                    format!(
+                        "unknown channel {:?}; channels are {}",
+                        c.get_ref(),
+                        Channel::NAMES
+                    ),
+                )
             })?;
             if channels.contains(&ch) {
-                return Err(self.err(&c.span(), f("channels"), format!("{:?} is listed twice", c.get_ref())));
+                return Err(self.err(
+                    &c.span(),
+                    f("channels"),
+                    format!("{:?} is listed twice", c.get_ref()),
+                ));
             }
             channels.push(ch);
         }
         if channels.is_empty() {
-            return Err(self.err(&r.channels.span(), f("channels"), format!("list at least one channel ({})", Channel::NAMES)));
+            return Err(self.err(
+                &r.channels.span(),
+                f("channels"),
+                format!("list at least one channel ({})", Channel::NAMES),
+            ));
         }
         let mut conditions = Vec::new();
         for c in r.conditions {
             let span = c.span();
             let c = c.into_inner();
-            let op = Op::parse(&c.op).ok_or_else(|| self.err(&span, f("where.op"), format!("unknown operator {:?}; write one of {}", c.op, Op::NAMES)))?;
+            let op = Op::parse(&c.op).ok_or_else(|| {
+                self.err(
+                    &span,
+                    f("where.op"),
+                    format!("unknown operator {:?}; write one of {}", c.op, Op::NAMES),
+                )
+            })?;
             if c.field.is_empty() || c.field.split('.').any(str::is_empty) {
-                return Err(self.err(&span, f("where.field"), format!("{:?} is not a field path; write a key of `data`, dots for nested keys", c.field)));
+                return Err(self.err(
+                    &span,
+                    f("where.field"),
+                    format!(
+                        "{:?} is not a field path; write a key of `data`, dots for nested keys",
+                        c.field
+                    ),
+                ));
             }
             let value = match (op.takes_value(), c.value) {
-                (true, None) => return Err(self.err(&span, f("where.value"), format!("operator {:?} needs a `value`", c.op))),
-                (false, Some(_)) => return Err(self.err(&span, f("where.value"), format!("operator {:?} takes no `value`; remove it", c.op))),
+                (true, None) => {
+                    return Err(self.err(
+                        &span,
+                        f("where.value"),
+                        format!("operator {:?} needs a `value`", c.op),
+                    ));
+                }
+                (false, Some(_)) => {
+                    return Err(self.err(
+                        &span,
+                        f("where.value"),
+                        format!("operator {:?} takes no `value`; remove it", c.op),
+                    ));
+                }
                 (false, None) => Value::Null,
-                (true, Some(v)) => serde_json::to_value(&v).map_err(|e| self.err(&span, f("where.value"), e.to_string()))?,
+                (true, Some(v)) => serde_json::to_value(&v)
+                    .map_err(|e| self.err(&span, f("where.value"), e.to_string()))?,
             };
             if op == Op::In && !value.is_array() {
-                return Err(self.err(&span, f("where.value"), "`in` needs a list, e.g. value = [\"gold\", \"silver\"]"));
+                return Err(self.err(
+                    &span,
+                    f("where.value"),
+                    "`in` needs a list, e.g. value = [\"gold\", \"silver\"]",
+                ));
             }
-            conditions.push(Condition { path: Self::path(&c.field), op, value });
+            conditions.push(Condition {
+                path: Self::path(&c.field),
+                op,
+                value,
+            });
         }
         let timing = match (&r.delay, &r.at) {
             (Some(d), Some(_)) => {
-                return Err(self.err(&d.span(), f("delay"), "a rule has either `delay` or `at`, not both; remove one"));
+                return Err(self.err(
+                    &d.span(),
+                    f("delay"),
+                    "a rule has either `delay` or `at`, not both; remove one",
+                ));
             }
             (Some(d), None) => Timing::Delay(self.duration(&f("delay"), d)?),
             (None, Some(at)) => {
                 let span = at.span();
                 let at = at.get_ref();
                 if at.field.is_empty() || at.field.split('.').any(str::is_empty) {
-                    return Err(self.err(&span, f("at.field"), "write the `data` field holding the time, e.g. field = \"starts_at\""));
+                    return Err(self.err(
+                        &span,
+                        f("at.field"),
+                        "write the `data` field holding the time, e.g. field = \"starts_at\"",
+                    ));
                 }
                 let before = match &at.before {
                     Some(b) => parse_duration(b).map_err(|m| self.err(&span, f("at.before"), m))?,
                     None => 0,
                 };
-                Timing::At { path: Self::path(&at.field), before }
+                Timing::At {
+                    path: Self::path(&at.field),
+                    before,
+                }
             }
             (None, None) => Timing::Delay(0),
         };
@@ -431,11 +585,19 @@ impl Compiler<'_> {
             Some(d) => {
                 let span = d.span();
                 let d = d.into_inner();
-                let window = parse_duration(&d.window).map_err(|m| self.err(&span, f("dedup.window"), m))?;
+                let window =
+                    parse_duration(&d.window).map_err(|m| self.err(&span, f("dedup.window"), m))?;
                 if window <= 0 {
-                    return Err(self.err(&span, f("dedup.window"), "a dedup window must be longer than zero, e.g. \"24h\""));
+                    return Err(self.err(
+                        &span,
+                        f("dedup.window"),
+                        "a dedup window must be longer than zero, e.g. \"24h\"",
+                    ));
                 }
-                Some(Dedup { window, key: d.key.as_deref().map(Self::path) })
+                Some(Dedup {
+                    window,
+                    key: d.key.as_deref().map(Self::path),
+                })
             }
         };
         if let Some(fb) = &r.fallback_after {
@@ -467,24 +629,44 @@ mod tests {
 
     #[test]
     fn core_spec_compiles_to_its_documented_meaning() {
-        let spec = Spec::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/dataflows/core.toml"))).unwrap();
+        let spec = Spec::load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/dataflows/core.toml"
+        )))
+        .unwrap();
         let names: Vec<_> = spec.rules.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["cart-recovery", "payment-failed", "security-alert"]);
         assert_eq!(spec.dedup_horizon, 24 * 3_600_000);
         assert_eq!(spec.allowed_lateness, 0);
         assert_eq!(spec.holdout_bp, 0);
-        assert_eq!(spec.purpose_caps[Purpose::Marketing as usize], vec![Cap { max: 3, per: 3_600_000 }]);
+        assert_eq!(
+            spec.purpose_caps[Purpose::Marketing as usize],
+            vec![Cap {
+                max: 3,
+                per: 3_600_000
+            }]
+        );
         assert!(spec.channel_caps.iter().all(Vec::is_empty));
         assert_eq!(spec.rules[2].priority, Priority::Critical);
-        assert_eq!(spec.rules[1].channels, vec![Channel::Email, Channel::Sms, Channel::Push]);
+        assert_eq!(
+            spec.rules[1].channels,
+            vec![Channel::Email, Channel::Sms, Channel::Push]
+        );
         assert_eq!(spec.rules[0].template, "cart-recovery");
     }
 
     #[test]
     fn errors_name_file_line_field_and_fix() {
-        let e = parse("[[rule]]\nname = \"a\"\non = \"x\"\npurpose = \"marketting\"\nchannels = [\"push\"]\n").unwrap_err();
+        let e = parse(
+            "[[rule]]\nname = \"a\"\non = \"x\"\npurpose = \"marketting\"\nchannels = [\"push\"]\n",
+        )
+        .unwrap_err();
         assert_eq!(e.line, 4);
-        assert!(e.to_string().starts_with("test.toml:4: rule `a`: purpose: unknown purpose"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("test.toml:4: rule `a`: purpose: unknown purpose"),
+            "{e}"
+        );
         assert!(e.message.contains("write \"marketing\""));
 
         let e = parse("[[rule]]\nname = \"a\"\non = \"x\"\npurpose = \"marketing\"\nchannels = [\"push\", \"fax\"]\n").unwrap_err();
@@ -528,12 +710,32 @@ dedup = { window = "1h", key = "appointment_id" }
         let r = &spec.rules[0];
         assert!(r.triggers_on("appointment.booked"));
         let t0 = parse_rfc3339("2026-03-01T00:00:00Z").unwrap();
-        let d = json!({"kind": "gp", "starts_at": "2026-03-03T09:00:00+01:00", "appointment_id": 7});
-        assert_eq!(r.decision_time(t0, &d), Some(parse_rfc3339("2026-03-02T08:00:00Z").unwrap()));
+        let d =
+            json!({"kind": "gp", "starts_at": "2026-03-03T09:00:00+01:00", "appointment_id": 7});
+        assert_eq!(
+            r.decision_time(t0, &d),
+            Some(parse_rfc3339("2026-03-02T08:00:00Z").unwrap())
+        );
         let soon = json!({"kind": "gp", "starts_at": "2026-03-01T09:00:00Z"});
-        assert_eq!(r.decision_time(t0, &soon), Some(t0), "never before the event");
-        assert_eq!(r.decision_time(t0, &json!({"kind": "gp", "starts_at": "tomorrow"})), None);
-        assert_eq!(r.decision_time(t0, &json!({"kind": "x", "starts_at": "2026-03-03T09:00:00Z"})), None);
-        assert_eq!(r.dedup_key(&d), r.dedup_key(&json!({"appointment_id": 7.0})));
+        assert_eq!(
+            r.decision_time(t0, &soon),
+            Some(t0),
+            "never before the event"
+        );
+        assert_eq!(
+            r.decision_time(t0, &json!({"kind": "gp", "starts_at": "tomorrow"})),
+            None
+        );
+        assert_eq!(
+            r.decision_time(
+                t0,
+                &json!({"kind": "x", "starts_at": "2026-03-03T09:00:00Z"})
+            ),
+            None
+        );
+        assert_eq!(
+            r.dedup_key(&d),
+            r.dedup_key(&json!({"appointment_id": 7.0}))
+        );
     }
 }

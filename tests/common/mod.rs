@@ -21,7 +21,8 @@ pub fn replay(spec: &Arc<Spec>, fixture: &Path, out: &Path, workers: usize, stri
         stripe_bytes: stripe,
         progress: false,
     };
-    run_to_dir(&opts, out).unwrap_or_else(|e| panic!("replay of {} failed: {e:#}", fixture.display()));
+    run_to_dir(&opts, out)
+        .unwrap_or_else(|e| panic!("replay of {} failed: {e:#}", fixture.display()));
 }
 
 pub fn read(path: &Path) -> String {
@@ -59,7 +60,8 @@ pub fn case_spec(case: &Path) -> Arc<Spec> {
     let path = if own.exists() {
         own
     } else {
-        let reference = std::fs::read_to_string(case.join("spec.ref")).unwrap_or_else(|_| panic!("{} has neither spec.toml nor spec.ref", case.display()));
+        let reference = std::fs::read_to_string(case.join("spec.ref"))
+            .unwrap_or_else(|_| panic!("{} has neither spec.toml nor spec.ref", case.display()));
         repo().join(reference.trim())
     };
     Arc::new(Spec::load(&path).unwrap_or_else(|e| panic!("{e}")))
