@@ -3,6 +3,7 @@
 //! referenced by section throughout.
 
 pub mod dataflow;
+pub mod r#gen;
 pub mod record;
 pub mod replay;
 pub mod sink;

@@ -293,6 +293,32 @@ fn main() -> std::process::ExitCode {
 }
 
 fn gen_cmd(users: u64, events: u64, seed: u64, days: u32, out: PathBuf) -> anyhow::Result<()> {
-    let _ = (users, events, seed, days, out);
-    anyhow::bail!("gen: not wired yet")
+    let opts = nudgeflow::r#gen::GenOptions {
+        users,
+        events,
+        seed,
+        days,
+        out: out.clone(),
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let bar = indicatif::ProgressBar::new(events);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("generating {bar:40} {pos}/{len} events {per_sec}")
+            .expect("a valid template"),
+    );
+    let stats = nudgeflow::r#gen::generate(&opts, &mut |n| bar.set_position(n))?;
+    bar.finish_and_clear();
+    eprintln!(
+        "wrote {} events ({} re-sent duplicates), {} preference and {} consent records, {} erasures, {} MiB to {} in {:.2} s",
+        stats.events,
+        stats.duplicates,
+        stats.preferences,
+        stats.consent,
+        stats.erasures,
+        stats.bytes >> 20,
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }

@@ -24,16 +24,32 @@ pub fn parse_rfc3339(s: &str) -> Result<Time, String> {
     Ok(ts.as_nanosecond().div_euclid(1_000_000) as Time)
 }
 
+/// `t` as the 24 bytes `YYYY-MM-DDTHH:MM:SS.mmmZ` (years 0–9999), without
+/// allocating: outputs and the generator write many of these.
+pub fn rfc3339_bytes(t: Time) -> [u8; 24] {
+    let (days, rem) = (t.div_euclid(MS_PER_DAY), t.rem_euclid(MS_PER_DAY));
+    let (year, month, day) = civil_from_days(days);
+    debug_assert!((0..=9999).contains(&year), "year {year} out of range");
+    let mut b = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut v: i64| {
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month as i64);
+    put(8, 2, day as i64);
+    put(11, 2, rem / MS_PER_HOUR);
+    put(14, 2, rem / MS_PER_MIN % 60);
+    put(17, 2, rem / MS_PER_SEC % 60);
+    put(20, 3, rem % MS_PER_SEC);
+    b
+}
+
 /// Appends `t` as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub fn write_rfc3339(t: Time, out: &mut String) {
-    let days = t.div_euclid(MS_PER_DAY);
-    let ms_of_day = t.rem_euclid(MS_PER_DAY);
-    let (y, m, d) = civil_from_days(days);
-    let (h, rest) = (ms_of_day / MS_PER_HOUR, ms_of_day % MS_PER_HOUR);
-    let (mi, rest) = (rest / MS_PER_MIN, rest % MS_PER_MIN);
-    let (s, ms) = (rest / MS_PER_SEC, rest % MS_PER_SEC);
-    use std::fmt::Write;
-    let _ = write!(out, "{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z");
+    out.push_str(std::str::from_utf8(&rfc3339_bytes(t)).expect("ASCII"));
 }
 
 /// `t` as an RFC 3339 UTC string with milliseconds.
@@ -136,6 +152,32 @@ mod tests {
             4_102_444_800_000,
         ] {
             assert_eq!(parse_rfc3339(&format_rfc3339(t)).unwrap(), t);
+        }
+    }
+
+    #[test]
+    fn every_day_from_1900_to_2200_matches_a_calendar_walk() {
+        let (mut y, mut m, mut d) = (1900, 1, 1);
+        for day in -25_567..84_000i64 {
+            let t = day * MS_PER_DAY + 45_296_789;
+            assert_eq!(
+                format_rfc3339(t),
+                format!("{y:04}-{m:02}-{d:02}T12:34:56.789Z")
+            );
+            assert_eq!(parse_rfc3339(&format_rfc3339(t)).unwrap(), t);
+            let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+            let len = match m {
+                2 => 28 + leap as u32,
+                4 | 6 | 9 | 11 => 30,
+                _ => 31,
+            };
+            (d, m, y) = if d < len {
+                (d + 1, m, y)
+            } else if m < 12 {
+                (1, m + 1, y)
+            } else {
+                (1, 1, y + 1)
+            };
         }
     }
 
