@@ -14,14 +14,107 @@ pub const MS_PER_MIN: i64 = 60 * MS_PER_SEC;
 pub const MS_PER_HOUR: i64 = 60 * MS_PER_MIN;
 pub const MS_PER_DAY: i64 = 24 * MS_PER_HOUR;
 
-/// Parses an RFC 3339 timestamp with an offset (`Z` or `±HH:MM`).
+/// Parses an RFC 3339 `date-time` (section 5.6): `YYYY-MM-DDTHH:MM:SS`,
+/// optional fraction of any length, then `Z` or `±HH:MM`. `T` and `Z` may be
+/// lower case. Not accepted: a space for `T`, a missing offset, leap second
+/// `:60` (no instant to map it to), and the ISO 8601 forms outside RFC 3339
+/// (basic format, `+HHMM`, no seconds, comma decimals).
 pub fn parse_rfc3339(s: &str) -> Result<Time, String> {
-    // jiff accepts some ISO 8601 forms beyond RFC 3339 but never a time
-    // without an offset, which is what matters: a local time is ambiguous.
-    let ts: jiff::Timestamp = s
-        .parse()
-        .map_err(|e| format!("{s:?} is not an RFC 3339 time with an offset ({e})"))?;
-    Ok(ts.as_nanosecond().div_euclid(1_000_000) as Time)
+    parse_bytes(s.as_bytes()).ok_or_else(|| {
+        format!("{s:?} is not an RFC 3339 time; write e.g. \"2026-03-01T10:15:00Z\" or \"2026-03-01T11:15:00.250+01:00\"")
+    })
+}
+
+fn digits(b: &[u8], at: usize, n: usize) -> Option<i64> {
+    let mut v = 0i64;
+    for &c in b.get(at..at + n)? {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + (c - b'0') as i64;
+    }
+    Some(v)
+}
+
+fn parse_bytes(b: &[u8]) -> Option<Time> {
+    let (year, month, day) = (digits(b, 0, 4)?, digits(b, 5, 2)?, digits(b, 8, 2)?);
+    let (hour, minute, second) = (digits(b, 11, 2)?, digits(b, 14, 2)?, digits(b, 17, 2)?);
+    if b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    let mut i = 19;
+    let mut millis = 0i64;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            if i - start < 3 {
+                millis = millis * 10 + (b[i] - b'0') as i64;
+            }
+            i += 1;
+        }
+        match i - start {
+            0 => return None,
+            1 => millis *= 100,
+            2 => millis *= 10,
+            _ => {}
+        }
+    }
+    let offset_min = match b.get(i)? {
+        b'Z' | b'z' if b.len() == i + 1 => 0,
+        sign @ (b'+' | b'-') if b.len() == i + 6 && b[i + 3] == b':' => {
+            let (h, m) = (digits(b, i + 1, 2)?, digits(b, i + 4, 2)?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            if *sign == b'+' {
+                h * 60 + m
+            } else {
+                -(h * 60 + m)
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month as u32, day as u32);
+    Some(
+        days * MS_PER_DAY + hour * MS_PER_HOUR + minute * MS_PER_MIN + second * MS_PER_SEC + millis
+            - offset_min * MS_PER_MIN,
+    )
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
+/// `days_from_civil`).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// `t` as the 24 bytes `YYYY-MM-DDTHH:MM:SS.mmmZ` (years 0–9999), without
@@ -133,8 +226,38 @@ mod tests {
         );
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00.9999Z").unwrap(), 999);
         assert_eq!(parse_rfc3339("1969-12-31T23:59:59.9995Z").unwrap(), -1);
-        assert!(parse_rfc3339("2026-03-01T10:15:00").is_err());
-        assert!(parse_rfc3339("yesterday").is_err());
+        assert_eq!(
+            parse_rfc3339("2026-03-01t10:15:00.1234567890123z").unwrap(),
+            parse_rfc3339("2026-03-01T10:15:00.123Z").unwrap()
+        );
+        assert_eq!(
+            parse_rfc3339("2026-03-01T10:15:00.5-00:30").unwrap(),
+            parse_rfc3339("2026-03-01T10:45:00.500Z").unwrap()
+        );
+        assert_eq!(
+            parse_rfc3339("2028-02-29T00:00:00Z").unwrap(),
+            1_835_395_200_000
+        );
+        for bad in [
+            "2026-03-01T10:15:00",
+            "yesterday",
+            "2026-03-01 10:15:00Z",
+            "2026-03-01T10:15Z",
+            "2026-03-01T10:15:00+0100",
+            "2026-03-01T10:15:00+01",
+            "2026-03-01T10:15:00,5Z",
+            "20260301T101500Z",
+            "2026-03-01T10:15:00+01:00:00",
+            "2026-03-01T10:15:00+24:00",
+            "2026-03-01T10:15:60Z",
+            "2026-02-29T10:15:00Z",
+            "2026-03-01T10:15:00.Z",
+            "2026-03-01T10:15:00Zjunk",
+            "2026-13-01T10:15:00Z",
+            "２026-03-01T10:15:00Z",
+        ] {
+            assert!(parse_rfc3339(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

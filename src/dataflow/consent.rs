@@ -21,13 +21,14 @@ use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
+use super::UserKey;
 use super::history::History;
 use crate::spec::{Channel, Purpose};
 use crate::time::Time;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ConsentKey {
-    pub user: String,
+    pub user: UserKey,
     /// `None` is `"*"`.
     pub channel: Option<Channel>,
     pub purpose: Purpose,
@@ -71,17 +72,17 @@ pub struct UserConsent {
 impl UserConsent {
     pub fn load(
         reader: &mut super::history::TraceSnapshot<ConsentKey, ConsentVal>,
-        user: &str,
+        user: &UserKey,
     ) -> UserConsent {
         let start = ConsentKey {
-            user: user.to_string(),
+            user: user.clone(),
             channel: None,
             purpose: Purpose::Marketing,
         };
         let mut keys = Vec::new();
         reader.scan_from(
             &start,
-            |k| k.user == user,
+            |k| k.user == *user,
             |k, h| keys.push(((k.channel, k.purpose), h)),
         );
         UserConsent { keys }

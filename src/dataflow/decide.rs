@@ -17,7 +17,7 @@
 //!   per-user state with a timer.
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -29,6 +29,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::progress::frontier::AntichainRef;
 
+use super::UserKey;
 use super::caps::CapHistory;
 use super::consent::{ConsentKey, ConsentTrace, ConsentVal, UserConsent};
 use super::history::TraceSnapshot;
@@ -37,9 +38,11 @@ use super::preferences::{PrefsTrace, PrefsVal, UserPrefs};
 use super::quiet_hours::{in_quiet_hours, quiet_hours_end};
 use super::route::{Arrival, EventArrival};
 use crate::record::output::{Decision, Dispatch, Reason, Suppression};
-use crate::record::user_hash;
 use crate::spec::{Priority, Purpose, Spec};
 use crate::time::Time;
+
+/// Hash maps keyed by user or event key: a fast, fixed-seed hasher.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
 
 /// Per-worker counts, read after the run.
 #[derive(Clone, Debug, Default)]
@@ -67,7 +70,7 @@ struct Candidate {
 #[derive(Default)]
 struct UserState {
     /// Event key → time it was last seen.
-    last_seen: HashMap<Rc<str>, Time>,
+    last_seen: HashMap<String, Time>,
     pending: Vec<Candidate>,
     /// (rule, dedup key) → decision time of the last first-attempt dispatch.
     dedup: Vec<(u16, String, Time)>,
@@ -102,26 +105,48 @@ impl UserState {
 
 /// Consent and preferences of the user being decided, loaded on first use.
 struct UserView<'a> {
-    user: &'a str,
+    user: &'a UserKey,
     consent: Option<UserConsent>,
     prefs: Option<UserPrefs>,
 }
 
 struct Engine {
     spec: Arc<Spec>,
-    users: HashMap<String, UserState>,
+    users: HashMap<UserKey, UserState>,
     /// (decision time, user) of users with pending candidates; may hold
     /// stale entries, which cost one empty visit.
-    timers: BTreeSet<(Time, String)>,
+    timers: BTreeSet<(Time, UserKey)>,
     stash: Vec<Arrival>,
     zones: HashMap<String, jiff::tz::TimeZone>,
     next_sweep: Time,
     stats: Rc<RefCell<DecideStats>>,
 }
 
-struct Snapshots {
-    consent: TraceSnapshot<ConsentKey, ConsentVal>,
-    prefs: TraceSnapshot<String, PrefsVal>,
+/// Cursors over the consent and preference traces, taken on first use in an
+/// activation (the traces do not change while `decide` runs).
+struct Snapshots<'a> {
+    consent: &'a mut ConsentTrace,
+    prefs: &'a mut PrefsTrace,
+    taken: Option<(
+        TraceSnapshot<ConsentKey, ConsentVal>,
+        TraceSnapshot<UserKey, PrefsVal>,
+    )>,
+}
+
+impl Snapshots<'_> {
+    fn get(
+        &mut self,
+    ) -> &mut (
+        TraceSnapshot<ConsentKey, ConsentVal>,
+        TraceSnapshot<UserKey, PrefsVal>,
+    ) {
+        self.taken.get_or_insert_with(|| {
+            (
+                TraceSnapshot::new(self.consent),
+                TraceSnapshot::new(self.prefs),
+            )
+        })
+    }
 }
 
 impl Engine {
@@ -133,34 +158,38 @@ impl Engine {
         prefs: &mut PrefsTrace,
         out: &mut Vec<Decision>,
     ) {
-        let (mut ready, rest): (Vec<Arrival>, Vec<Arrival>) =
-            self.stash.drain(..).partition(|a| a.time() < frontier);
-        self.stash = rest;
-        let mut due: Vec<String> = Vec::new();
-        while let Some((t, _)) = self.timers.first() {
-            if *t >= frontier {
-                break;
-            }
+        let mut ready: Vec<Arrival> = self.stash.extract_if(.., |a| a.time() < frontier).collect();
+        let mut due: Vec<UserKey> = Vec::new();
+        while self.timers.first().is_some_and(|(t, _)| *t < frontier) {
             due.push(self.timers.pop_first().unwrap().1);
         }
         if ready.is_empty() && due.is_empty() {
             return;
         }
-        ready.sort_by(|a, b| arrival_order(a).cmp(&arrival_order(b)));
-        let mut users: Vec<String> = due;
-        users.extend(ready.iter().map(|a| a.user().to_string()));
-        users.sort_unstable();
-        users.dedup();
-
+        // Users in key order, so that trace cursors only ever move forward.
+        ready.sort_unstable_by(|a, b| arrival_order(a).cmp(&arrival_order(b)));
+        due.sort_unstable();
+        due.dedup();
         let mut snapshots = Snapshots {
-            consent: TraceSnapshot::new(consent),
-            prefs: TraceSnapshot::new(prefs),
+            consent,
+            prefs,
+            taken: None,
         };
         let mut ready = ready.into_iter().peekable();
+        let mut due = due.into_iter().peekable();
         let mut mine = Vec::new();
-        for user in &users {
+        loop {
+            let user = match (ready.peek(), due.peek()) {
+                (None, None) => break,
+                (Some(a), Some(d)) if d < a.user() => due.next().unwrap(),
+                (Some(a), _) => a.user().clone(),
+                (None, Some(_)) => due.next().unwrap(),
+            };
+            if due.peek().is_some_and(|d| *d == user) {
+                due.next();
+            }
             mine.clear();
-            while ready.peek().is_some_and(|a| a.user() == user) {
+            while ready.peek().is_some_and(|a| *a.user() == user) {
                 mine.push(ready.next().unwrap());
             }
             self.advance_user(user, &mut mine, frontier, &mut snapshots, out);
@@ -180,16 +209,19 @@ impl Engine {
 
     fn advance_user(
         &mut self,
-        user: &str,
+        user: UserKey,
         arrivals: &mut Vec<Arrival>,
         frontier: Time,
         snaps: &mut Snapshots,
         out: &mut Vec<Decision>,
     ) {
         let spec = self.spec.clone();
-        let mut state = self.users.remove(user).unwrap_or_default();
+        let (user, mut state) = self
+            .users
+            .remove_entry(&user)
+            .unwrap_or_else(|| (user, UserState::default()));
         let mut view = UserView {
-            user,
+            user: &user,
             consent: None,
             prefs: None,
         };
@@ -212,11 +244,11 @@ impl Engine {
                 match arrivals.next().unwrap() {
                     Arrival::Erasure { time, .. } => {
                         for c in state.pending.drain(..) {
-                            out.push(suppress(user, &c, time, Reason::Erased));
+                            out.push(suppress(&user, &c, time, Reason::Erased));
                         }
                         state = UserState::default();
                     }
-                    Arrival::Event(e) => self.apply_event(user, e, &mut state, out),
+                    Arrival::Event(e) => self.apply_event(&user, e, &mut state, out),
                     Arrival::Late { .. } => unreachable!("late events are reported on arrival"),
                 }
             }
@@ -228,20 +260,21 @@ impl Engine {
                 self.decide_one(&spec, c, t, &mut state, &mut view, snaps, out);
             }
         }
+        drop(view);
         if let Some(next) = state.pending.iter().map(|c| c.decision).min() {
-            self.timers.insert((next, user.to_string()));
+            self.timers.insert((next, user.clone()));
         }
         if frontier != Time::MAX && frontier >= state.next_expiry {
             state.expire(&spec, frontier);
         }
         if !state.is_empty() {
-            self.users.insert(user.to_string(), state);
+            self.users.insert(user, state);
         }
     }
 
     fn apply_event(
         &mut self,
-        user: &str,
+        user: &UserKey,
         e: EventArrival,
         state: &mut UserState,
         out: &mut Vec<Decision>,
@@ -249,13 +282,24 @@ impl Engine {
         let mut stats = self.stats.borrow_mut();
         stats.events += 1;
         let t = e.time;
-        let key: Rc<str> = Rc::from(e.key);
         // Duplicates (DESIGN.md §4): last seen within (t − horizon, t].
-        let previous = state.last_seen.insert(key.clone(), t);
+        let previous = match state.last_seen.get_mut(e.key.as_str()) {
+            Some(seen) => Some(std::mem::replace(seen, t)),
+            None => {
+                if self.spec.dedup_horizon > 0 {
+                    state.last_seen.insert(e.key.clone(), t);
+                }
+                None
+            }
+        };
         if previous.is_some_and(|seen| seen > t - self.spec.dedup_horizon) {
             stats.duplicates += 1;
             return;
         }
+        if e.fires.is_empty() && e.cancels == 0 {
+            return;
+        }
+        let key: Rc<str> = Rc::from(e.key);
         // Cancellation: pending candidates of a cancelling rule whose event
         // came strictly before this one (their decision time is ≥ t).
         if e.cancels != 0 {
@@ -296,14 +340,14 @@ impl Engine {
         let user = view.user;
         let prefs = view
             .prefs
-            .get_or_insert_with(|| UserPrefs::load(&mut snaps.prefs, user))
+            .get_or_insert_with(|| UserPrefs::load(&mut snaps.get().1, user))
             .as_of(t);
         // 1. muted
         if prefs.is_some_and(|p| p.muted_rules.iter().any(|m| *m == rule.name)) {
             return out.push(suppress(user, &c, t, Reason::Muted));
         }
         // 2. holdout
-        if rule.purpose == Purpose::Marketing && in_holdout(user, spec.holdout_bp) {
+        if rule.purpose == Purpose::Marketing && in_holdout(&user.user, spec.holdout_bp) {
             return out.push(suppress(user, &c, t, Reason::Holdout));
         }
         // 3. per-rule dedup
@@ -334,7 +378,7 @@ impl Engine {
         // 5. channel selection: consent as of t, channel caps.
         let consent = view
             .consent
-            .get_or_insert_with(|| UserConsent::load(&mut snaps.consent, user));
+            .get_or_insert_with(|| UserConsent::load(&mut snaps.get().0, user));
         let preferred = prefs.and_then(|p| p.channels.as_ref());
         let mut order = rule
             .channels
@@ -381,7 +425,7 @@ impl Engine {
             }
         }
         out.push(Decision::Dispatch(Dispatch {
-            user: user.to_string(),
+            user: user.user.clone(),
             rule: c.rule,
             channel,
             attempt: 1,
@@ -396,7 +440,7 @@ impl Engine {
 
 /// Order of arrivals within a user: time, stream rank (erasures before
 /// events), then event key and stream position.
-fn arrival_order(a: &Arrival) -> (&str, Time, u8, &str, u64) {
+fn arrival_order(a: &Arrival) -> (&UserKey, Time, u8, &str, u64) {
     match a {
         Arrival::Erasure { user, time } => (user, *time, 0, "", 0),
         Arrival::Event(e) => (&e.user, e.time, 4, &e.key, e.seq),
@@ -404,9 +448,9 @@ fn arrival_order(a: &Arrival) -> (&str, Time, u8, &str, u64) {
     }
 }
 
-fn suppress(user: &str, c: &Candidate, t: Time, reason: Reason) -> Decision {
+fn suppress(user: &UserKey, c: &Candidate, t: Time, reason: Reason) -> Decision {
     Decision::Suppression(Suppression {
-        user: user.to_string(),
+        user: user.user.clone(),
         rule: Some(c.rule),
         event_key: c.event_key.to_string(),
         time: t,
@@ -423,8 +467,7 @@ pub fn decide<'s>(
     stats: Rc<RefCell<DecideStats>>,
 ) -> Stream<'s, Time, Vec<Decision>> {
     let mut builder = OperatorBuilder::new("Decide".to_owned(), arrivals.scope());
-    let mut arrivals_in =
-        builder.new_input(arrivals, Exchange::new(|a: &Arrival| user_hash(a.user())));
+    let mut arrivals_in = builder.new_input(arrivals, Exchange::new(|a: &Arrival| a.user().hash));
     let mut consent_in = builder.new_input(consent.stream, Pipeline);
     let mut prefs_in = builder.new_input(prefs.stream, Pipeline);
     let (output, decisions) = builder.new_output::<Vec<Decision>>();
@@ -436,10 +479,10 @@ pub fn decide<'s>(
         let mut capability = capabilities.pop();
         let mut engine = Engine {
             spec,
-            users: HashMap::new(),
+            users: HashMap::default(),
             timers: BTreeSet::new(),
             stash: Vec::new(),
-            zones: HashMap::new(),
+            zones: HashMap::default(),
             next_sweep: Time::MIN,
             stats,
         };
@@ -454,7 +497,7 @@ pub fn decide<'s>(
                             event_key,
                             time,
                         } => buffer.push(Decision::Suppression(Suppression {
-                            user,
+                            user: user.user,
                             rule: None,
                             event_key,
                             time,

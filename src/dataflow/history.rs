@@ -57,6 +57,9 @@ impl<K: Ord + Clone + 'static, V: Ord + Clone + 'static> TraceSnapshot<K, V> {
         let batches = trace
             .batches_through(AntichainRef::new(&[]))
             .expect("the whole trace is readable");
+        if std::env::var("NF_DEBUG").is_ok() {
+            eprintln!("snapshot batches {}", batches.len());
+        }
         let (cursor, storage) = cursor_list(batches);
         TraceSnapshot { cursor, storage }
     }

@@ -21,8 +21,11 @@ pub mod quiet_hours;
 pub mod route;
 
 use std::cell::RefCell;
+use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 
 use timely::dataflow::Stream;
 
@@ -32,6 +35,31 @@ use crate::spec::Spec;
 use crate::time::Time;
 
 pub use decide::DecideStats;
+
+/// A user id with its routing hash (`record::user_hash`). Ordered by hash
+/// first, so that sorting arrivals and navigating the consent and preference
+/// traces compare integers, not strings; it hashes as the bare user id, so
+/// every stage routes a user's records to the same worker.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct UserKey {
+    pub hash: u64,
+    pub user: String,
+}
+
+impl UserKey {
+    pub fn new(user: String) -> UserKey {
+        UserKey {
+            hash: crate::record::user_hash(&user),
+            user,
+        }
+    }
+}
+
+impl Hash for UserKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.user.hash(state);
+    }
+}
 
 /// Assembles the decision graph over a stream of sourced records.
 pub fn build<'s>(

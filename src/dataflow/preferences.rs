@@ -14,6 +14,7 @@ use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
+use super::UserKey;
 use super::history::{History, TraceSnapshot};
 use crate::record::Prefs;
 use crate::time::Time;
@@ -25,14 +26,14 @@ pub struct PrefsVal {
     pub prefs: Option<Prefs>,
 }
 
-pub type PrefsUpsert = (String, Option<PrefsVal>, Time);
-pub type PrefsSpine = ValSpine<String, PrefsVal, Time, isize>;
+pub type PrefsUpsert = (UserKey, Option<PrefsVal>, Time);
+pub type PrefsSpine = ValSpine<UserKey, PrefsVal, Time, isize>;
 pub type PrefsTrace = TraceAgent<PrefsSpine>;
 
 pub fn arrange_preferences<'s>(
     upserts: Stream<'s, Time, Vec<PrefsUpsert>>,
 ) -> Arranged<'s, PrefsTrace> {
-    arrange_from_upsert::<ValBuilder<String, PrefsVal, Time, isize>, PrefsSpine, String, PrefsVal>(
+    arrange_from_upsert::<ValBuilder<UserKey, PrefsVal, Time, isize>, PrefsSpine, UserKey, PrefsVal>(
         upserts,
         "Preferences",
     )
@@ -45,10 +46,9 @@ pub struct UserPrefs {
 }
 
 impl UserPrefs {
-    pub fn load(reader: &mut TraceSnapshot<String, PrefsVal>, user: &str) -> UserPrefs {
+    pub fn load(reader: &mut TraceSnapshot<UserKey, PrefsVal>, user: &UserKey) -> UserPrefs {
         let mut history = History::default();
-        let key = user.to_string();
-        reader.scan_from(&key, |k| *k == key, |_, h| history = h);
+        reader.scan_from(user, |k| k == user, |_, h| history = h);
         UserPrefs { history }
     }
 

@@ -24,6 +24,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
+use super::UserKey;
 use super::consent::{ConsentKey, ConsentUpsert, ConsentVal};
 use super::preferences::{PrefsUpsert, PrefsVal};
 use crate::record::Record;
@@ -42,7 +43,7 @@ pub struct Fire {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventArrival {
-    pub user: String,
+    pub user: UserKey,
     pub key: String,
     pub time: Time,
     pub seq: u64,
@@ -58,19 +59,19 @@ pub struct EventArrival {
 pub enum Arrival {
     Event(EventArrival),
     Erasure {
-        user: String,
+        user: UserKey,
         time: Time,
     },
     /// An event older than its partition's watermark: reported, no effect.
     Late {
-        user: String,
+        user: UserKey,
         event_key: String,
         time: Time,
     },
 }
 
 impl Arrival {
-    pub fn user(&self) -> &str {
+    pub fn user(&self) -> &UserKey {
         match self {
             Arrival::Event(e) => &e.user,
             Arrival::Erasure { user, .. } | Arrival::Late { user, .. } => user,
@@ -147,7 +148,7 @@ pub fn route<'s>(
                     match record {
                         Record::Event(e) if late => {
                             arrival_buf.push(Arrival::Late {
-                                user: e.user,
+                                user: UserKey::new(e.user),
                                 event_key: e.key,
                                 time: e.time,
                             });
@@ -157,7 +158,7 @@ pub fn route<'s>(
                                 evaluate(&spec, &e.kind, e.time, e.data.as_deref());
                             let data = if fires.is_empty() { None } else { e.data };
                             arrival_buf.push(Arrival::Event(EventArrival {
-                                user: e.user,
+                                user: UserKey::new(e.user),
                                 key: e.key,
                                 time: e.time,
                                 seq,
@@ -167,11 +168,12 @@ pub fn route<'s>(
                             }));
                         }
                         Record::Erasure(r) => {
+                            let user = UserKey::new(r.user);
                             for channel in std::iter::once(None).chain(Channel::ALL.map(Some)) {
                                 for purpose in [Purpose::Marketing, Purpose::Transactional] {
                                     consent_buf.push((
                                         ConsentKey {
-                                            user: r.user.clone(),
+                                            user: user.clone(),
                                             channel,
                                             purpose,
                                         },
@@ -180,15 +182,12 @@ pub fn route<'s>(
                                     ));
                                 }
                             }
-                            prefs_buf.push((r.user.clone(), None, r.time));
-                            arrival_buf.push(Arrival::Erasure {
-                                user: r.user,
-                                time: r.time,
-                            });
+                            prefs_buf.push((user.clone(), None, r.time));
+                            arrival_buf.push(Arrival::Erasure { user, time: r.time });
                         }
                         Record::Consent(c) => {
                             let key = ConsentKey {
-                                user: c.user,
+                                user: UserKey::new(c.user),
                                 channel: c.channel,
                                 purpose: c.purpose,
                             };
@@ -204,7 +203,7 @@ pub fn route<'s>(
                         }
                         Record::Prefs(p) => {
                             prefs_buf.push((
-                                p.user,
+                                UserKey::new(p.user),
                                 Some(PrefsVal {
                                     seq,
                                     prefs: p.prefs,

@@ -196,8 +196,57 @@ struct RawEvent<'a> {
     data: Option<&'a RawValue>,
 }
 
+/// Deserializing into `Checked` parses a JSON value fully, allocating
+/// nothing: numbers must fit a double and strings must be Unicode (no lone
+/// surrogates), which skipping over a value (`RawValue`) does not check.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+}
+
 pub fn parse_event(line: &str) -> Result<Event, String> {
     let raw: RawEvent = serde_json::from_str(line).map_err(json_err)?;
+    if let Some(data) = raw.data {
+        serde_json::from_str::<Checked>(data.get()).map_err(|e| format!("field `data`: {e}"))?;
+    }
     let time = time_field("time", &raw.time)?;
     let mut key = String::with_capacity(raw.source.len() + 1 + raw.id.len());
     key.push_str(&raw.source);
@@ -261,7 +310,11 @@ fn parse_hhmm(field: &str, s: &str) -> Result<u16, String> {
 
 /// Validates an IANA time zone name against the bundled tz database.
 pub fn check_tz(name: &str) -> Result<(), String> {
-    jiff::tz::TimeZone::get(name).map(|_| ()).map_err(|_| {
+    // jiff matches names case-insensitively; IANA names are exact.
+    let found = jiff::tz::TimeZone::get(name)
+        .ok()
+        .filter(|tz| tz.iana_name() == Some(name));
+    found.map(|_| ()).ok_or_else(|| {
         format!("unknown time zone {name:?}; use an IANA name such as \"Europe/Berlin\"")
     })
 }
@@ -279,13 +332,6 @@ pub fn parse_prefs(line: &str) -> Result<PrefsRecord, String> {
     let raw: RawPrefs = serde_json::from_str(line).map_err(json_err)?;
     let time = time_field("time", &raw.time)?;
     let user = raw.user.into_owned();
-    if raw.deleted == Some(true) {
-        return Ok(PrefsRecord {
-            user,
-            time,
-            prefs: None,
-        });
-    }
     let channels = match raw.channels {
         None => None,
         Some(list) => {
@@ -313,6 +359,14 @@ pub fn parse_prefs(line: &str) -> Result<PrefsRecord, String> {
             })
         }
     };
+    // A deletion is still validated whole: a bad field makes it bad input.
+    if raw.deleted == Some(true) {
+        return Ok(PrefsRecord {
+            user,
+            time,
+            prefs: None,
+        });
+    }
     Ok(PrefsRecord {
         user,
         time,
@@ -467,6 +521,15 @@ mod tests {
         let del =
             parse_prefs(r#"{"user":"u","time":"2026-03-01T00:00:00Z","deleted":true}"#).unwrap();
         assert!(del.prefs.is_none());
+        assert!(
+            parse_prefs(
+                r#"{"user":"u","time":"2026-03-01T00:00:00Z","deleted":true,"channels":["fax"]}"#
+            )
+            .is_err(),
+            "a deletion is validated whole"
+        );
+        assert!(check_tz("europe/berlin").is_err());
+        assert!(check_tz("Europe/Berlin").is_ok());
         assert!(
             parse_prefs(r#"{"user":"u","time":"2026-03-01T00:00:00Z","channels":["fax"]}"#)
                 .unwrap_err()

@@ -271,32 +271,36 @@ pub fn fixture_source<'s>(
             let Some(cap) = capability.as_mut() else {
                 return;
             };
-            // Work on the file that is furthest behind in event time, so that
-            // files advance together; skip files blocked on other workers.
-            let mut order: Vec<usize> = (0..cursors.len()).collect();
-            order.sort_by_key(|&i| cursors[i].lower);
+            // Parse one stripe of the file furthest behind in event time
+            // (among those not waiting for other workers), so that files
+            // advance together; then finalise every stripe that is ready.
             let mut progressed = false;
-            for i in order {
+            let next = (0..cursors.len())
+                .filter(|&i| {
+                    cursors[i].pending.is_none() && cursors[i].next_stripe < plan.files[i].stripes
+                })
+                .min_by_key(|&i| cursors[i].lower);
+            if let Some(i) = next {
+                let (fplan, c) = (&plan.files[i], &mut cursors[i]);
+                if c.file.is_none() {
+                    let file = File::open(&fplan.path)
+                        .unwrap_or_else(|e| panic!("cannot open {}: {e}", fplan.path.display()));
+                    c.file = Some(file);
+                }
+                let parsed = parse_stripe(
+                    fplan,
+                    plan.stripe_bytes,
+                    c.next_stripe,
+                    c.file.as_ref().unwrap(),
+                )
+                .unwrap_or_else(|e| panic!("cannot read {}: {e}", fplan.path.display()));
+                fplan.publish(parsed.stripe, parsed.summary);
+                c.pending = Some(parsed);
+                progressed = true;
+            }
+            for i in 0..cursors.len() {
                 let fplan = &plan.files[i];
                 let c = &mut cursors[i];
-                if c.pending.is_none() && c.next_stripe < fplan.stripes {
-                    if c.file.is_none() {
-                        match File::open(&fplan.path) {
-                            Ok(f) => c.file = Some(f),
-                            Err(e) => panic!("cannot open {}: {e}", fplan.path.display()),
-                        }
-                    }
-                    let parsed = parse_stripe(
-                        fplan,
-                        plan.stripe_bytes,
-                        c.next_stripe,
-                        c.file.as_ref().unwrap(),
-                    )
-                    .unwrap_or_else(|e| panic!("cannot read {}: {e}", fplan.path.display()));
-                    fplan.publish(parsed.stripe, parsed.summary);
-                    c.pending = Some(parsed);
-                    progressed = true;
-                }
                 let Some(parsed) = c.pending.as_ref() else {
                     continue;
                 };

@@ -61,23 +61,65 @@ pub fn lookup<'a>(data: &'a Value, path: &[String]) -> Option<&'a Value> {
     (!v.is_null()).then_some(v)
 }
 
-/// JSON equality with numbers compared by value.
+/// JSON equality with numbers compared by value, at any depth.
 pub fn json_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => num_cmp(x, y) == Some(Ordering::Equal),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, a)| y.get(k).is_some_and(|b| json_eq(a, b)))
+        }
         _ => a == b,
     }
 }
 
+/// An exact integer, or a float: JSON numbers as parsed.
+enum Num {
+    Int(i128),
+    Float(f64),
+}
+
+fn num(n: &serde_json::Number) -> Num {
+    if let Some(i) = n.as_i64() {
+        Num::Int(i as i128)
+    } else if let Some(u) = n.as_u64() {
+        Num::Int(u as i128)
+    } else {
+        Num::Float(n.as_f64().unwrap_or(f64::NAN))
+    }
+}
+
+/// Compares an integer with a float exactly (no rounding of either).
+fn int_float_cmp(i: i128, f: f64) -> Option<Ordering> {
+    if f.is_nan() {
+        return None;
+    }
+    if f >= 1.8e19 {
+        return Some(Ordering::Less);
+    }
+    if f <= -1.8e19 {
+        return Some(Ordering::Greater);
+    }
+    let floor = f.floor();
+    match i.cmp(&(floor as i128)) {
+        Ordering::Equal if f > floor => Some(Ordering::Less),
+        other => Some(other),
+    }
+}
+
+/// Numbers by value, exactly: integers as integers, floats as floats, and
+/// an integer against a float without rounding.
 fn num_cmp(x: &serde_json::Number, y: &serde_json::Number) -> Option<Ordering> {
-    // Exact for integers of either sign; f64 otherwise.
-    if let (Some(a), Some(b)) = (x.as_i64(), y.as_i64()) {
-        return Some(a.cmp(&b));
+    match (num(x), num(y)) {
+        (Num::Int(a), Num::Int(b)) => Some(a.cmp(&b)),
+        (Num::Float(a), Num::Float(b)) => a.partial_cmp(&b),
+        (Num::Int(a), Num::Float(b)) => int_float_cmp(a, b),
+        (Num::Float(a), Num::Int(b)) => int_float_cmp(b, a).map(Ordering::reverse),
     }
-    if let (Some(a), Some(b)) = (x.as_u64(), y.as_u64()) {
-        return Some(a.cmp(&b));
-    }
-    x.as_f64()?.partial_cmp(&y.as_f64()?)
 }
 
 fn order(a: &Value, b: &Value) -> Option<Ordering> {
@@ -118,26 +160,60 @@ impl Condition {
 }
 
 /// A canonical text for a dedup key value, so that keys compare as JSON
-/// values with numbers by value: `1` and `1.0` give the same text. A missing
-/// or null field is the key `none`, distinct from every present value.
+/// values with numbers by value at any depth: `1`, `1.0` and `[1.0]`/`[1]`
+/// pair up. A missing or null field is the key `none`, distinct from every
+/// present value.
 pub fn canonical_key(v: Option<&Value>) -> String {
     match v {
         None => "none".to_string(),
-        Some(Value::Number(n)) => {
-            if let Some(i) = n.as_i64() {
-                format!("n:{i}")
-            } else if let Some(u) = n.as_u64() {
-                format!("n:{u}")
-            } else {
-                let f = n.as_f64().unwrap_or(f64::NAN);
-                if f.fract() == 0.0 && f.abs() < 9.0e15 {
-                    format!("n:{}", f as i64)
-                } else {
-                    format!("n:{f:?}")
-                }
-            }
+        Some(v) => {
+            let mut out = String::from("j:");
+            canonical(v, &mut out);
+            out
         }
-        Some(other) => format!("j:{other}"),
+    }
+}
+
+fn canonical(v: &Value, out: &mut String) {
+    use std::fmt::Write;
+    match v {
+        Value::Number(n) => match num(n) {
+            Num::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            // An integral float within exact range is written as the integer.
+            Num::Float(f) if f.fract() == 0.0 && f.abs() < 1.0e18 => {
+                let _ = write!(out, "{}", f as i128);
+            }
+            Num::Float(f) => {
+                let _ = write!(out, "{f:e}");
+            }
+        },
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            // serde_json's map is ordered by key: the text is canonical.
+            out.push('{');
+            for (i, (k, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let _ = write!(out, "{}:", Value::String(k.clone()));
+                canonical(item, out);
+            }
+            out.push('}');
+        }
+        other => {
+            let _ = write!(out, "{other}");
+        }
     }
 }
 
@@ -197,6 +273,18 @@ mod tests {
             canonical_key(Some(&json!("1")))
         );
         assert_eq!(canonical_key(None), "none");
+        assert_eq!(
+            canonical_key(Some(&json!([7]))),
+            canonical_key(Some(&json!([7.0])))
+        );
+        assert_eq!(
+            canonical_key(Some(&json!({"a": 1}))),
+            canonical_key(Some(&json!({"a": 1.0})))
+        );
+        assert_ne!(
+            canonical_key(Some(&json!({"a": 1}))),
+            canonical_key(Some(&json!({"a": 1.5})))
+        );
         assert_ne!(canonical_key(Some(&json!("none"))), "none");
     }
 }

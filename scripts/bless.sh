@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Regenerates the expected outputs of golden fixture cases from the engine,
+# and cross-checks each case against the independent oracle
+# (scripts/oracle.py). Review `git diff fixtures/` before committing.
+#
+# usage: scripts/bless.sh [CASE...]     (default: every case with expected/)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --quiet
+BIN=target/release/nudgeflow
+cases=("$@")
+if [ ${#cases[@]} -eq 0 ]; then
+  for d in fixtures/*/expected; do cases+=("$(basename "$(dirname "$d")")"); done
+fi
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+disagree=0
+for case in "${cases[@]}"; do
+  dir=fixtures/$case
+  if [ -f "$dir/spec.toml" ]; then spec=$dir/spec.toml; else spec=$(tr -d '[:space:]' < "$dir/spec.ref"); fi
+  mkdir -p "$dir/expected"
+  "$BIN" replay --spec "$spec" --fixture "$dir" --out "$dir/expected" -q
+  rm -f "$dir/expected/summary.json"
+  python3 scripts/oracle.py --spec "$spec" --fixture "$dir" --out "$tmp/$case" > /dev/null
+  if python3 scripts/compare.py "$dir/expected" "$tmp/$case" > "$tmp/$case.diff"; then
+    echo "ok       $case"
+  elif [ -f "$dir/ORACLE_DIFFERS.md" ]; then
+    echo "known    $case (engine and oracle differ as $dir/ORACLE_DIFFERS.md explains)"
+  else
+    echo "DISAGREE $case (engine vs oracle):"; sed 's/^/    /' "$tmp/$case.diff"; disagree=1
+  fi
+done
+exit $disagree
