@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
 use super::UserKey;
-use super::history::History;
+use super::history::{History, Reader};
 use crate::spec::{Channel, Purpose};
 use crate::time::Time;
 
@@ -65,15 +65,15 @@ pub fn arrange_consent<'s>(
 
 /// One user's consent history, loaded from the trace.
 #[derive(Default)]
-pub struct UserConsent {
-    keys: Vec<((Option<Channel>, Purpose), History<ConsentVal>)>,
+pub struct UserConsent<'a> {
+    keys: Vec<((Option<Channel>, Purpose), History<'a, ConsentVal>)>,
 }
 
-impl UserConsent {
+impl<'a> UserConsent<'a> {
     pub fn load(
-        reader: &mut super::history::TraceSnapshot<ConsentKey, ConsentVal>,
+        reader: &mut Reader<'a, ConsentKey, ConsentVal>,
         user: &UserKey,
-    ) -> UserConsent {
+    ) -> UserConsent<'a> {
         let start = ConsentKey {
             user: user.clone(),
             channel: None,

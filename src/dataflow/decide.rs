@@ -18,6 +18,8 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
+
+use hashbrown::hash_table::{Entry, HashTable};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -32,7 +34,7 @@ use timely::progress::frontier::AntichainRef;
 use super::UserKey;
 use super::caps::CapHistory;
 use super::consent::{ConsentKey, ConsentTrace, ConsentVal, UserConsent};
-use super::history::TraceSnapshot;
+use super::history::{Reader, TraceSnapshot};
 use super::holdout::in_holdout;
 use super::preferences::{PrefsTrace, PrefsVal, UserPrefs};
 use super::quiet_hours::{in_quiet_hours, quiet_hours_end};
@@ -88,7 +90,7 @@ impl UserState {
     }
 
     /// Forgets what no future instant `≥ from` can see.
-    fn expire(&mut self, spec: &Spec, from: Time) {
+    fn expire(&mut self, spec: &Spec, longest_window: Time, from: Time) {
         let horizon = spec.dedup_horizon;
         self.last_seen.retain(|_, seen| *seen > from - horizon);
         self.dedup.retain(|(rule, _, t)| {
@@ -98,55 +100,43 @@ impl UserState {
                 .map_or(0, |d| d.window);
             *t > from - window
         });
-        self.caps.expire(from, spec.longest_window());
-        self.next_expiry = from.saturating_add(horizon.max(spec.longest_window()).max(1) / 2);
+        self.caps.expire(from, longest_window);
+        self.next_expiry = from.saturating_add(horizon.max(longest_window).max(1) / 2);
     }
 }
 
-/// Consent and preferences of the user being decided, loaded on first use.
-struct UserView<'a> {
-    user: &'a UserKey,
-    consent: Option<UserConsent>,
-    prefs: Option<UserPrefs>,
+/// Consent and preferences of the user being decided, loaded on first use;
+/// they borrow the trace snapshots of the current activation.
+struct UserView<'u, 'a> {
+    user: &'u UserKey,
+    consent: Option<UserConsent<'a>>,
+    prefs: Option<UserPrefs<'a>>,
+}
+
+/// Forward-only readers of the consent and preference traces.
+struct Readers<'a> {
+    consent: Reader<'a, ConsentKey, ConsentVal>,
+    prefs: Reader<'a, UserKey, PrefsVal>,
 }
 
 struct Engine {
+    /// Per-user state, found by the user's routing hash.
+    users: HashTable<(UserKey, UserState)>,
+    stash: Vec<Arrival>,
+    core: Core,
+}
+
+/// Everything `decide` shares across users.
+struct Core {
     spec: Arc<Spec>,
-    users: HashMap<UserKey, UserState>,
+    /// The longest cap or dedup window of the spec.
+    longest_window: Time,
     /// (decision time, user) of users with pending candidates; may hold
     /// stale entries, which cost one empty visit.
     timers: BTreeSet<(Time, UserKey)>,
-    stash: Vec<Arrival>,
     zones: HashMap<String, jiff::tz::TimeZone>,
     next_sweep: Time,
     stats: Rc<RefCell<DecideStats>>,
-}
-
-/// Cursors over the consent and preference traces, taken on first use in an
-/// activation (the traces do not change while `decide` runs).
-struct Snapshots<'a> {
-    consent: &'a mut ConsentTrace,
-    prefs: &'a mut PrefsTrace,
-    taken: Option<(
-        TraceSnapshot<ConsentKey, ConsentVal>,
-        TraceSnapshot<UserKey, PrefsVal>,
-    )>,
-}
-
-impl Snapshots<'_> {
-    fn get(
-        &mut self,
-    ) -> &mut (
-        TraceSnapshot<ConsentKey, ConsentVal>,
-        TraceSnapshot<UserKey, PrefsVal>,
-    ) {
-        self.taken.get_or_insert_with(|| {
-            (
-                TraceSnapshot::new(self.consent),
-                TraceSnapshot::new(self.prefs),
-            )
-        })
-    }
 }
 
 impl Engine {
@@ -160,8 +150,8 @@ impl Engine {
     ) {
         let mut ready: Vec<Arrival> = self.stash.extract_if(.., |a| a.time() < frontier).collect();
         let mut due: Vec<UserKey> = Vec::new();
-        while self.timers.first().is_some_and(|(t, _)| *t < frontier) {
-            due.push(self.timers.pop_first().unwrap().1);
+        while self.core.timers.first().is_some_and(|(t, _)| *t < frontier) {
+            due.push(self.core.timers.pop_first().unwrap().1);
         }
         if ready.is_empty() && due.is_empty() {
             return;
@@ -170,10 +160,10 @@ impl Engine {
         ready.sort_unstable_by(|a, b| arrival_order(a).cmp(&arrival_order(b)));
         due.sort_unstable();
         due.dedup();
-        let mut snapshots = Snapshots {
-            consent,
-            prefs,
-            taken: None,
+        let (mut consent, mut prefs) = (TraceSnapshot::new(consent), TraceSnapshot::new(prefs));
+        let mut readers = Readers {
+            consent: consent.reader(),
+            prefs: prefs.reader(),
         };
         let mut ready = ready.into_iter().peekable();
         let mut due = due.into_iter().peekable();
@@ -192,36 +182,48 @@ impl Engine {
             while ready.peek().is_some_and(|a| *a.user() == user) {
                 mine.push(ready.next().unwrap());
             }
-            self.advance_user(user, &mut mine, frontier, &mut snapshots, out);
+            let hash = user.hash;
+            let entry = self.users.entry(hash, |(k, _)| *k == user, |(k, _)| k.hash);
+            let (key, state) = match entry {
+                Entry::Occupied(o) => o.into_mut(),
+                Entry::Vacant(v) => v.insert((user, UserState::default())).into_mut(),
+            };
+            self.core
+                .advance_user(key, state, &mut mine, frontier, &mut readers, out);
+            if state.is_empty() {
+                let key = key.clone();
+                if let Ok(o) = self.users.find_entry(hash, |(k, _)| *k == key) {
+                    o.remove();
+                }
+            }
         }
-        if frontier >= self.next_sweep && frontier != Time::MAX {
-            let spec = self.spec.clone();
-            self.users.retain(|_, s| {
+        if frontier >= self.core.next_sweep && frontier != Time::MAX {
+            let (spec, longest) = (&self.core.spec, self.core.longest_window);
+            self.users.retain(|(_, s)| {
                 if s.pending.is_empty() {
-                    s.expire(&spec, frontier);
+                    s.expire(spec, longest, frontier);
                 }
                 !s.is_empty()
             });
-            self.next_sweep =
-                frontier.saturating_add(spec.dedup_horizon.max(spec.longest_window()).max(60_000));
+            self.core.next_sweep =
+                frontier.saturating_add(spec.dedup_horizon.max(longest).max(60_000));
         }
     }
+}
 
-    fn advance_user(
+impl Core {
+    fn advance_user<'a>(
         &mut self,
-        user: UserKey,
+        user: &UserKey,
+        state: &mut UserState,
         arrivals: &mut Vec<Arrival>,
         frontier: Time,
-        snaps: &mut Snapshots,
+        readers: &mut Readers<'a>,
         out: &mut Vec<Decision>,
     ) {
         let spec = self.spec.clone();
-        let (user, mut state) = self
-            .users
-            .remove_entry(&user)
-            .unwrap_or_else(|| (user, UserState::default()));
         let mut view = UserView {
-            user: &user,
+            user,
             consent: None,
             prefs: None,
         };
@@ -244,11 +246,11 @@ impl Engine {
                 match arrivals.next().unwrap() {
                     Arrival::Erasure { time, .. } => {
                         for c in state.pending.drain(..) {
-                            out.push(suppress(&user, &c, time, Reason::Erased));
+                            out.push(suppress(user, &c, time, Reason::Erased));
                         }
-                        state = UserState::default();
+                        *state = UserState::default();
                     }
-                    Arrival::Event(e) => self.apply_event(&user, e, &mut state, out),
+                    Arrival::Event(e) => self.apply_event(user, e, state, out),
                     Arrival::Late { .. } => unreachable!("late events are reported on arrival"),
                 }
             }
@@ -257,18 +259,14 @@ impl Engine {
                 .min_by(|&i, &j| state.pending[i].cmp(&state.pending[j]))
             {
                 let c = state.pending.swap_remove(i);
-                self.decide_one(&spec, c, t, &mut state, &mut view, snaps, out);
+                self.decide_one(&spec, c, t, state, &mut view, readers, out);
             }
         }
-        drop(view);
         if let Some(next) = state.pending.iter().map(|c| c.decision).min() {
             self.timers.insert((next, user.clone()));
         }
         if frontier != Time::MAX && frontier >= state.next_expiry {
-            state.expire(&spec, frontier);
-        }
-        if !state.is_empty() {
-            self.users.insert(user, state);
+            state.expire(&spec, self.longest_window, frontier);
         }
     }
 
@@ -326,21 +324,21 @@ impl Engine {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn decide_one(
+    fn decide_one<'a>(
         &mut self,
         spec: &Spec,
         mut c: Candidate,
         t: Time,
         state: &mut UserState,
-        view: &mut UserView,
-        snaps: &mut Snapshots,
+        view: &mut UserView<'_, 'a>,
+        readers: &mut Readers<'a>,
         out: &mut Vec<Decision>,
     ) {
         let rule = &spec.rules[c.rule as usize];
         let user = view.user;
         let prefs = view
             .prefs
-            .get_or_insert_with(|| UserPrefs::load(&mut snaps.get().1, user))
+            .get_or_insert_with(|| UserPrefs::load(&mut readers.prefs, user))
             .as_of(t);
         // 1. muted
         if prefs.is_some_and(|p| p.muted_rules.iter().any(|m| *m == rule.name)) {
@@ -378,7 +376,7 @@ impl Engine {
         // 5. channel selection: consent as of t, channel caps.
         let consent = view
             .consent
-            .get_or_insert_with(|| UserConsent::load(&mut snaps.get().0, user));
+            .get_or_insert_with(|| UserConsent::load(&mut readers.consent, user));
         let preferred = prefs.and_then(|p| p.channels.as_ref());
         let mut order = rule
             .channels
@@ -478,13 +476,16 @@ pub fn decide<'s>(
     builder.build(move |mut capabilities| {
         let mut capability = capabilities.pop();
         let mut engine = Engine {
-            spec,
-            users: HashMap::default(),
-            timers: BTreeSet::new(),
+            users: HashTable::new(),
             stash: Vec::new(),
-            zones: HashMap::default(),
-            next_sweep: Time::MIN,
-            stats,
+            core: Core {
+                longest_window: spec.longest_window(),
+                spec,
+                timers: BTreeSet::new(),
+                zones: HashMap::default(),
+                next_sweep: Time::MIN,
+                stats,
+            },
         };
         let mut done_through = Time::MIN;
         let mut buffer = Vec::new();
@@ -534,7 +535,7 @@ pub fn decide<'s>(
                     output.activate().session(&*cap).give_container(&mut buffer);
                 }
                 if frontier == Time::MAX {
-                    engine.stats.borrow_mut().users_with_state = engine.users.len() as u64;
+                    engine.core.stats.borrow_mut().users_with_state = engine.users.len() as u64;
                     capability = None;
                 } else if frontier > *cap.time() {
                     cap.downgrade(&frontier);

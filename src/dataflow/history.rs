@@ -1,8 +1,10 @@
 //! Reading an upsert arrangement "as of" an exact time: the shared piece of
 //! `consent` and `preferences`.
 //!
-//! A [`TraceSnapshot`] is a cursor over every batch of a trace, taken once per
-//! activation of `decide`; [`History`] holds one key's values with their
+//! A [`TraceSnapshot`] holds the batches of a trace, taken once per
+//! activation of `decide`; its [`Reader`] walks them with one cursor that
+//! only moves forward (users are visited in key order). A [`History`] holds
+//! one key's values — borrowed from the batches, never copied — with their
 //! update times and diffs, so that the value in force at any `t` not before
 //! the trace's compaction frontier can be read off.
 
@@ -14,39 +16,47 @@ use timely::progress::frontier::AntichainRef;
 
 use crate::time::Time;
 
-/// The values of one key, each with its `(time, diff)` updates.
+/// One key's updates `(value, time, diff)`, grouped by value.
 #[derive(Clone, Debug)]
-pub struct History<V> {
-    values: Vec<(V, Vec<(Time, isize)>)>,
+pub struct History<'a, V> {
+    updates: Vec<(&'a V, Time, isize)>,
 }
 
-impl<V> Default for History<V> {
+impl<V> Default for History<'_, V> {
     fn default() -> Self {
-        History { values: Vec::new() }
+        History {
+            updates: Vec::new(),
+        }
     }
 }
 
-impl<V> History<V> {
+impl<'a, V> History<'a, V> {
     /// The value present at `t` (an upsert collection holds at most one).
-    pub fn as_of(&self, t: Time) -> Option<&V> {
-        self.values
-            .iter()
-            .find(|(_, updates)| {
-                updates
-                    .iter()
-                    .filter(|(u, _)| *u <= t)
-                    .map(|(_, d)| d)
-                    .sum::<isize>()
-                    > 0
-            })
-            .map(|(v, _)| v)
+    pub fn as_of(&self, t: Time) -> Option<&'a V> {
+        let mut rest = &self.updates[..];
+        while let Some(&(value, _, _)) = rest.first() {
+            let same = rest
+                .iter()
+                .take_while(|(v, _, _)| std::ptr::eq(*v, value))
+                .count();
+            let count: isize = rest[..same]
+                .iter()
+                .filter(|(_, u, _)| *u <= t)
+                .map(|(_, _, d)| d)
+                .sum();
+            if count > 0 {
+                return Some(value);
+            }
+            rest = &rest[same..];
+        }
+        None
     }
 }
 
 type Batch<K, V> = <ValSpine<K, V, Time, isize> as TraceReader>::Batch;
 type BatchCur<K, V> = <Batch<K, V> as Navigable>::Cursor;
 
-/// A cursor over all batches of an upsert trace.
+/// The batches of an upsert trace, and a cursor over them.
 pub struct TraceSnapshot<K: Ord + Clone + 'static, V: Ord + Clone + 'static> {
     cursor: CursorList<BatchCur<K, V>>,
     storage: Vec<Batch<K, V>>,
@@ -57,38 +67,47 @@ impl<K: Ord + Clone + 'static, V: Ord + Clone + 'static> TraceSnapshot<K, V> {
         let batches = trace
             .batches_through(AntichainRef::new(&[]))
             .expect("the whole trace is readable");
-        if std::env::var("NF_DEBUG").is_ok() {
-            eprintln!("snapshot batches {}", batches.len());
-        }
         let (cursor, storage) = cursor_list(batches);
         TraceSnapshot { cursor, storage }
     }
 
+    pub fn reader(&mut self) -> Reader<'_, K, V> {
+        Reader {
+            cursor: &mut self.cursor,
+            storage: &self.storage,
+        }
+    }
+}
+
+/// A forward-only reader over a [`TraceSnapshot`]; histories it returns
+/// borrow the snapshot's batches.
+pub struct Reader<'a, K: Ord + Clone + 'static, V: Ord + Clone + 'static> {
+    cursor: &'a mut CursorList<BatchCur<K, V>>,
+    storage: &'a Vec<Batch<K, V>>,
+}
+
+impl<'a, K: Ord + Clone + 'static, V: Ord + Clone + 'static> Reader<'a, K, V> {
     /// Calls `each` for every key from `start` on while `within` holds, with
-    /// the key's history.
+    /// the key's history. Successive calls must ask for non-decreasing keys.
     pub fn scan_from(
         &mut self,
         start: &K,
         within: impl Fn(&K) -> bool,
-        mut each: impl FnMut(&K, History<V>),
+        mut each: impl FnMut(&'a K, History<'a, V>),
     ) {
-        let (cursor, storage) = (&mut self.cursor, &self.storage);
-        cursor.rewind_keys(storage);
+        let storage: &'a Vec<Batch<K, V>> = self.storage;
+        let cursor = &mut *self.cursor;
         cursor.seek_key(storage, start);
         while let Some(key) = cursor.get_key(storage) {
             if !within(key) {
                 break;
             }
-            let key = key.clone();
-            let mut values = Vec::new();
+            let mut updates = Vec::new();
             while let Some(val) = cursor.get_val(storage) {
-                let val = val.clone();
-                let mut updates = Vec::new();
-                cursor.map_times(storage, |t, d| updates.push((*t, *d)));
-                values.push((val, updates));
+                cursor.map_times(storage, |t, d| updates.push((val, *t, *d)));
                 cursor.step_val(storage);
             }
-            each(&key, History { values });
+            each(key, History { updates });
             cursor.step_key(storage);
         }
     }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
 use super::UserKey;
-use super::history::{History, TraceSnapshot};
+use super::history::{History, Reader};
 use crate::record::Prefs;
 use crate::time::Time;
 
@@ -41,19 +41,19 @@ pub fn arrange_preferences<'s>(
 
 /// One user's preference history, loaded from the trace.
 #[derive(Default)]
-pub struct UserPrefs {
-    history: History<PrefsVal>,
+pub struct UserPrefs<'a> {
+    history: History<'a, PrefsVal>,
 }
 
-impl UserPrefs {
-    pub fn load(reader: &mut TraceSnapshot<UserKey, PrefsVal>, user: &UserKey) -> UserPrefs {
+impl<'a> UserPrefs<'a> {
+    pub fn load(reader: &mut Reader<'a, UserKey, PrefsVal>, user: &UserKey) -> UserPrefs<'a> {
         let mut history = History::default();
         reader.scan_from(user, |k| k == user, |_, h| history = h);
         UserPrefs { history }
     }
 
     /// The user's preferences in force at `t`, if any.
-    pub fn as_of(&self, t: Time) -> Option<&Prefs> {
+    pub fn as_of(&self, t: Time) -> Option<&'a Prefs> {
         self.history.as_of(t).and_then(|v| v.prefs.as_ref())
     }
 }
