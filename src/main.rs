@@ -62,8 +62,9 @@ enum Command {
     },
     /// Replay the bundled demo (the default command).
     Demo {
-        #[command(flatten)]
-        workers: WorkerArgs,
+        /// Worker threads.
+        #[arg(short = 'w', long = "workers", default_value_t = 1)]
+        workers: usize,
     },
 }
 
@@ -185,7 +186,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
 
 /// The bundled demo: the e-commerce spec over its scenario fixture, both
 /// compiled into the binary so that it runs from anywhere.
-fn demo(workers: &WorkerArgs) -> anyhow::Result<()> {
+fn demo(workers: usize) -> anyhow::Result<()> {
     const SPEC: &str = include_str!("../dataflows/ecommerce.toml");
     const FILES: [(&str, &str); 3] = [
         (
@@ -211,7 +212,7 @@ fn demo(workers: &WorkerArgs) -> anyhow::Result<()> {
     let opts = ReplayOptions {
         spec: spec.clone(),
         fixture,
-        cluster: workers.cluster(),
+        cluster: Cluster::single(workers),
         stripe_bytes: DEFAULT_STRIPE_BYTES,
         progress: false,
     };
@@ -228,12 +229,7 @@ fn demo(workers: &WorkerArgs) -> anyhow::Result<()> {
         "{}",
         std::fs::read_to_string(out_dir.join("suppressions.jsonl"))?
     );
-    print_summary(
-        &out.summary,
-        out.elapsed.as_secs_f64(),
-        workers.workers * workers.processes,
-        &out_dir,
-    );
+    print_summary(&out.summary, out.elapsed.as_secs_f64(), workers, &out_dir);
     Ok(())
 }
 
@@ -247,13 +243,8 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        None => demo(&WorkerArgs {
-            workers: 1,
-            processes: 1,
-            process: 0,
-            hostfile: None,
-        }),
-        Some(Command::Demo { workers }) => demo(&workers),
+        None => demo(1),
+        Some(Command::Demo { workers }) => demo(workers),
         Some(Command::Replay(args)) => replay(args),
         Some(Command::Check { specs }) => {
             let mut bad = 0;
@@ -321,4 +312,13 @@ fn gen_cmd(users: u64, events: u64, seed: u64, days: u32, out: PathBuf) -> anyho
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }
