@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::dataflow::{self, DecideStats};
-use crate::record::output::{DeadLetter, Decision};
-use crate::sink::files::{Summary, write_outputs};
+use crate::record::output::DeadLetter;
+use crate::sink::files::{Lines, Summary, render, write_outputs};
 use crate::source::Placement;
 use crate::source::fixture::{FixturePlan, SourceReport, fixture_source};
 use crate::spec::Spec;
@@ -76,7 +76,9 @@ pub struct ReplayOptions {
 
 /// What a replay decided (this process's share in a cluster).
 pub struct ReplayOutput {
-    pub decisions: Vec<Decision>,
+    /// Rendered dispatch and suppression lines, unsorted.
+    pub dispatches: Lines,
+    pub suppressions: Lines,
     pub dead_letters: Vec<DeadLetter>,
     pub summary: Summary,
     pub elapsed: Duration,
@@ -136,45 +138,55 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
+        // Each worker counts and renders its own decisions, in parallel.
         let decisions = decisions.take();
-        let report = report.take();
-        let stats = stats.take();
-        (decisions, report, stats)
+        let (report, stats) = (report.take(), stats.take());
+        let mut summary = Summary {
+            records: report.records,
+            late_events: report.late,
+            events: stats.events,
+            duplicates_dropped: stats.duplicates,
+            candidates: stats.candidates,
+            deferrals: stats.deferrals,
+            ..Summary::default()
+        };
+        summary.count_decisions(&spec, &decisions);
+        let (dispatches, suppressions) = render(&spec, &decisions);
+        (dispatches, suppressions, report.dead_letters, summary)
     })
     .map_err(|e| anyhow::anyhow!("cannot start timely workers: {e}"))?;
 
     let mut out = ReplayOutput {
-        decisions: Vec::new(),
+        dispatches: Vec::new(),
+        suppressions: Vec::new(),
         dead_letters: Vec::new(),
         summary: Summary::default(),
         elapsed: Duration::ZERO,
     };
     for result in guards.join() {
-        let (decisions, report, stats) =
+        let (dispatches, suppressions, dead_letters, summary) =
             result.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))?;
-        out.decisions.extend(decisions);
-        out.dead_letters.extend(report.dead_letters);
-        let s = &mut out.summary;
-        s.records += report.records;
-        s.late_events += report.late;
-        s.events += stats.events;
-        s.duplicates_dropped += stats.duplicates;
-        s.candidates += stats.candidates;
-        s.deferrals += stats.deferrals;
+        out.dispatches.extend(dispatches);
+        out.suppressions.extend(suppressions);
+        out.dead_letters.extend(dead_letters);
+        out.summary.absorb(summary);
     }
     out.summary.dead_letters = out.dead_letters.len() as u64;
-    out.summary.count_decisions(&opts.spec, &out.decisions);
     out.elapsed = started.elapsed();
     Ok(out)
 }
 
 /// Runs and writes `out_dir`.
 pub fn run_to_dir(opts: &ReplayOptions, out_dir: &std::path::Path) -> anyhow::Result<ReplayOutput> {
-    let out = run(opts)?;
+    let mut out = run(opts)?;
+    let (dispatches, suppressions) = (
+        std::mem::take(&mut out.dispatches),
+        std::mem::take(&mut out.suppressions),
+    );
     write_outputs(
         out_dir,
-        &opts.spec,
-        &out.decisions,
+        dispatches,
+        suppressions,
         &out.dead_letters,
         &out.summary,
     )

@@ -71,6 +71,8 @@ struct Candidate {
 
 #[derive(Default)]
 struct UserState {
+    /// Arrivals not yet applied (their time is not yet complete).
+    inbox: Vec<Arrival>,
     /// Event key → time it was last seen.
     last_seen: HashMap<String, Time>,
     pending: Vec<Candidate>,
@@ -83,7 +85,8 @@ struct UserState {
 
 impl UserState {
     fn is_empty(&self) -> bool {
-        self.last_seen.is_empty()
+        self.inbox.is_empty()
+            && self.last_seen.is_empty()
             && self.pending.is_empty()
             && self.dedup.is_empty()
             && self.caps.is_empty()
@@ -122,7 +125,8 @@ struct Readers<'a> {
 struct Engine {
     /// Per-user state, found by the user's routing hash.
     users: HashTable<(UserKey, UserState)>,
-    stash: Vec<Arrival>,
+    /// Hashes of users with arrivals since the last advance.
+    active: Vec<u64>,
     core: Core,
 }
 
@@ -131,15 +135,32 @@ struct Core {
     spec: Arc<Spec>,
     /// The longest cap or dedup window of the spec.
     longest_window: Time,
-    /// (decision time, user) of users with pending candidates; may hold
-    /// stale entries, which cost one empty visit.
-    timers: BTreeSet<(Time, UserKey)>,
+    /// (time, user hash) of users with pending candidates or arrivals
+    /// waiting for their time; may hold stale entries, which cost one empty
+    /// visit.
+    timers: BTreeSet<(Time, u64)>,
     zones: HashMap<String, jiff::tz::TimeZone>,
     next_sweep: Time,
     stats: Rc<RefCell<DecideStats>>,
 }
 
 impl Engine {
+    /// Files an arrival in its user's inbox.
+    fn receive(&mut self, arrival: Arrival) {
+        let user = arrival.user();
+        let hash = user.hash;
+        let entry = self.users.entry(hash, |(k, _)| k == user, |(k, _)| k.hash);
+        let (_, state) = match entry {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => v.insert((user.clone(), UserState::default())).into_mut(),
+        };
+        // Always noted, even with older arrivals waiting: this one may be
+        // due sooner, and every instant must be decided at the first
+        // frontier past it (the traces are compacted right after).
+        self.active.push(hash);
+        state.inbox.push(arrival);
+    }
+
     /// Decides everything strictly before `frontier`.
     fn advance(
         &mut self,
@@ -148,59 +169,51 @@ impl Engine {
         prefs: &mut PrefsTrace,
         out: &mut Vec<Decision>,
     ) {
-        let mut ready: Vec<Arrival> = self.stash.extract_if(.., |a| a.time() < frontier).collect();
-        let mut due: Vec<UserKey> = Vec::new();
+        let mut hashes = std::mem::take(&mut self.active);
         while self.core.timers.first().is_some_and(|(t, _)| *t < frontier) {
-            due.push(self.core.timers.pop_first().unwrap().1);
+            hashes.push(self.core.timers.pop_first().unwrap().1);
         }
-        if ready.is_empty() && due.is_empty() {
+        if hashes.is_empty() {
             return;
         }
-        // Users in key order, so that trace cursors only ever move forward.
-        ready.sort_unstable_by(|a, b| arrival_order(a).cmp(&arrival_order(b)));
-        due.sort_unstable();
-        due.dedup();
+        // Users in key order (hash first), so that trace cursors only ever
+        // move forward.
+        hashes.sort_unstable();
+        hashes.dedup();
         let (mut consent, mut prefs) = (TraceSnapshot::new(consent), TraceSnapshot::new(prefs));
         let mut readers = Readers {
             consent: consent.reader(),
             prefs: prefs.reader(),
         };
-        let mut ready = ready.into_iter().peekable();
-        let mut due = due.into_iter().peekable();
-        let mut mine = Vec::new();
-        loop {
-            let user = match (ready.peek(), due.peek()) {
-                (None, None) => break,
-                (Some(a), Some(d)) if d < a.user() => due.next().unwrap(),
-                (Some(a), _) => a.user().clone(),
-                (None, Some(_)) => due.next().unwrap(),
-            };
-            if due.peek().is_some_and(|d| *d == user) {
-                due.next();
-            }
-            mine.clear();
-            while ready.peek().is_some_and(|a| *a.user() == user) {
-                mine.push(ready.next().unwrap());
-            }
-            let hash = user.hash;
-            let entry = self.users.entry(hash, |(k, _)| *k == user, |(k, _)| k.hash);
-            let (key, state) = match entry {
-                Entry::Occupied(o) => o.into_mut(),
-                Entry::Vacant(v) => v.insert((user, UserState::default())).into_mut(),
-            };
-            self.core
-                .advance_user(key, state, &mut mine, frontier, &mut readers, out);
-            if state.is_empty() {
-                let key = key.clone();
-                if let Ok(o) = self.users.find_entry(hash, |(k, _)| *k == key) {
-                    o.remove();
+        let mut same_hash: Vec<UserKey> = Vec::new();
+        for hash in hashes {
+            same_hash.clear();
+            same_hash.extend(
+                self.users
+                    .iter_hash(hash)
+                    .filter(|(k, _)| k.hash == hash)
+                    .map(|(k, _)| k.clone()),
+            );
+            // Almost always one user; distinct users sharing a 64-bit hash go
+            // in key order too.
+            same_hash.sort_unstable();
+            for user in &same_hash {
+                let Some((key, state)) = self.users.find_mut(hash, |(k, _)| k == user) else {
+                    continue;
+                };
+                self.core
+                    .advance_user(key, state, frontier, &mut readers, out);
+                if state.is_empty() {
+                    if let Ok(o) = self.users.find_entry(hash, |(k, _)| k == user) {
+                        o.remove();
+                    }
                 }
             }
         }
         if frontier >= self.core.next_sweep && frontier != Time::MAX {
             let (spec, longest) = (&self.core.spec, self.core.longest_window);
             self.users.retain(|(_, s)| {
-                if s.pending.is_empty() {
+                if s.pending.is_empty() && s.inbox.is_empty() {
                     s.expire(spec, longest, frontier);
                 }
                 !s.is_empty()
@@ -216,7 +229,6 @@ impl Core {
         &mut self,
         user: &UserKey,
         state: &mut UserState,
-        arrivals: &mut Vec<Arrival>,
         frontier: Time,
         readers: &mut Readers<'a>,
         out: &mut Vec<Decision>,
@@ -227,7 +239,12 @@ impl Core {
             consent: None,
             prefs: None,
         };
-        let mut arrivals = arrivals.drain(..).peekable();
+        let mut arrivals: Vec<Arrival> = state
+            .inbox
+            .extract_if(.., |a| a.time() < frontier)
+            .collect();
+        arrivals.sort_unstable_by(|a, b| arrival_order(a).cmp(&arrival_order(b)));
+        let mut arrivals = arrivals.into_iter().peekable();
         loop {
             let next_arrival = arrivals.peek().map(Arrival::time);
             let next_due = state
@@ -248,7 +265,11 @@ impl Core {
                         for c in state.pending.drain(..) {
                             out.push(suppress(user, &c, time, Reason::Erased));
                         }
-                        *state = UserState::default();
+                        let inbox = std::mem::take(&mut state.inbox);
+                        *state = UserState {
+                            inbox,
+                            ..UserState::default()
+                        };
                     }
                     Arrival::Event(e) => self.apply_event(user, e, state, out),
                     Arrival::Late { .. } => unreachable!("late events are reported on arrival"),
@@ -263,7 +284,10 @@ impl Core {
             }
         }
         if let Some(next) = state.pending.iter().map(|c| c.decision).min() {
-            self.timers.insert((next, user.clone()));
+            self.timers.insert((next, user.hash));
+        }
+        if let Some(next) = state.inbox.iter().map(Arrival::time).min() {
+            self.timers.insert((next, user.hash));
         }
         if frontier != Time::MAX && frontier >= state.next_expiry {
             state.expire(&spec, self.longest_window, frontier);
@@ -436,13 +460,13 @@ impl Core {
     }
 }
 
-/// Order of arrivals within a user: time, stream rank (erasures before
+/// Order of one user's arrivals: time, stream rank (erasures before
 /// events), then event key and stream position.
-fn arrival_order(a: &Arrival) -> (&UserKey, Time, u8, &str, u64) {
+fn arrival_order(a: &Arrival) -> (Time, u8, &str, u64) {
     match a {
-        Arrival::Erasure { user, time } => (user, *time, 0, "", 0),
-        Arrival::Event(e) => (&e.user, e.time, 4, &e.key, e.seq),
-        Arrival::Late { user, time, .. } => (user, *time, 5, "", 0),
+        Arrival::Erasure { time, .. } => (*time, 0, "", 0),
+        Arrival::Event(e) => (e.time, 4, &e.key, e.seq),
+        Arrival::Late { time, .. } => (*time, 5, "", 0),
     }
 }
 
@@ -477,7 +501,7 @@ pub fn decide<'s>(
         let mut capability = capabilities.pop();
         let mut engine = Engine {
             users: HashTable::new(),
-            stash: Vec::new(),
+            active: Vec::new(),
             core: Core {
                 longest_window: spec.longest_window(),
                 spec,
@@ -504,7 +528,7 @@ pub fn decide<'s>(
                             time,
                             reason: Reason::Late,
                         })),
-                        other => engine.stash.push(other),
+                        other => engine.receive(other),
                     }
                 }
             });

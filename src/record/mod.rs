@@ -242,9 +242,31 @@ impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
     }
 }
 
+/// Whether `data` could hold what skipping over it does not check: a
+/// `\u` escape (maybe a lone surrogate), a number with an exponent (maybe
+/// beyond a double) or a run of more than 300 digits. Most data has none,
+/// and is spared the second parse.
+fn needs_full_check(data: &[u8]) -> bool {
+    let mut digits = 0;
+    for (i, &b) in data.iter().enumerate() {
+        match b {
+            b'0'..=b'9' => {
+                digits += 1;
+                if digits > 300 {
+                    return true;
+                }
+            }
+            b'e' | b'E' if digits > 0 => return true,
+            b'\\' if data.get(i + 1) == Some(&b'u') => return true,
+            _ => digits = 0,
+        }
+    }
+    false
+}
+
 pub fn parse_event(line: &str) -> Result<Event, String> {
     let raw: RawEvent = serde_json::from_str(line).map_err(json_err)?;
-    if let Some(data) = raw.data {
+    if let Some(data) = raw.data.filter(|d| needs_full_check(d.get().as_bytes())) {
         serde_json::from_str::<Checked>(data.get()).map_err(|e| format!("field `data`: {e}"))?;
     }
     let time = time_field("time", &raw.time)?;

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::record::StreamKind;
 use crate::spec::{Channel, Spec};
-use crate::time::{Time, write_rfc3339};
+use crate::time::{Time, rfc3339_bytes};
 
 /// Why a candidate ended without a dispatch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -91,27 +91,35 @@ pub fn dispatch_id(user: &str, event_key: &str, rule: &str, attempt: u32) -> Uui
     Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes())
 }
 
-/// Appends `s` as a JSON string literal.
-pub fn push_json_str(out: &mut String, s: &str) {
-    // serde_json's escaping, without an intermediate allocation.
-    let mut buf = std::mem::take(out).into_bytes();
-    serde_json::to_writer(&mut buf, s).expect("writing to a Vec cannot fail");
-    *out = String::from_utf8(buf).expect("serde_json writes UTF-8");
+/// Appends `s` as a JSON string literal (serde_json's escaping).
+pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(out, s).expect("writing to a Vec cannot fail");
 }
 
-fn push_key(out: &mut String, key: &str) {
-    if !out.ends_with('{') {
-        out.push(',');
+fn push_key(out: &mut Vec<u8>, key: &str) {
+    if out.last() != Some(&b'{') {
+        out.push(b',');
     }
-    out.push('"');
-    out.push_str(key);
-    out.push_str("\":");
+    out.push(b'"');
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
 }
 
-fn push_time(out: &mut String, t: Time) {
-    out.push('"');
-    write_rfc3339(t, out);
-    out.push('"');
+fn push_time(out: &mut Vec<u8>, t: Time) {
+    out.push(b'"');
+    out.extend_from_slice(&rfc3339_bytes(t));
+    out.push(b'"');
+}
+
+fn push_int(out: &mut Vec<u8>, v: u64) {
+    use std::io::Write;
+    let _ = write!(out, "{v}");
+}
+
+fn finish(out: Vec<u8>) -> String {
+    // Every piece written is UTF-8: literals, serde_json strings, raw JSON
+    // taken from a `&str`.
+    String::from_utf8(out).expect("JSON lines are UTF-8")
 }
 
 impl Decision {
@@ -134,16 +142,17 @@ impl Decision {
 impl Dispatch {
     pub fn to_json_line(&self, spec: &Spec) -> String {
         let rule = &spec.rules[self.rule as usize];
-        let mut out = String::with_capacity(320);
-        out.push('{');
+        let mut out = Vec::with_capacity(320);
+        out.push(b'{');
         push_key(&mut out, "dispatch_id");
-        out.push('"');
-        out.push_str(
-            dispatch_id(&self.user, &self.event_key, &rule.name, self.attempt)
-                .hyphenated()
-                .encode_lower(&mut Uuid::encode_buffer()),
+        out.push(b'"');
+        let id = dispatch_id(&self.user, &self.event_key, &rule.name, self.attempt);
+        out.extend_from_slice(
+            id.hyphenated()
+                .encode_lower(&mut Uuid::encode_buffer())
+                .as_bytes(),
         );
-        out.push('"');
+        out.push(b'"');
         push_key(&mut out, "user");
         push_json_str(&mut out, &self.user);
         push_key(&mut out, "rule");
@@ -157,7 +166,7 @@ impl Dispatch {
         push_key(&mut out, "priority");
         push_json_str(&mut out, rule.priority.as_str());
         push_key(&mut out, "attempt");
-        out.push_str(&self.attempt.to_string());
+        push_int(&mut out, self.attempt as u64);
         push_key(&mut out, "event_key");
         push_json_str(&mut out, &self.event_key);
         push_key(&mut out, "event_time");
@@ -167,25 +176,25 @@ impl Dispatch {
         push_key(&mut out, "locale");
         match &self.locale {
             Some(l) => push_json_str(&mut out, l),
-            None => out.push_str("null"),
+            None => out.extend_from_slice(b"null"),
         }
         push_key(&mut out, "vars");
-        out.push_str(self.vars.as_deref().unwrap_or("null"));
-        out.push('}');
-        out
+        out.extend_from_slice(self.vars.as_deref().unwrap_or("null").as_bytes());
+        out.push(b'}');
+        finish(out)
     }
 }
 
 impl Suppression {
     pub fn to_json_line(&self, spec: &Spec) -> String {
-        let mut out = String::with_capacity(160);
-        out.push('{');
+        let mut out = Vec::with_capacity(160);
+        out.push(b'{');
         push_key(&mut out, "user");
         push_json_str(&mut out, &self.user);
         push_key(&mut out, "rule");
         match self.rule {
             Some(r) => push_json_str(&mut out, &spec.rules[r as usize].name),
-            None => out.push_str("null"),
+            None => out.extend_from_slice(b"null"),
         }
         push_key(&mut out, "event_key");
         push_json_str(&mut out, &self.event_key);
@@ -193,27 +202,27 @@ impl Suppression {
         push_time(&mut out, self.time);
         push_key(&mut out, "reason");
         push_json_str(&mut out, self.reason.as_str());
-        out.push('}');
-        out
+        out.push(b'}');
+        finish(out)
     }
 }
 
 impl DeadLetter {
     pub fn to_json_line(&self) -> String {
-        let mut out = String::with_capacity(self.record.len() + 128);
-        out.push('{');
+        let mut out = Vec::with_capacity(self.record.len() + 128);
+        out.push(b'{');
         push_key(&mut out, "stream");
         push_json_str(&mut out, self.stream.name());
         push_key(&mut out, "file");
         push_json_str(&mut out, &self.file);
         push_key(&mut out, "line");
-        out.push_str(&self.line.to_string());
+        push_int(&mut out, self.line);
         push_key(&mut out, "reason");
         push_json_str(&mut out, &self.reason);
         push_key(&mut out, "record");
         push_json_str(&mut out, &self.record);
-        out.push('}');
-        out
+        out.push(b'}');
+        finish(out)
     }
 }
 

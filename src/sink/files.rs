@@ -40,6 +40,30 @@ pub struct RuleCounts {
 }
 
 impl Summary {
+    /// Adds another worker's counts.
+    pub fn absorb(&mut self, other: Summary) {
+        self.records += other.records;
+        self.events += other.events;
+        self.duplicates_dropped += other.duplicates_dropped;
+        self.late_events += other.late_events;
+        self.candidates += other.candidates;
+        self.deferrals += other.deferrals;
+        self.dispatches += other.dispatches;
+        self.suppressions += other.suppressions;
+        self.dead_letters += other.dead_letters;
+        for (k, v) in other.by_channel {
+            *self.by_channel.entry(k).or_default() += v;
+        }
+        for (k, v) in other.by_reason {
+            *self.by_reason.entry(k).or_default() += v;
+        }
+        for (k, v) in other.by_rule {
+            let e = self.by_rule.entry(k).or_default();
+            e.dispatched += v.dispatched;
+            e.suppressed += v.suppressed;
+        }
+    }
+
     pub fn count_decisions(&mut self, spec: &Spec, decisions: &[Decision]) {
         for d in decisions {
             match d {
@@ -69,7 +93,24 @@ impl Summary {
     }
 }
 
-fn write_lines(path: &Path, mut lines: Vec<(Time, String)>) -> anyhow::Result<()> {
+/// Output lines with the times they sort by.
+pub type Lines = Vec<(Time, String)>;
+
+/// Renders decisions as JSON lines: (dispatches, suppressions). Each worker
+/// renders its own, in parallel.
+pub fn render(spec: &Spec, decisions: &[Decision]) -> (Lines, Lines) {
+    let (mut dispatches, mut suppressions) = (Vec::new(), Vec::new());
+    for d in decisions {
+        let line = (d.time(), d.to_json_line(spec));
+        match d {
+            Decision::Dispatch(_) => dispatches.push(line),
+            Decision::Suppression(_) => suppressions.push(line),
+        }
+    }
+    (dispatches, suppressions)
+}
+
+fn write_lines(path: &Path, mut lines: Lines) -> anyhow::Result<()> {
     lines.sort_unstable();
     let file =
         std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
@@ -85,20 +126,12 @@ fn write_lines(path: &Path, mut lines: Vec<(Time, String)>) -> anyhow::Result<()
 /// Writes the output directory (created if missing).
 pub fn write_outputs(
     dir: &Path,
-    spec: &Spec,
-    decisions: &[Decision],
+    dispatches: Lines,
+    suppressions: Lines,
     dead_letters: &[DeadLetter],
     summary: &Summary,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let (mut dispatches, mut suppressions) = (Vec::new(), Vec::new());
-    for d in decisions {
-        let line = (d.time(), d.to_json_line(spec));
-        match d {
-            Decision::Dispatch(_) => dispatches.push(line),
-            Decision::Suppression(_) => suppressions.push(line),
-        }
-    }
     write_lines(&dir.join("dispatches.jsonl"), dispatches)?;
     write_lines(&dir.join("suppressions.jsonl"), suppressions)?;
     let mut letters: Vec<_> = dead_letters.iter().collect();
