@@ -314,39 +314,25 @@ pub fn fixture_source<'s>(
                 let mut rep = report.borrow_mut();
                 for (index, offset, range, result) in parsed.lines {
                     let line = base_line + index + 1;
-                    let raw = || String::from_utf8_lossy(&parsed.buf[range.clone()]).into_owned();
-                    match result {
-                        Err(reason) => {
-                            if reports_dead_letters {
-                                rep.dead_letters.push(DeadLetter {
-                                    stream: fplan.stream,
-                                    file: file_name.into(),
-                                    line,
-                                    reason,
-                                    record: raw(),
-                                });
-                            }
+                    let mut dead_letter = |reason: String| {
+                        if reports_dead_letters {
+                            let record = String::from_utf8_lossy(&parsed.buf[range.clone()]).into_owned();
+                            rep.dead_letters.push(DeadLetter { stream: fplan.stream, file: file_name.into(), line, reason, record });
                         }
+                    };
+                    match result {
+                        Err(reason) => dead_letter(reason),
                         Ok(record) => {
                             let t = record.time();
                             let watermark = seen.map(|m| m.saturating_sub(allowed_lateness));
                             seen = seen.max(Some(t));
                             let late = watermark.is_some_and(|w| t < w);
                             if late && !matches!(record, Record::Event(_)) {
-                                if reports_dead_letters {
-                                    let reason = format!(
-                                        "late: time {} is older than the watermark {} of {file_name}",
-                                        format_rfc3339(t),
-                                        format_rfc3339(watermark.unwrap())
-                                    );
-                                    rep.dead_letters.push(DeadLetter {
-                                        stream: fplan.stream,
-                                        file: file_name.into(),
-                                        line,
-                                        reason,
-                                        record: raw(),
-                                    });
-                                }
+                                dead_letter(format!(
+                                    "late: time {} is older than the watermark {} of {file_name}",
+                                    format_rfc3339(t),
+                                    format_rfc3339(watermark.unwrap())
+                                ));
                                 continue;
                             }
                             let keep = match record.user() {
