@@ -128,11 +128,11 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
         let mut last_tick = Instant::now();
         while !probe.done() {
             worker.step();
-            if let Some(bar) = &bar {
-                if last_tick.elapsed() > Duration::from_millis(100) {
-                    bar.set_position(worker_plan.bytes_done.load(Ordering::Relaxed));
-                    last_tick = Instant::now();
-                }
+            if let Some(bar) = &bar
+                && last_tick.elapsed() > Duration::from_millis(100)
+            {
+                bar.set_position(worker_plan.bytes_done.load(Ordering::Relaxed));
+                last_tick = Instant::now();
             }
         }
         if let Some(bar) = bar {

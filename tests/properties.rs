@@ -171,10 +171,11 @@ fn marketing_consent(recs: &[Rec], user: usize, channel: &str, t: i64) -> bool {
                 channel: c,
                 marketing: true,
                 granted,
-            } if *u == user && *minute * 60_000 <= t => {
-                if CHANNELS[*c] == channel || CHANNELS[*c] == "*" {
-                    best = best.max(Some((*minute, 1, consent_pos, *granted)));
-                }
+            } if *u == user
+                && *minute * 60_000 <= t
+                && (CHANNELS[*c] == channel || CHANNELS[*c] == "*") =>
+            {
+                best = best.max(Some((*minute, 1, consent_pos, *granted)));
             }
             Rec::Erasure { user: u, minute } if *u == user && *minute * 60_000 <= t => {
                 best = best.max(Some((*minute, 0, 0, false)));

@@ -63,10 +63,13 @@ pub fn arrange_consent<'s>(
     >(upserts, "Consent")
 }
 
+type KeyHistory<'a> = ((Option<Channel>, Purpose), History<'a, ConsentVal>);
+
 /// One user's consent history, loaded from the trace.
 #[derive(Default)]
 pub struct UserConsent<'a> {
-    keys: Vec<((Option<Channel>, Purpose), History<'a, ConsentVal>)>,
+    /// ((channel or `"*"`, purpose), history) of the user's keys.
+    keys: Vec<KeyHistory<'a>>,
 }
 
 impl<'a> UserConsent<'a> {

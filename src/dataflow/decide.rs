@@ -54,8 +54,6 @@ pub struct DecideStats {
     pub duplicates: u64,
     pub candidates: u64,
     pub deferrals: u64,
-    /// Users with state at the end of the run.
-    pub users_with_state: u64,
 }
 
 /// A rule match waiting for its decision time.
@@ -203,10 +201,10 @@ impl Engine {
                 };
                 self.core
                     .advance_user(key, state, frontier, &mut readers, out);
-                if state.is_empty() {
-                    if let Ok(o) = self.users.find_entry(hash, |(k, _)| k == user) {
-                        o.remove();
-                    }
+                if state.is_empty()
+                    && let Ok(o) = self.users.find_entry(hash, |(k, _)| k == user)
+                {
+                    o.remove();
                 }
             }
         }
@@ -365,7 +363,7 @@ impl Core {
             .get_or_insert_with(|| UserPrefs::load(&mut readers.prefs, user))
             .as_of(t);
         // 1. muted
-        if prefs.is_some_and(|p| p.muted_rules.iter().any(|m| *m == rule.name)) {
+        if prefs.is_some_and(|p| p.muted_rules.contains(&rule.name)) {
             return out.push(suppress(user, &c, t, Reason::Muted));
         }
         // 2. holdout
@@ -373,28 +371,28 @@ impl Core {
             return out.push(suppress(user, &c, t, Reason::Holdout));
         }
         // 3. per-rule dedup
-        if let (Some(dedup), Some(key)) = (&rule.dedup, &c.dedup_key) {
-            if state
+        if let (Some(dedup), Some(key)) = (&rule.dedup, &c.dedup_key)
+            && state
                 .dedup
                 .iter()
                 .any(|(r, k, last)| *r == c.rule && k == key && *last > t - dedup.window)
-            {
-                return out.push(suppress(user, &c, t, Reason::Duplicate));
-            }
+        {
+            return out.push(suppress(user, &c, t, Reason::Duplicate));
         }
         let critical = rule.priority == Priority::Critical;
         // 4. quiet hours: defer to their end, decide again from step 1.
-        if rule.purpose == Purpose::Marketing && !critical {
-            if let Some(q) = prefs.and_then(|p| p.quiet_hours.as_ref()) {
-                let tz = self.zones.entry(q.tz.clone()).or_insert_with(|| {
-                    jiff::tz::TimeZone::get(&q.tz).expect("zones are validated when parsed")
-                });
-                if in_quiet_hours(q, tz, t) {
-                    c.decision = quiet_hours_end(q, tz, t);
-                    self.stats.borrow_mut().deferrals += 1;
-                    state.pending.push(c);
-                    return;
-                }
+        if rule.purpose == Purpose::Marketing
+            && !critical
+            && let Some(q) = prefs.and_then(|p| p.quiet_hours.as_ref())
+        {
+            let tz = self.zones.entry(q.tz.clone()).or_insert_with(|| {
+                jiff::tz::TimeZone::get(&q.tz).expect("zones are validated when parsed")
+            });
+            if in_quiet_hours(q, tz, t) {
+                c.decision = quiet_hours_end(q, tz, t);
+                self.stats.borrow_mut().deferrals += 1;
+                state.pending.push(c);
+                return;
             }
         }
         // 5. channel selection: consent as of t, channel caps.
@@ -559,7 +557,6 @@ pub fn decide<'s>(
                     output.activate().session(&*cap).give_container(&mut buffer);
                 }
                 if frontier == Time::MAX {
-                    engine.core.stats.borrow_mut().users_with_state = engine.users.len() as u64;
                     capability = None;
                 } else if frontier > *cap.time() {
                     cap.downgrade(&frontier);

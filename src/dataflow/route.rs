@@ -117,15 +117,15 @@ pub fn evaluate(spec: &Spec, kind: &str, time: Time, data: Option<&str>) -> (Vec
     (fires, cancels)
 }
 
-/// Builds the route stage.
-pub fn route<'s>(
-    records: Stream<'s, Time, Vec<Sourced>>,
-    spec: Arc<Spec>,
-) -> (
+/// The three outputs of `route`: arrivals, consent upserts, preference upserts.
+pub type Routed<'s> = (
     Stream<'s, Time, Vec<Arrival>>,
     Stream<'s, Time, Vec<ConsentUpsert>>,
     Stream<'s, Time, Vec<PrefsUpsert>>,
-) {
+);
+
+/// Builds the route stage.
+pub fn route<'s>(records: Stream<'s, Time, Vec<Sourced>>, spec: Arc<Spec>) -> Routed<'s> {
     let mut builder = OperatorBuilder::new("Route".to_owned(), records.scope());
     let mut input = builder.new_input(records, Pipeline);
     let (arrivals_out, arrivals) = builder.new_output::<Vec<Arrival>>();

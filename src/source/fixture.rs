@@ -143,8 +143,19 @@ struct Parsed {
     stripe: usize,
     buf: Vec<u8>,
     /// (line index within stripe, byte offset in file, line range in `buf`, parse result)
-    lines: Vec<(u64, u64, std::ops::Range<usize>, Result<Record, String>)>,
+    lines: Vec<ParsedLine>,
     summary: StripeSummary,
+}
+
+/// One non-blank line of a stripe.
+struct ParsedLine {
+    /// Line index within the stripe.
+    index: u64,
+    /// Byte offset of the line in its file: the record's stream position.
+    offset: u64,
+    /// Where the line is in the stripe's buffer.
+    range: std::ops::Range<usize>,
+    result: Result<Record, String>,
 }
 
 /// One worker's progress through one file.
@@ -227,7 +238,12 @@ fn parse_stripe(
             if let Ok(r) = &parsed {
                 max_time = max_time.max(Some(r.time()));
             }
-            lines.push((index, from + pos as u64, pos..line_end, parsed));
+            lines.push(ParsedLine {
+                index,
+                offset: from + pos as u64,
+                range: pos..line_end,
+                result: parsed,
+            });
         }
         index += 1;
         pos = stop + 1;
@@ -298,9 +314,7 @@ pub fn fixture_source<'s>(
                 c.pending = Some(parsed);
                 progressed = true;
             }
-            for i in 0..cursors.len() {
-                let fplan = &plan.files[i];
-                let c = &mut cursors[i];
+            for (c, fplan) in cursors.iter_mut().zip(&plan.files) {
                 let Some(parsed) = c.pending.as_ref() else {
                     continue;
                 };
@@ -312,12 +326,25 @@ pub fn fixture_source<'s>(
                 let mut seen = prefix_max;
                 let mut session = output.session(&*cap);
                 let mut rep = report.borrow_mut();
-                for (index, offset, range, result) in parsed.lines {
+                for ParsedLine {
+                    index,
+                    offset,
+                    range,
+                    result,
+                } in parsed.lines
+                {
                     let line = base_line + index + 1;
                     let mut dead_letter = |reason: String| {
                         if reports_dead_letters {
-                            let record = String::from_utf8_lossy(&parsed.buf[range.clone()]).into_owned();
-                            rep.dead_letters.push(DeadLetter { stream: fplan.stream, file: file_name.into(), line, reason, record });
+                            let record =
+                                String::from_utf8_lossy(&parsed.buf[range.clone()]).into_owned();
+                            rep.dead_letters.push(DeadLetter {
+                                stream: fplan.stream,
+                                file: file_name.into(),
+                                line,
+                                reason,
+                                record,
+                            });
                         }
                     };
                     match result {
