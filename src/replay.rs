@@ -88,6 +88,15 @@ pub struct ReplayOutput {
 pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
     let started = Instant::now();
     let plan = Arc::new(FixturePlan::open(&opts.fixture, opts.stripe_bytes)?);
+    tracing::info!(
+        fixture = %opts.fixture.display(),
+        files = plan.files.len(),
+        bytes = plan.total_bytes,
+        workers = opts.cluster.workers,
+        processes = opts.cluster.processes,
+        process = opts.cluster.process,
+        "replay starting"
+    );
     let config = opts.cluster.timely_config()?;
     let spec = opts.spec.clone();
     let cluster = opts.cluster.clone();
@@ -151,6 +160,12 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
             ..Summary::default()
         };
         summary.count_decisions(&spec, &decisions);
+        tracing::info!(
+            worker = worker.index(),
+            records = summary.records,
+            decisions = decisions.len(),
+            "worker done"
+        );
         let (dispatches, suppressions) = render(&spec, &decisions);
         (dispatches, suppressions, report.dead_letters, summary)
     })
@@ -173,6 +188,11 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
     }
     out.summary.dead_letters = out.dead_letters.len() as u64;
     out.elapsed = started.elapsed();
+    tracing::info!(
+        records = out.summary.records,
+        seconds = out.elapsed.as_secs_f64(),
+        "replay done"
+    );
     Ok(out)
 }
 
