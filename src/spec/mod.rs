@@ -656,6 +656,20 @@ mod tests {
     }
 
     #[test]
+    fn readme_example_and_shipped_specs_are_valid() {
+        let readme = include_str!("../../README.md");
+        let at = readme.find("A complete example").expect("the README has its spec example");
+        let start = readme[at..].find("```toml\n").unwrap() + at + 8;
+        let end = readme[start..].find("```").unwrap() + start;
+        let spec = parse(&readme[start..end]).unwrap();
+        assert_eq!(spec.rules.len(), 3);
+        for name in ["core", "ecommerce", "fintech", "healthcare", "saas"] {
+            let path = format!("{}/dataflows/{name}.toml", env!("CARGO_MANIFEST_DIR"));
+            Spec::load(Path::new(&path)).unwrap();
+        }
+    }
+
+    #[test]
     fn errors_name_file_line_field_and_fix() {
         let e = parse(
             "[[rule]]\nname = \"a\"\non = \"x\"\npurpose = \"marketting\"\nchannels = [\"push\"]\n",
