@@ -658,7 +658,9 @@ mod tests {
     #[test]
     fn readme_example_and_shipped_specs_are_valid() {
         let readme = include_str!("../../README.md");
-        let at = readme.find("A complete example").expect("the README has its spec example");
+        let at = readme
+            .find("A complete example")
+            .expect("the README has its spec example");
         let start = readme[at..].find("```toml\n").unwrap() + at + 8;
         let end = readme[start..].find("```").unwrap() + start;
         let spec = parse(&readme[start..end]).unwrap();
