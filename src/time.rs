@@ -140,16 +140,9 @@ pub fn rfc3339_bytes(t: Time) -> [u8; 24] {
     b
 }
 
-/// Appends `t` as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-pub fn write_rfc3339(t: Time, out: &mut String) {
-    out.push_str(std::str::from_utf8(&rfc3339_bytes(t)).expect("ASCII"));
-}
-
 /// `t` as an RFC 3339 UTC string with milliseconds.
 pub fn format_rfc3339(t: Time) -> String {
-    let mut s = String::with_capacity(24);
-    write_rfc3339(t, &mut s);
-    s
+    String::from_utf8(rfc3339_bytes(t).to_vec()).expect("ASCII")
 }
 
 /// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01

@@ -162,10 +162,6 @@ impl Spec {
         Compiler { file, text }.compile()
     }
 
-    pub fn rule_index(&self, name: &str) -> Option<usize> {
-        self.rules.iter().position(|r| r.name == name)
-    }
-
     /// The longest window any cap or dedup looks back over.
     pub fn longest_window(&self) -> i64 {
         let caps = self
