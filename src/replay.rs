@@ -117,7 +117,7 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
             let records = fixture_source(
                 scope,
                 worker_plan.clone(),
-                spec.allowed_lateness,
+                spec.clone(),
                 placement,
                 report.clone(),
             );

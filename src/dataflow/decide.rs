@@ -19,6 +19,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 
+use compact_str::CompactString;
 use hashbrown::hash_table::{Entry, HashTable};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -69,10 +70,8 @@ struct Candidate {
 
 #[derive(Default)]
 struct UserState {
-    /// Arrivals not yet applied (their time is not yet complete).
-    inbox: Vec<Arrival>,
     /// Event key → time it was last seen.
-    last_seen: HashMap<String, Time>,
+    last_seen: HashMap<CompactString, Time>,
     pending: Vec<Candidate>,
     /// (rule, dedup key) → decision time of the last first-attempt dispatch.
     dedup: Vec<(u16, String, Time)>,
@@ -83,8 +82,7 @@ struct UserState {
 
 impl UserState {
     fn is_empty(&self) -> bool {
-        self.inbox.is_empty()
-            && self.last_seen.is_empty()
+        self.last_seen.is_empty()
             && self.pending.is_empty()
             && self.dedup.is_empty()
             && self.caps.is_empty()
@@ -123,8 +121,11 @@ struct Readers<'a> {
 struct Engine {
     /// Per-user state, found by the user's routing hash.
     users: HashTable<(UserKey, UserState)>,
-    /// Hashes of users with arrivals since the last advance.
-    active: Vec<u64>,
+    /// Arrivals whose time is not yet complete (at or after the frontier).
+    waiting: Vec<Arrival>,
+    /// Scratch: arrivals being applied, and the users to visit.
+    ready: Vec<Arrival>,
+    visits: Vec<UserKey>,
     core: Core,
 }
 
@@ -133,9 +134,8 @@ struct Core {
     spec: Arc<Spec>,
     /// The longest cap or dedup window of the spec.
     longest_window: Time,
-    /// (time, user hash) of users with pending candidates or arrivals
-    /// waiting for their time; may hold stale entries, which cost one empty
-    /// visit.
+    /// (time, user hash) of users with pending candidates; may hold stale
+    /// entries, which cost one empty visit.
     timers: BTreeSet<(Time, u64)>,
     zones: HashMap<String, jiff::tz::TimeZone>,
     next_sweep: Time,
@@ -143,23 +143,9 @@ struct Core {
 }
 
 impl Engine {
-    /// Files an arrival in its user's inbox.
-    fn receive(&mut self, arrival: Arrival) {
-        let user = arrival.user();
-        let hash = user.hash;
-        let entry = self.users.entry(hash, |(k, _)| k == user, |(k, _)| k.hash);
-        let (_, state) = match entry {
-            Entry::Occupied(o) => o.into_mut(),
-            Entry::Vacant(v) => v.insert((user.clone(), UserState::default())).into_mut(),
-        };
-        // Always noted, even with older arrivals waiting: this one may be
-        // due sooner, and every instant must be decided at the first
-        // frontier past it (the traces are compacted right after).
-        self.active.push(hash);
-        state.inbox.push(arrival);
-    }
-
-    /// Decides everything strictly before `frontier`.
+    /// Decides everything strictly before `frontier`: applies the arrivals
+    /// before it and decides the candidates due before it, user by user in
+    /// key order (hash first), so that trace cursors only ever move forward.
     fn advance(
         &mut self,
         frontier: Time,
@@ -167,51 +153,66 @@ impl Engine {
         prefs: &mut PrefsTrace,
         out: &mut Vec<Decision>,
     ) {
-        let mut hashes = std::mem::take(&mut self.active);
+        let mut ready = std::mem::take(&mut self.ready);
+        ready.extend(self.waiting.extract_if(.., |a| a.time() < frontier));
+        let visits = &mut self.visits;
+        visits.clear();
         while self.core.timers.first().is_some_and(|(t, _)| *t < frontier) {
-            hashes.push(self.core.timers.pop_first().unwrap().1);
+            let (_, hash) = self.core.timers.pop_first().unwrap();
+            // Almost always one user; distinct users may share a hash.
+            visits.extend(
+                self.users
+                    .iter_hash(hash)
+                    .filter(|(k, s)| k.hash == hash && !s.pending.is_empty())
+                    .map(|(k, _)| k.clone()),
+            );
         }
-        if hashes.is_empty() {
+        if ready.is_empty() && visits.is_empty() {
+            self.ready = ready;
             return;
         }
-        // Users in key order (hash first), so that trace cursors only ever
-        // move forward.
-        hashes.sort_unstable();
-        hashes.dedup();
+        ready.sort_unstable_by(|a, b| {
+            a.user()
+                .cmp(b.user())
+                .then_with(|| arrival_order(a).cmp(&arrival_order(b)))
+        });
+        // Users with arrivals, merged with users with due candidates.
+        let mut last: Option<&UserKey> = None;
+        for a in &ready {
+            if last != Some(a.user()) {
+                visits.push(a.user().clone());
+                last = Some(a.user());
+            }
+        }
+        visits.sort_unstable();
+        visits.dedup();
         let (mut consent, mut prefs) = (TraceSnapshot::new(consent), TraceSnapshot::new(prefs));
         let mut readers = Readers {
             consent: consent.reader(),
             prefs: prefs.reader(),
         };
-        let mut same_hash: Vec<UserKey> = Vec::new();
-        for hash in hashes {
-            same_hash.clear();
-            same_hash.extend(
-                self.users
-                    .iter_hash(hash)
-                    .filter(|(k, _)| k.hash == hash)
-                    .map(|(k, _)| k.clone()),
-            );
-            // Almost always one user; distinct users sharing a 64-bit hash go
-            // in key order too.
-            same_hash.sort_unstable();
-            for user in &same_hash {
-                let Some((key, state)) = self.users.find_mut(hash, |(k, _)| k == user) else {
-                    continue;
-                };
-                self.core
-                    .advance_user(key, state, frontier, &mut readers, out);
-                if state.is_empty()
-                    && let Ok(o) = self.users.find_entry(hash, |(k, _)| k == user)
-                {
-                    o.remove();
-                }
+        let mut arrivals = ready.drain(..).peekable();
+        for user in visits.iter() {
+            let hash = user.hash;
+            let (key, state) = match self.users.entry(hash, |(k, _)| k == user, |(k, _)| k.hash) {
+                Entry::Occupied(o) => o.into_mut(),
+                Entry::Vacant(v) => v.insert((user.clone(), UserState::default())).into_mut(),
+            };
+            let mut mine = std::iter::from_fn(|| arrivals.next_if(|a| a.user() == user));
+            self.core
+                .advance_user(key, state, &mut mine, frontier, &mut readers, out);
+            if state.is_empty()
+                && let Ok(o) = self.users.find_entry(hash, |(k, _)| k == user)
+            {
+                o.remove();
             }
         }
+        drop(arrivals);
+        self.ready = ready;
         if frontier >= self.core.next_sweep && frontier != Time::MAX {
             let (spec, longest) = (&self.core.spec, self.core.longest_window);
             self.users.retain(|(_, s)| {
-                if s.pending.is_empty() && s.inbox.is_empty() {
+                if s.pending.is_empty() {
                     s.expire(spec, longest, frontier);
                 }
                 !s.is_empty()
@@ -223,10 +224,14 @@ impl Engine {
 }
 
 impl Core {
+    /// Applies one user's `arrivals` (all before `frontier`, in arrival
+    /// order) and decides its candidates due before `frontier`, instant by
+    /// instant.
     fn advance_user<'a>(
         &mut self,
         user: &UserKey,
         state: &mut UserState,
+        arrivals: &mut impl Iterator<Item = Arrival>,
         frontier: Time,
         readers: &mut Readers<'a>,
         out: &mut Vec<Decision>,
@@ -237,12 +242,7 @@ impl Core {
             consent: None,
             prefs: None,
         };
-        let mut arrivals: Vec<Arrival> = state
-            .inbox
-            .extract_if(.., |a| a.time() < frontier)
-            .collect();
-        arrivals.sort_unstable_by(|a, b| arrival_order(a).cmp(&arrival_order(b)));
-        let mut arrivals = arrivals.into_iter().peekable();
+        let mut arrivals = arrivals.peekable();
         loop {
             let next_arrival = arrivals.peek().map(Arrival::time);
             let next_due = state
@@ -257,17 +257,13 @@ impl Core {
                 (None, Some(d)) => d,
                 (Some(a), Some(d)) => a.min(d),
             };
-            while arrivals.peek().is_some_and(|a| a.time() == t) {
-                match arrivals.next().unwrap() {
+            while let Some(arrival) = arrivals.next_if(|a| a.time() == t) {
+                match arrival {
                     Arrival::Erasure { time, .. } => {
                         for c in state.pending.drain(..) {
                             out.push(suppress(user, &c, time, Reason::Erased));
                         }
-                        let inbox = std::mem::take(&mut state.inbox);
-                        *state = UserState {
-                            inbox,
-                            ..UserState::default()
-                        };
+                        *state = UserState::default();
                     }
                     Arrival::Event(e) => self.apply_event(user, e, state, out),
                     Arrival::Late { .. } => unreachable!("late events are reported on arrival"),
@@ -282,9 +278,6 @@ impl Core {
             }
         }
         if let Some(next) = state.pending.iter().map(|c| c.decision).min() {
-            self.timers.insert((next, user.hash));
-        }
-        if let Some(next) = state.inbox.iter().map(Arrival::time).min() {
             self.timers.insert((next, user.hash));
         }
         if frontier != Time::MAX && frontier >= state.next_expiry {
@@ -445,7 +438,7 @@ impl Core {
             }
         }
         out.push(Decision::Dispatch(Dispatch {
-            user: user.user.clone(),
+            user: user.user.to_string(),
             rule: c.rule,
             channel,
             attempt: 1,
@@ -470,7 +463,7 @@ fn arrival_order(a: &Arrival) -> (Time, u8, &str, u64) {
 
 fn suppress(user: &UserKey, c: &Candidate, t: Time, reason: Reason) -> Decision {
     Decision::Suppression(Suppression {
-        user: user.user.clone(),
+        user: user.user.to_string(),
         rule: Some(c.rule),
         event_key: c.event_key.to_string(),
         time: t,
@@ -499,7 +492,9 @@ pub fn decide<'s>(
         let mut capability = capabilities.pop();
         let mut engine = Engine {
             users: HashTable::new(),
-            active: Vec::new(),
+            waiting: Vec::new(),
+            ready: Vec::new(),
+            visits: Vec::new(),
             core: Core {
                 longest_window: spec.longest_window(),
                 spec,
@@ -520,13 +515,13 @@ pub fn decide<'s>(
                             event_key,
                             time,
                         } => buffer.push(Decision::Suppression(Suppression {
-                            user: user.user,
+                            user: user.user.into(),
                             rule: None,
-                            event_key,
+                            event_key: event_key.into(),
                             time,
                             reason: Reason::Late,
                         })),
-                        other => engine.receive(other),
+                        other => engine.waiting.push(other),
                     }
                 }
             });

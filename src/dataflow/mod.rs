@@ -1,9 +1,9 @@
 //! The notification decision dataflow (DESIGN.md §1, "decide").
 //!
 //! ```text
-//!  Sourced records ──> route ─┬─ arrivals ─────────────(exchange by user)──┐
-//!                             ├─ consent upserts ──> consent arrangement ──┼─> decide ──> decisions
-//!                             └─ preference upserts ─> prefs arrangement ──┘
+//!  source (parse + route) ─┬─ arrivals ─────────────(exchange by user)──┐
+//!                          ├─ consent upserts ──> consent arrangement ──┼─> decide ──> decisions
+//!                          └─ preference upserts ─> prefs arrangement ──┘
 //! ```
 //!
 //! Every stage is keyed by user (`record::user_hash`), so all decisions for
@@ -25,12 +25,12 @@ use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use timely::dataflow::Stream;
 
 use crate::record::output::Decision;
-use crate::source::Sourced;
 use crate::spec::Spec;
 use crate::time::Time;
 
@@ -43,31 +43,32 @@ pub use decide::DecideStats;
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct UserKey {
     pub hash: u64,
-    pub user: String,
+    /// Inline up to 24 bytes: copying a key (trace merges, exchange) does
+    /// not allocate for typical user ids.
+    pub user: CompactString,
 }
 
 impl UserKey {
-    pub fn new(user: String) -> UserKey {
+    pub fn new(user: &str) -> UserKey {
         UserKey {
-            hash: crate::record::user_hash(&user),
-            user,
+            hash: crate::record::user_hash(user),
+            user: CompactString::from(user),
         }
     }
 }
 
 impl Hash for UserKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.user.hash(state);
+        self.user.as_str().hash(state);
     }
 }
 
-/// Assembles the decision graph over a stream of sourced records.
+/// Assembles the decision graph over a source's routed streams.
 pub fn build<'s>(
-    records: Stream<'s, Time, Vec<Sourced>>,
+    (arrivals, consent, prefs): route::Streams<'s>,
     spec: Arc<Spec>,
     stats: Rc<RefCell<DecideStats>>,
 ) -> Stream<'s, Time, Vec<Decision>> {
-    let (arrivals, consent, prefs) = route::route(records, spec.clone());
     let consent = consent::arrange_consent(consent);
     let prefs = preferences::arrange_preferences(prefs);
     decide::decide(arrivals, consent, prefs, spec, stats)

@@ -1,12 +1,14 @@
-//! Route: the first stage after a source. Splits parsed records into the
-//! three inputs of the decision dataflow and evaluates rule matching where
-//! the data is, before any exchange.
+//! Route: turns parsed input records into the three inputs of the decision
+//! dataflow, evaluating rule matching where the data is, before any
+//! exchange. Sources call it on every record they emit (it is a function,
+//! not an operator, so that a record is parsed and routed in one pass).
 //!
-//! - input: `Sourced` records (any order within the source's capability).
-//! - output 0, arrivals: events (with the rules they trigger and cancel),
-//!   erasures and late events, for `decide`, keyed by user.
-//! - output 1, consent upserts `(ConsentKey, Option<ConsentVal>, t)`.
-//! - output 2, preference upserts `(user, Option<PrefsVal>, t)`.
+//! - input: one parsed record with its partition position (`seq`) and its
+//!   lateness verdict.
+//! - output [`Routed`]: arrivals (events with the rules they trigger and
+//!   cancel, erasures, late events) for `decide`, consent upserts
+//!   `(ConsentKey, Option<ConsentVal>, t)` and preference upserts
+//!   `(user, Option<PrefsVal>, t)`.
 //!
 //! An erasure at t also upserts "absent" for every consent key and the
 //! preferences of its user: the upsert arrangement prefers a present value
@@ -15,20 +17,15 @@
 //!
 //! Times are unchanged: every record keeps its exact millisecond time.
 
-use std::sync::Arc;
-
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use timely::dataflow::Stream;
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::OutputBuilder;
-use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
 use super::UserKey;
 use super::consent::{ConsentKey, ConsentUpsert, ConsentVal};
 use super::preferences::{PrefsUpsert, PrefsVal};
-use crate::record::Record;
-use crate::source::Sourced;
+use crate::record::{EventRef, Record};
 use crate::spec::{Channel, Purpose, Spec};
 use crate::time::Time;
 
@@ -44,7 +41,8 @@ pub struct Fire {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventArrival {
     pub user: UserKey,
-    pub key: String,
+    /// `source + "/" + id`.
+    pub key: CompactString,
     pub time: Time,
     pub seq: u64,
     pub fires: Vec<Fire>,
@@ -65,7 +63,7 @@ pub enum Arrival {
     /// An event older than its partition's watermark: reported, no effect.
     Late {
         user: UserKey,
-        event_key: String,
+        event_key: CompactString,
         time: Time,
     },
 }
@@ -117,118 +115,109 @@ pub fn evaluate(spec: &Spec, kind: &str, time: Time, data: Option<&str>) -> (Vec
     (fires, cancels)
 }
 
-/// The three outputs of `route`: arrivals, consent upserts, preference upserts.
-pub type Routed<'s> = (
+/// Routes one parsed event: the arrival `decide` needs, holding only what it
+/// needs (`data` only when a rule fired).
+pub fn route_event(spec: &Spec, e: &EventRef<'_>, seq: u64) -> EventArrival {
+    let data = e.data.map(|d| d.get()).filter(|d| *d != "null");
+    let (fires, cancels) = evaluate(spec, &e.kind, e.time, data);
+    let mut key = CompactString::with_capacity(e.source.len() + 1 + e.id.len());
+    key.push_str(&e.source);
+    key.push('/');
+    key.push_str(&e.id);
+    EventArrival {
+        user: UserKey::new(&e.subject),
+        key,
+        time: e.time,
+        seq,
+        data: data.filter(|_| !fires.is_empty()).map(Box::from),
+        fires,
+        cancels,
+    }
+}
+
+/// The three routed streams a source produces.
+pub type Streams<'s> = (
     Stream<'s, Time, Vec<Arrival>>,
     Stream<'s, Time, Vec<ConsentUpsert>>,
     Stream<'s, Time, Vec<PrefsUpsert>>,
 );
 
-/// Builds the route stage.
-pub fn route<'s>(records: Stream<'s, Time, Vec<Sourced>>, spec: Arc<Spec>) -> Routed<'s> {
-    let mut builder = OperatorBuilder::new("Route".to_owned(), records.scope());
-    let mut input = builder.new_input(records, Pipeline);
-    let (arrivals_out, arrivals) = builder.new_output::<Vec<Arrival>>();
-    let (consent_out, consent) = builder.new_output::<Vec<ConsentUpsert>>();
-    let (prefs_out, prefs) = builder.new_output::<Vec<PrefsUpsert>>();
-    let mut arrivals_out = OutputBuilder::from(arrivals_out);
-    let mut consent_out = OutputBuilder::from(consent_out);
-    let mut prefs_out = OutputBuilder::from(prefs_out);
+/// The outputs of routing, buffered until a source sends them.
+#[derive(Default)]
+pub struct Routed {
+    pub arrivals: Vec<Arrival>,
+    pub consent: Vec<ConsentUpsert>,
+    pub prefs: Vec<PrefsUpsert>,
+}
 
-    builder.build(move |_capabilities| {
-        let mut arrival_buf = Vec::new();
-        let mut consent_buf = Vec::new();
-        let mut prefs_buf = Vec::new();
-        move |_frontiers| {
-            let mut arrivals_out = arrivals_out.activate();
-            let mut consent_out = consent_out.activate();
-            let mut prefs_out = prefs_out.activate();
-            input.for_each(|cap, data| {
-                for Sourced { record, seq, late } in data.drain(..) {
-                    match record {
-                        Record::Event(e) if late => {
-                            arrival_buf.push(Arrival::Late {
-                                user: UserKey::new(e.user),
-                                event_key: e.key,
-                                time: e.time,
-                            });
-                        }
-                        Record::Event(e) => {
-                            let (fires, cancels) =
-                                evaluate(&spec, &e.kind, e.time, e.data.as_deref());
-                            let data = if fires.is_empty() { None } else { e.data };
-                            arrival_buf.push(Arrival::Event(EventArrival {
-                                user: UserKey::new(e.user),
-                                key: e.key,
-                                time: e.time,
-                                seq,
-                                fires,
-                                cancels,
-                                data,
-                            }));
-                        }
-                        Record::Erasure(r) => {
-                            let user = UserKey::new(r.user);
-                            for channel in std::iter::once(None).chain(Channel::ALL.map(Some)) {
-                                for purpose in [Purpose::Marketing, Purpose::Transactional] {
-                                    consent_buf.push((
-                                        ConsentKey {
-                                            user: user.clone(),
-                                            channel,
-                                            purpose,
-                                        },
-                                        None,
-                                        r.time,
-                                    ));
-                                }
-                            }
-                            prefs_buf.push((user.clone(), None, r.time));
-                            arrival_buf.push(Arrival::Erasure { user, time: r.time });
-                        }
-                        Record::Consent(c) => {
-                            let key = ConsentKey {
-                                user: UserKey::new(c.user),
-                                channel: c.channel,
-                                purpose: c.purpose,
-                            };
-                            consent_buf.push((
-                                key,
-                                Some(ConsentVal {
-                                    time: c.time,
-                                    seq,
-                                    granted: c.granted,
-                                }),
-                                c.time,
-                            ));
-                        }
-                        Record::Prefs(p) => {
-                            prefs_buf.push((
-                                UserKey::new(p.user),
-                                Some(PrefsVal {
-                                    seq,
-                                    prefs: p.prefs,
-                                }),
-                                p.time,
-                            ));
-                        }
-                        // Receipts drive channel fallback, which is not built yet.
-                        Record::Receipt(_) => {}
+impl Routed {
+    /// An event; `late` ones are reported, not decided.
+    pub fn event(&mut self, e: EventArrival, late: bool) {
+        self.arrivals.push(if late {
+            Arrival::Late {
+                user: e.user,
+                event_key: e.key,
+                time: e.time,
+            }
+        } else {
+            Arrival::Event(e)
+        });
+    }
+
+    /// Any other record (not late: late non-event records are dead letters).
+    pub fn record(&mut self, record: Record, seq: u64) {
+        match record {
+            Record::Event(_) => unreachable!("events are routed by `route_event`"),
+            Record::Erasure(r) => {
+                let user = UserKey::new(&r.user);
+                for channel in std::iter::once(None).chain(Channel::ALL.map(Some)) {
+                    for purpose in [Purpose::Marketing, Purpose::Transactional] {
+                        self.consent.push((
+                            ConsentKey {
+                                user: user.clone(),
+                                channel,
+                                purpose,
+                            },
+                            None,
+                            r.time,
+                        ));
                     }
                 }
-                if !arrival_buf.is_empty() {
-                    let cap = cap.retain_least(0).expect("a message has a time");
-                    arrivals_out.session(&cap).give_container(&mut arrival_buf);
-                }
-                if !consent_buf.is_empty() {
-                    let cap = cap.retain_least(1).expect("a message has a time");
-                    consent_out.session(&cap).give_container(&mut consent_buf);
-                }
-                if !prefs_buf.is_empty() {
-                    let cap = cap.retain_least(2).expect("a message has a time");
-                    prefs_out.session(&cap).give_container(&mut prefs_buf);
-                }
-            });
+                self.prefs.push((user.clone(), None, r.time));
+                self.arrivals.push(Arrival::Erasure { user, time: r.time });
+            }
+            Record::Consent(c) => {
+                let key = ConsentKey {
+                    user: UserKey::new(&c.user),
+                    channel: c.channel,
+                    purpose: c.purpose,
+                };
+                self.consent.push((
+                    key,
+                    Some(ConsentVal {
+                        time: c.time,
+                        seq,
+                        granted: c.granted,
+                    }),
+                    c.time,
+                ));
+            }
+            Record::Prefs(p) => {
+                self.prefs.push((
+                    UserKey::new(&p.user),
+                    Some(PrefsVal {
+                        seq,
+                        prefs: p.prefs,
+                    }),
+                    p.time,
+                ));
+            }
+            // Receipts drive channel fallback, which is not built yet.
+            Record::Receipt(_) => {}
         }
-    });
-    (arrivals, consent, prefs)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.arrivals.is_empty() && self.consent.is_empty() && self.prefs.is_empty()
+    }
 }

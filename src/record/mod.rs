@@ -264,25 +264,43 @@ fn needs_full_check(data: &[u8]) -> bool {
     false
 }
 
-pub fn parse_event(line: &str) -> Result<Event, String> {
+/// A validated event borrowing its line: what routing needs, nothing
+/// copied.
+pub struct EventRef<'a> {
+    pub id: Cow<'a, str>,
+    pub source: Cow<'a, str>,
+    pub kind: Cow<'a, str>,
+    pub subject: Cow<'a, str>,
+    pub time: Time,
+    pub data: Option<&'a RawValue>,
+}
+
+pub fn parse_event_ref(line: &str) -> Result<EventRef<'_>, String> {
     let raw: RawEvent = serde_json::from_str(line).map_err(json_err)?;
     if let Some(data) = raw.data.filter(|d| needs_full_check(d.get().as_bytes())) {
         serde_json::from_str::<Checked>(data.get()).map_err(|e| format!("field `data`: {e}"))?;
     }
-    let time = time_field("time", &raw.time)?;
-    let mut key = String::with_capacity(raw.source.len() + 1 + raw.id.len());
-    key.push_str(&raw.source);
-    key.push('/');
-    key.push_str(&raw.id);
-    let data = raw
+    Ok(EventRef {
+        time: time_field("time", &raw.time)?,
+        id: raw.id,
+        source: raw.source,
+        kind: raw.kind,
+        subject: raw.subject,
+        data: raw.data,
+    })
+}
+
+pub fn parse_event(line: &str) -> Result<Event, String> {
+    let e = parse_event_ref(line)?;
+    let data = e
         .data
         .filter(|d| d.get() != "null")
         .map(|d| Box::<str>::from(d.get()));
     Ok(Event {
-        user: raw.subject.into_owned(),
-        key,
-        kind: raw.kind.into_owned(),
-        time,
+        user: e.subject.into_owned(),
+        key: format!("{}/{}", e.source, e.id),
+        kind: e.kind.into_owned(),
+        time: e.time,
         data,
     })
 }

@@ -28,15 +28,19 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use timely::dataflow::operators::generic::operator::source;
-use timely::dataflow::{Scope, Stream};
+use timely::dataflow::Scope;
 
-use super::{Placement, Sourced};
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+
+use super::Placement;
+use crate::dataflow::route::{self, EventArrival, Routed, Streams};
 use crate::record::output::DeadLetter;
-use crate::record::{Record, StreamKind, parse_line};
+use crate::record::{Record, StreamKind, parse_event_ref, parse_line};
+use crate::spec::Spec;
 use crate::time::{Time, format_rfc3339};
 
 /// The default stripe size: large enough to amortise progress tracking
@@ -155,7 +159,23 @@ struct ParsedLine {
     offset: u64,
     /// Where the line is in the stripe's buffer.
     range: std::ops::Range<usize>,
-    result: Result<Record, String>,
+    result: Result<Input, String>,
+}
+
+/// A parsed line: events are routed as they are parsed (no copy of what
+/// `decide` does not need); other records are routed when emitted.
+enum Input {
+    Event(EventArrival),
+    Other(Record),
+}
+
+impl Input {
+    fn time(&self) -> Time {
+        match self {
+            Input::Event(e) => e.time,
+            Input::Other(r) => r.time(),
+        }
+    }
 }
 
 /// One worker's progress through one file.
@@ -207,10 +227,11 @@ fn read_stripe(
 }
 
 fn memchr_nl(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == b'\n')
+    memchr::memchr(b'\n', bytes)
 }
 
 fn parse_stripe(
+    spec: &Spec,
     plan: &FilePlan,
     stripe_bytes: u64,
     stripe: usize,
@@ -231,8 +252,11 @@ fn parse_stripe(
         }
         let bytes = &buf[pos..line_end];
         if !bytes.iter().all(u8::is_ascii_whitespace) {
+            let offset = from + pos as u64;
             let parsed = match std::str::from_utf8(bytes) {
-                Ok(text) => parse_line(plan.stream, text),
+                Ok(text) if plan.stream == StreamKind::Events => parse_event_ref(text)
+                    .map(|e| Input::Event(route::route_event(spec, &e, offset))),
+                Ok(text) => parse_line(plan.stream, text).map(Input::Other),
                 Err(e) => Err(format!("the line is not UTF-8 ({e})")),
             };
             if let Ok(r) = &parsed {
@@ -240,7 +264,7 @@ fn parse_stripe(
             }
             lines.push(ParsedLine {
                 index,
-                offset: from + pos as u64,
+                offset,
                 range: pos..line_end,
                 result: parsed,
             });
@@ -259,18 +283,28 @@ fn parse_stripe(
     })
 }
 
-/// The fixture source: a stream of parsed records (late ones flagged), with
-/// dead letters and counts going to `report`.
+/// The fixture source: parses and routes every record (late events
+/// flagged), with dead letters and counts going to `report`.
 pub fn fixture_source<'s>(
     scope: Scope<'s, Time>,
-    plan: std::sync::Arc<FixturePlan>,
-    allowed_lateness: i64,
+    plan: Arc<FixturePlan>,
+    spec: Arc<Spec>,
     placement: Placement,
     report: Rc<RefCell<SourceReport>>,
-) -> Stream<'s, Time, Vec<Sourced>> {
-    source(scope, "FixtureSource", move |capability, info| {
+) -> Streams<'s> {
+    let mut builder = OperatorBuilder::new("FixtureSource".to_owned(), scope);
+    let info = builder.operator_info();
+    let (arrivals_out, arrivals) = builder.new_output();
+    let (consent_out, consent) = builder.new_output();
+    let (prefs_out, prefs) = builder.new_output();
+    let mut arrivals_out = OutputBuilder::from(arrivals_out);
+    let mut consent_out = OutputBuilder::from(consent_out);
+    let mut prefs_out = OutputBuilder::from(prefs_out);
+    let allowed_lateness = spec.allowed_lateness;
+
+    builder.build(move |capabilities| {
         let activator = scope.activator_for(info.address);
-        let mut capability = Some(capability);
+        let mut capabilities = Some(capabilities);
         let mut cursors: Vec<Cursor> = plan
             .files
             .iter()
@@ -282,9 +316,10 @@ pub fn fixture_source<'s>(
             })
             .collect();
         let reports_dead_letters = placement.process == 0;
+        let mut routed = Routed::default();
 
-        move |output| {
-            let Some(cap) = capability.as_mut() else {
+        move |_frontiers| {
+            let Some(caps) = capabilities.as_mut() else {
                 return;
             };
             // Parse one stripe of the file furthest behind in event time
@@ -304,6 +339,7 @@ pub fn fixture_source<'s>(
                     c.file = Some(file);
                 }
                 let parsed = parse_stripe(
+                    &spec,
                     fplan,
                     plan.stripe_bytes,
                     c.next_stripe,
@@ -324,7 +360,6 @@ pub fn fixture_source<'s>(
                 let parsed = c.pending.take().unwrap();
                 let file_name = fplan.stream.file_name();
                 let mut seen = prefix_max;
-                let mut session = output.session(&*cap);
                 let mut rep = report.borrow_mut();
                 for ParsedLine {
                     index,
@@ -347,38 +382,60 @@ pub fn fixture_source<'s>(
                             });
                         }
                     };
-                    match result {
-                        Err(reason) => dead_letter(reason),
-                        Ok(record) => {
-                            let t = record.time();
-                            let watermark = seen.map(|m| m.saturating_sub(allowed_lateness));
-                            seen = seen.max(Some(t));
-                            let late = watermark.is_some_and(|w| t < w);
-                            if late && !matches!(record, Record::Event(_)) {
-                                dead_letter(format!(
-                                    "late: time {} is older than the watermark {} of {file_name}",
-                                    format_rfc3339(t),
-                                    format_rfc3339(watermark.unwrap())
-                                ));
-                                continue;
-                            }
-                            let keep = match record.user() {
-                                Some(user) => placement.process_owns(user),
-                                None => reports_dead_letters,
-                            };
-                            if keep {
-                                rep.records += 1;
-                                rep.late += late as u64;
-                                session.give(Sourced {
-                                    record,
-                                    seq: offset,
-                                    late,
-                                });
-                            }
+                    let input = match result {
+                        Err(reason) => {
+                            dead_letter(reason);
+                            continue;
+                        }
+                        Ok(input) => input,
+                    };
+                    let t = input.time();
+                    let watermark = seen.map(|m| m.saturating_sub(allowed_lateness));
+                    seen = seen.max(Some(t));
+                    let late = watermark.is_some_and(|w| t < w);
+                    if late && !matches!(input, Input::Event(_)) {
+                        dead_letter(format!(
+                            "late: time {} is older than the watermark {} of {file_name}",
+                            format_rfc3339(t),
+                            format_rfc3339(watermark.unwrap())
+                        ));
+                        continue;
+                    }
+                    let keep = match &input {
+                        Input::Event(e) => placement.process_owns(e.user.hash),
+                        Input::Other(r) => match r.user() {
+                            Some(user) => placement.process_owns(crate::record::user_hash(user)),
+                            None => reports_dead_letters,
+                        },
+                    };
+                    if keep {
+                        rep.records += 1;
+                        rep.late += late as u64;
+                        match input {
+                            Input::Event(e) => routed.event(e, late),
+                            Input::Other(r) => routed.record(r, offset),
                         }
                     }
                 }
-                drop(session);
+                drop(rep);
+                if !routed.arrivals.is_empty() {
+                    arrivals_out
+                        .activate()
+                        .session(&caps[0])
+                        .give_container(&mut routed.arrivals);
+                }
+                if !routed.consent.is_empty() {
+                    consent_out
+                        .activate()
+                        .session(&caps[1])
+                        .give_container(&mut routed.consent);
+                }
+                if !routed.prefs.is_empty() {
+                    prefs_out
+                        .activate()
+                        .session(&caps[2])
+                        .give_container(&mut routed.prefs);
+                }
                 plan.bytes_done.fetch_add(
                     (plan.stripe_bytes).min(fplan.len - parsed.stripe as u64 * plan.stripe_bytes),
                     Ordering::Relaxed,
@@ -395,10 +452,12 @@ pub fn fixture_source<'s>(
                 .map(|(c, _)| c.lower)
                 .min();
             match lower {
-                None => capability = None,
+                None => capabilities = None,
                 Some(t) => {
-                    if t > *cap.time() {
-                        cap.downgrade(&t);
+                    if t > *caps[0].time() {
+                        for cap in caps.iter_mut() {
+                            cap.downgrade(&t);
+                        }
                     }
                     activator.activate();
                     if !progressed {
@@ -408,5 +467,6 @@ pub fn fixture_source<'s>(
                 }
             }
         }
-    })
+    });
+    (arrivals, consent, prefs)
 }

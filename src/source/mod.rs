@@ -1,21 +1,11 @@
 //! Sources: where records enter the dataflow. The only places that read
 //! input. Today: fixture directories (`fixture`); Kafka comes later and must
-//! produce the same [`Sourced`] stream.
+//! produce the same routed streams (`dataflow::route::Streams`), with each
+//! record's partition position as its `seq` (for fixture files, the byte
+//! offset of its line), which breaks ties "later in the stream wins" between
+//! records of the same partition.
 
 pub mod fixture;
-
-use crate::record::Record;
-
-/// A parsed input record with its position in its partition (for fixture
-/// files, the byte offset of its line), which breaks ties "later in the
-/// stream wins" between records of the same partition.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Sourced {
-    pub record: Record,
-    pub seq: u64,
-    /// Older than its partition's watermark (DESIGN.md §4 "Late records").
-    pub late: bool,
-}
 
 /// Where this worker sits in the cluster, and which users it answers for.
 #[derive(Clone, Copy, Debug)]
@@ -33,10 +23,9 @@ impl Placement {
 
     /// Does this worker's process own `user`? Users are routed to worker
     /// `user_hash % peers` (timely's exchange rule); worker `i` lives in
-    /// process `i / local_workers`.
-    pub fn process_owns(&self, user: &str) -> bool {
+    /// process `i / local_workers`. `user_hash` is `record::user_hash`.
+    pub fn process_owns(&self, user_hash: u64) -> bool {
         self.processes == 1
-            || (crate::record::user_hash(user) % self.peers() as u64) as usize / self.local_workers
-                == self.process
+            || (user_hash % self.peers() as u64) as usize / self.local_workers == self.process
     }
 }
