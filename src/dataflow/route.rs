@@ -17,7 +17,11 @@
 //!
 //! Times are unchanged: every record keeps its exact millisecond time.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use compact_str::CompactString;
+use foldhash::fast::FixedState;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use timely::dataflow::Stream;
@@ -83,55 +87,91 @@ impl Arrival {
     }
 }
 
-/// Rule evaluation for one event: which rules fire (with decision times and
-/// dedup keys) and which rules' pending candidates it cancels.
-pub fn evaluate(spec: &Spec, kind: &str, time: Time, data: Option<&str>) -> (Vec<Fire>, u64) {
-    let mut fires = Vec::new();
-    let mut cancels = 0u64;
-    let mut parsed: Option<Value> = None;
-    for (i, rule) in spec.rules.iter().enumerate() {
-        if rule.cancelled_by(kind) {
-            cancels |= 1 << i;
-        }
-        if !rule.triggers_on(kind) {
-            continue;
-        }
-        let data = if rule.reads_data() {
-            parsed.get_or_insert_with(|| {
-                data.and_then(|d| serde_json::from_str(d).ok())
-                    .unwrap_or(Value::Null)
-            })
-        } else {
-            &Value::Null
-        };
-        if let Some(decision) = rule.decision_time(time, data) {
-            fires.push(Fire {
-                rule: i as u16,
-                decision,
-                dedup_key: rule.dedup_key(data),
-            });
-        }
-    }
-    (fires, cancels)
+/// Routes events with a spec. Remembers which rules each event type
+/// triggers and cancels (types are a small vocabulary), so that globs are
+/// matched once per type, not once per event.
+pub struct Router {
+    spec: Arc<Spec>,
+    /// Event type → (rules it triggers, rules it cancels), as bit sets.
+    kinds: HashMap<CompactString, (u64, u64), FixedState>,
 }
 
-/// Routes one parsed event: the arrival `decide` needs, holding only what it
-/// needs (`data` only when a rule fired).
-pub fn route_event(spec: &Spec, e: &EventRef<'_>, seq: u64) -> EventArrival {
-    let data = e.data.map(|d| d.get()).filter(|d| *d != "null");
-    let (fires, cancels) = evaluate(spec, &e.kind, e.time, data);
-    let mut key = CompactString::with_capacity(e.source.len() + 1 + e.id.len());
-    key.push_str(&e.source);
-    key.push('/');
-    key.push_str(&e.id);
-    EventArrival {
-        user: UserKey::new(&e.subject),
-        key,
-        time: e.time,
-        seq,
-        data: data.filter(|_| !fires.is_empty()).map(Box::from),
-        fires,
-        cancels,
+/// How many distinct event types a router remembers.
+const KIND_CACHE: usize = 4096;
+
+impl Router {
+    pub fn new(spec: Arc<Spec>) -> Router {
+        Router {
+            spec,
+            kinds: HashMap::default(),
+        }
+    }
+
+    fn masks(&mut self, kind: &str) -> (u64, u64) {
+        if let Some(m) = self.kinds.get(kind) {
+            return *m;
+        }
+        let mut masks = (0u64, 0u64);
+        for (i, rule) in self.spec.rules.iter().enumerate() {
+            masks.0 |= (rule.triggers_on(kind) as u64) << i;
+            masks.1 |= (rule.cancelled_by(kind) as u64) << i;
+        }
+        if self.kinds.len() < KIND_CACHE {
+            self.kinds.insert(kind.into(), masks);
+        }
+        masks
+    }
+
+    /// Rule evaluation for one event: which rules fire (with decision times
+    /// and dedup keys) and which rules' pending candidates it cancels.
+    pub fn evaluate(&mut self, kind: &str, time: Time, data: Option<&str>) -> (Vec<Fire>, u64) {
+        let (triggers, cancels) = self.masks(kind);
+        let mut fires = Vec::new();
+        if triggers == 0 {
+            return (fires, cancels);
+        }
+        let mut parsed: Option<Value> = None;
+        for (i, rule) in self.spec.rules.iter().enumerate() {
+            if triggers >> i & 1 == 0 {
+                continue;
+            }
+            let data = if rule.reads_data() {
+                parsed.get_or_insert_with(|| {
+                    data.and_then(|d| serde_json::from_str(d).ok())
+                        .unwrap_or(Value::Null)
+                })
+            } else {
+                &Value::Null
+            };
+            if let Some(decision) = rule.decision_time(time, data) {
+                fires.push(Fire {
+                    rule: i as u16,
+                    decision,
+                    dedup_key: rule.dedup_key(data),
+                });
+            }
+        }
+        (fires, cancels)
+    }
+
+    /// Routes one parsed event: the arrival `decide` needs, holding only what
+    /// it needs (`data` only when a rule fired).
+    pub fn event(&mut self, e: &EventRef<'_>, seq: u64) -> EventArrival {
+        let data = e.data.map(|d| d.get()).filter(|d| *d != "null");
+        let (fires, cancels) = self.evaluate(&e.kind, e.time, data);
+        let mut key = CompactString::with_capacity(e.source.len() + 1 + e.id.len());
+        key.push_str(&e.source);
+        key.push('/');
+        key.push_str(&e.id);
+        EventArrival {
+            user: UserKey::new(&e.subject),
+            key,
+            time: e.time,
+            seq,
+            data: data.filter(|_| !fires.is_empty()).map(Box::from),
+            fires,
+            cancels,
+        }
     }
 }
 

@@ -247,21 +247,17 @@ impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
 /// beyond a double) or a run of more than 300 digits. Most data has none,
 /// and is spared the second parse.
 fn needs_full_check(data: &[u8]) -> bool {
-    let mut digits = 0;
-    for (i, &b) in data.iter().enumerate() {
-        match b {
-            b'0'..=b'9' => {
-                digits += 1;
-                if digits > 300 {
-                    return true;
-                }
-            }
-            b'e' | b'E' if digits > 0 => return true,
-            b'\\' if data.get(i + 1) == Some(&b'u') => return true,
-            _ => digits = 0,
-        }
-    }
-    false
+    // An exponent follows a digit; a `\u` escape is a backslash and a `u`.
+    let suspicious = memchr::memchr3_iter(b'e', b'E', b'\\', data).any(|i| match data[i] {
+        b'\\' => data.get(i + 1) == Some(&b'u'),
+        _ => i > 0 && data[i - 1].is_ascii_digit(),
+    });
+    // A run of more than 300 digits needs more than 300 bytes.
+    suspicious
+        || (data.len() > 300
+            && data
+                .split(|b| !b.is_ascii_digit())
+                .any(|run| run.len() > 300))
 }
 
 /// A validated event borrowing its line: what routing needs, nothing
@@ -527,6 +523,21 @@ mod tests {
         let e = parse_event(r#"{"id":"e\"1","source":"s","type":"t","time":"2026-03-01T10:15:00Z","subject":"u","data":null}"#).unwrap();
         assert_eq!(e.key, "s/e\"1");
         assert_eq!(e.data, None);
+    }
+
+    #[test]
+    fn only_suspicious_data_gets_the_full_check() {
+        assert!(!needs_full_check(br#"{"segment":"ecommerce","cart_value":446.64,"e":1}"#));
+        assert!(needs_full_check(br#"{"a":1e400}"#));
+        assert!(needs_full_check(br#"{"a":[1.5E3]}"#));
+        assert!(needs_full_check(br#"{"a":"\ud800"}"#));
+        assert!(!needs_full_check(br#"{"a":"\n"}"#));
+        let long = format!(r#"{{"a":{}}}"#, "9".repeat(301));
+        assert!(needs_full_check(long.as_bytes()));
+        let ok = format!(r#"{{"a":{}}}"#, "9".repeat(300));
+        assert!(!needs_full_check(ok.as_bytes()));
+        assert!(parse_event(&format!(r#"{{"id":"1","source":"s","type":"t","time":"2026-03-01T10:15:00Z","subject":"u","data":{{"a":1{}}}}}"#, "0".repeat(400))).is_err());
+        assert!(parse_event(r#"{"id":"1","source":"s","type":"t","time":"2026-03-01T10:15:00Z","subject":"u","data":{"a":"\udc00"}}"#).is_err());
     }
 
     #[test]

@@ -37,7 +37,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
 use super::Placement;
-use crate::dataflow::route::{self, EventArrival, Routed, Streams};
+use crate::dataflow::route::{EventArrival, Routed, Router, Streams};
 use crate::record::output::DeadLetter;
 use crate::record::{Record, StreamKind, parse_event_ref, parse_line};
 use crate::spec::Spec;
@@ -231,7 +231,7 @@ fn memchr_nl(bytes: &[u8]) -> Option<usize> {
 }
 
 fn parse_stripe(
-    spec: &Spec,
+    router: &mut Router,
     plan: &FilePlan,
     stripe_bytes: u64,
     stripe: usize,
@@ -255,7 +255,7 @@ fn parse_stripe(
             let offset = from + pos as u64;
             let parsed = match std::str::from_utf8(bytes) {
                 Ok(text) if plan.stream == StreamKind::Events => parse_event_ref(text)
-                    .map(|e| Input::Event(route::route_event(spec, &e, offset))),
+                    .map(|e| Input::Event(router.event(&e, offset))),
                 Ok(text) => parse_line(plan.stream, text).map(Input::Other),
                 Err(e) => Err(format!("the line is not UTF-8 ({e})")),
             };
@@ -317,6 +317,7 @@ pub fn fixture_source<'s>(
             .collect();
         let reports_dead_letters = placement.process == 0;
         let mut routed = Routed::default();
+        let mut router = Router::new(spec);
 
         move |_frontiers| {
             let Some(caps) = capabilities.as_mut() else {
@@ -339,7 +340,7 @@ pub fn fixture_source<'s>(
                     c.file = Some(file);
                 }
                 let parsed = parse_stripe(
-                    &spec,
+                    &mut router,
                     fplan,
                     plan.stripe_bytes,
                     c.next_stripe,
