@@ -16,6 +16,8 @@ use timely::dataflow::Stream;
 
 use super::UserKey;
 use super::history::{History, Reader};
+use std::sync::Arc;
+
 use crate::record::Prefs;
 use crate::time::Time;
 
@@ -23,7 +25,8 @@ use crate::time::Time;
 pub struct PrefsVal {
     pub seq: u64,
     /// `None`: deleted.
-    pub prefs: Option<Prefs>,
+    /// Shared: trace merges copy a pointer, not the preferences.
+    pub prefs: Option<Arc<Prefs>>,
 }
 
 pub type PrefsUpsert = (UserKey, Option<PrefsVal>, Time);
@@ -54,6 +57,6 @@ impl<'a> UserPrefs<'a> {
 
     /// The user's preferences in force at `t`, if any.
     pub fn as_of(&self, t: Time) -> Option<&'a Prefs> {
-        self.history.as_of(t).and_then(|v| v.prefs.as_ref())
+        self.history.as_of(t).and_then(|v| v.prefs.as_deref())
     }
 }

@@ -247,7 +247,7 @@ impl Routed {
                     UserKey::new(&p.user),
                     Some(PrefsVal {
                         seq,
-                        prefs: p.prefs,
+                        prefs: p.prefs.map(Arc::new),
                     }),
                     p.time,
                 ));
