@@ -123,9 +123,11 @@ struct Engine {
     users: HashTable<(UserKey, UserState)>,
     /// Arrivals whose time is not yet complete (at or after the frontier).
     waiting: Vec<Arrival>,
-    /// Scratch: arrivals being applied, and the users to visit.
-    ready: Vec<Arrival>,
-    visits: Vec<UserKey>,
+    /// Scratch: arrivals being applied (taken in turn), their order as
+    /// (user hash, index), and users with due candidates.
+    ready: Vec<Option<Arrival>>,
+    order: Vec<(u64, u32)>,
+    timer_users: Vec<UserKey>,
     core: Core,
 }
 
@@ -153,62 +155,103 @@ impl Engine {
         prefs: &mut PrefsTrace,
         out: &mut Vec<Decision>,
     ) {
-        let mut ready = std::mem::take(&mut self.ready);
-        ready.extend(self.waiting.extract_if(.., |a| a.time() < frontier));
-        let visits = &mut self.visits;
-        visits.clear();
+        let ready = &mut self.ready;
+        ready.clear();
+        ready.extend(
+            self.waiting
+                .extract_if(.., |a| a.time() < frontier)
+                .map(Some),
+        );
+        let timer_users = &mut self.timer_users;
+        timer_users.clear();
         while self.core.timers.first().is_some_and(|(t, _)| *t < frontier) {
             let (_, hash) = self.core.timers.pop_first().unwrap();
             // Almost always one user; distinct users may share a hash.
-            visits.extend(
+            timer_users.extend(
                 self.users
                     .iter_hash(hash)
                     .filter(|(k, s)| k.hash == hash && !s.pending.is_empty())
                     .map(|(k, _)| k.clone()),
             );
         }
-        if ready.is_empty() && visits.is_empty() {
-            self.ready = ready;
+        if ready.is_empty() && timer_users.is_empty() {
             return;
         }
-        ready.sort_unstable_by(|a, b| {
+        timer_users.sort_unstable();
+        timer_users.dedup();
+        // Arrivals in user order, then arrival order within a user: sort
+        // (hash, position) pairs, then order each run of equal hashes (one
+        // user's few arrivals, almost always) by the full key.
+        let order = &mut self.order;
+        order.clear();
+        order.extend(
+            ready
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (a.as_ref().unwrap().user().hash, i as u32)),
+        );
+        order.sort_unstable();
+        let full = |&(_, i): &(u64, u32), &(_, j): &(u64, u32)| {
+            let (a, b) = (
+                ready[i as usize].as_ref().unwrap(),
+                ready[j as usize].as_ref().unwrap(),
+            );
             a.user()
                 .cmp(b.user())
                 .then_with(|| arrival_order(a).cmp(&arrival_order(b)))
-        });
-        // Users with arrivals, merged with users with due candidates.
-        let mut last: Option<&UserKey> = None;
-        for a in &ready {
-            if last != Some(a.user()) {
-                visits.push(a.user().clone());
-                last = Some(a.user());
+        };
+        for run in order.chunk_by_mut(|x, y| x.0 == y.0) {
+            if run.len() > 1 {
+                run.sort_unstable_by(full);
             }
         }
-        visits.sort_unstable();
-        visits.dedup();
+
         let (mut consent, mut prefs) = (TraceSnapshot::new(consent), TraceSnapshot::new(prefs));
         let mut readers = Readers {
             consent: consent.reader(),
             prefs: prefs.reader(),
         };
-        let mut arrivals = ready.drain(..).peekable();
-        for user in visits.iter() {
+        // Visit users in key order: those with arrivals merged with those
+        // with due candidates.
+        let (mut next, mut timer) = (0, 0);
+        loop {
+            let with_arrivals = order
+                .get(next)
+                .map(|&(_, i)| ready[i as usize].as_ref().unwrap().user());
+            let user = match (with_arrivals, timer_users.get(timer)) {
+                (None, None) => break,
+                (Some(a), None) => a.clone(),
+                (None, Some(t)) => t.clone(),
+                (Some(a), Some(t)) => a.min(t).clone(),
+            };
+            if timer_users.get(timer) == Some(&user) {
+                timer += 1;
+            }
             let hash = user.hash;
-            let (key, state) = match self.users.entry(hash, |(k, _)| k == user, |(k, _)| k.hash) {
+            let (key, state) = match self
+                .users
+                .entry(hash, |(k, _)| *k == user, |(k, _)| k.hash)
+            {
                 Entry::Occupied(o) => o.into_mut(),
                 Entry::Vacant(v) => v.insert((user.clone(), UserState::default())).into_mut(),
             };
-            let mut mine = std::iter::from_fn(|| arrivals.next_if(|a| a.user() == user));
+            let mut mine = std::iter::from_fn(|| {
+                let &(_, i) = order.get(next)?;
+                let slot = &mut ready[i as usize];
+                if slot.as_ref().unwrap().user() != &user {
+                    return None;
+                }
+                next += 1;
+                slot.take()
+            });
             self.core
                 .advance_user(key, state, &mut mine, frontier, &mut readers, out);
             if state.is_empty()
-                && let Ok(o) = self.users.find_entry(hash, |(k, _)| k == user)
+                && let Ok(o) = self.users.find_entry(hash, |(k, _)| *k == user)
             {
                 o.remove();
             }
         }
-        drop(arrivals);
-        self.ready = ready;
         if frontier >= self.core.next_sweep && frontier != Time::MAX {
             let (spec, longest) = (&self.core.spec, self.core.longest_window);
             self.users.retain(|(_, s)| {
@@ -494,7 +537,8 @@ pub fn decide<'s>(
             users: HashTable::new(),
             waiting: Vec::new(),
             ready: Vec::new(),
-            visits: Vec::new(),
+            order: Vec::new(),
+            timer_users: Vec::new(),
             core: Core {
                 longest_window: spec.longest_window(),
                 spec,

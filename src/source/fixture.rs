@@ -240,7 +240,9 @@ fn parse_stripe(
     let (buf, from, first) = read_stripe(file, plan, stripe_bytes, stripe)?;
     let start = stripe as u64 * stripe_bytes;
     let end = (start + stripe_bytes).min(plan.len);
-    let mut lines = Vec::new();
+    // Room for the lines of a typical stripe (records of 100–250 bytes), so
+    // that the vector is not regrown and copied as it fills.
+    let mut lines = Vec::with_capacity(((end - start) / 96) as usize + 1);
     let mut max_time: Option<Time> = None;
     let mut pos = first;
     let mut index = 0u64;
@@ -419,6 +421,11 @@ pub fn fixture_source<'s>(
                     }
                 }
                 drop(rep);
+                let sizes = (
+                    routed.arrivals.len(),
+                    routed.consent.len(),
+                    routed.prefs.len(),
+                );
                 if !routed.arrivals.is_empty() {
                     arrivals_out
                         .activate()
@@ -437,6 +444,10 @@ pub fn fixture_source<'s>(
                         .session(&caps[2])
                         .give_container(&mut routed.prefs);
                 }
+                // The next stripe most likely routes as many records.
+                routed.arrivals.reserve(sizes.0);
+                routed.consent.reserve(sizes.1);
+                routed.prefs.reserve(sizes.2);
                 plan.bytes_done.fetch_add(
                     (plan.stripe_bytes).min(fplan.len - parsed.stripe as u64 * plan.stripe_bytes),
                     Ordering::Relaxed,
