@@ -5,6 +5,7 @@
 //! at the sink. Field order follows DESIGN.md §3.
 
 use serde::{Deserialize, Serialize};
+use sha1::{Digest, Sha1};
 use uuid::Uuid;
 
 use crate::record::StreamKind;
@@ -87,8 +88,26 @@ pub struct DeadLetter {
 /// The idempotency key of a dispatch: UUID v5 (URL namespace) of
 /// `nudgeflow:dispatch:{user}:{event_key}:{rule}:{attempt}`.
 pub fn dispatch_id(user: &str, event_key: &str, rule: &str, attempt: u32) -> Uuid {
-    let name = format!("nudgeflow:dispatch:{user}:{event_key}:{rule}:{attempt}");
-    Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes())
+    // UUID v5 (RFC 9562 §5.5) by hand over a hardware-accelerated SHA-1:
+    // the hash of the namespace and the name, version and variant set.
+    let mut sha = Sha1::new();
+    sha.update(Uuid::NAMESPACE_URL.as_bytes());
+    for part in [
+        "nudgeflow:dispatch:",
+        user,
+        ":",
+        event_key,
+        ":",
+        rule,
+        ":",
+    ] {
+        sha.update(part.as_bytes());
+    }
+    sha.update(attempt.to_string().as_bytes());
+    let digest = sha.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_sha1_bytes(bytes).into_uuid()
 }
 
 /// Appends `s` as a JSON string literal (serde_json's escaping).
@@ -240,6 +259,13 @@ mod tests {
             "6ba7b811-9dad-11d1-80b4-00c04fd430c8"
         );
         assert_eq!(id.to_string(), PYTHON_UUID5);
+        let name = "nudgeflow:dispatch:u-42:shop-web/e-1001:cart-recovery:1";
+        assert_eq!(id, Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes()));
+        let name = "nudgeflow:dispatch:ü:s/é:r:12";
+        assert_eq!(
+            dispatch_id("ü", "s/é", "r", 12),
+            Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes())
+        );
     }
     const PYTHON_UUID5: &str = "93f3df14-b335-574f-bcce-151b557f6817";
 
