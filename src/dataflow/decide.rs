@@ -228,10 +228,7 @@ impl Engine {
                 timer += 1;
             }
             let hash = user.hash;
-            let (key, state) = match self
-                .users
-                .entry(hash, |(k, _)| *k == user, |(k, _)| k.hash)
-            {
+            let (key, state) = match self.users.entry(hash, |(k, _)| *k == user, |(k, _)| k.hash) {
                 Entry::Occupied(o) => o.into_mut(),
                 Entry::Vacant(v) => v.insert((user.clone(), UserState::default())).into_mut(),
             };

@@ -527,7 +527,9 @@ mod tests {
 
     #[test]
     fn only_suspicious_data_gets_the_full_check() {
-        assert!(!needs_full_check(br#"{"segment":"ecommerce","cart_value":446.64,"e":1}"#));
+        assert!(!needs_full_check(
+            br#"{"segment":"ecommerce","cart_value":446.64,"e":1}"#
+        ));
         assert!(needs_full_check(br#"{"a":1e400}"#));
         assert!(needs_full_check(br#"{"a":[1.5E3]}"#));
         assert!(needs_full_check(br#"{"a":"\ud800"}"#));

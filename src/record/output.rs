@@ -92,15 +92,7 @@ pub fn dispatch_id(user: &str, event_key: &str, rule: &str, attempt: u32) -> Uui
     // the hash of the namespace and the name, version and variant set.
     let mut sha = Sha1::new();
     sha.update(Uuid::NAMESPACE_URL.as_bytes());
-    for part in [
-        "nudgeflow:dispatch:",
-        user,
-        ":",
-        event_key,
-        ":",
-        rule,
-        ":",
-    ] {
+    for part in ["nudgeflow:dispatch:", user, ":", event_key, ":", rule, ":"] {
         sha.update(part.as_bytes());
     }
     sha.update(attempt.to_string().as_bytes());

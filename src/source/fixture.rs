@@ -256,8 +256,9 @@ fn parse_stripe(
         if !bytes.iter().all(u8::is_ascii_whitespace) {
             let offset = from + pos as u64;
             let parsed = match std::str::from_utf8(bytes) {
-                Ok(text) if plan.stream == StreamKind::Events => parse_event_ref(text)
-                    .map(|e| Input::Event(router.event(&e, offset))),
+                Ok(text) if plan.stream == StreamKind::Events => {
+                    parse_event_ref(text).map(|e| Input::Event(router.event(&e, offset)))
+                }
                 Ok(text) => parse_line(plan.stream, text).map(Input::Other),
                 Err(e) => Err(format!("the line is not UTF-8 ({e})")),
             };
