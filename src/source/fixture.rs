@@ -183,6 +183,9 @@ struct Cursor {
     file: Option<File>,
     next_stripe: usize,
     pending: Option<Parsed>,
+    /// The last stripe's buffer, reused: a fresh one would be fresh pages
+    /// for the kernel to zero every stripe.
+    spare: Vec<u8>,
     /// Least time any later record of ours in this file can have.
     lower: Time,
 }
@@ -193,12 +196,14 @@ fn read_stripe(
     plan: &FilePlan,
     stripe_bytes: u64,
     stripe: usize,
+    mut buf: Vec<u8>,
 ) -> std::io::Result<(Vec<u8>, u64, usize)> {
     let start = stripe as u64 * stripe_bytes;
     let end = (start + stripe_bytes).min(plan.len);
     // Read one byte early to see whether a line starts exactly at `start`.
     let from = start.saturating_sub(1);
-    let mut buf = vec![0u8; (end - from) as usize];
+    buf.clear();
+    buf.resize((end - from) as usize, 0);
     file.read_exact_at(&mut buf, from)?;
     // Extend through the end of the last line that starts before `end`.
     let mut pos = end;
@@ -236,8 +241,9 @@ fn parse_stripe(
     stripe_bytes: u64,
     stripe: usize,
     file: &File,
+    spare: Vec<u8>,
 ) -> std::io::Result<Parsed> {
-    let (buf, from, first) = read_stripe(file, plan, stripe_bytes, stripe)?;
+    let (buf, from, first) = read_stripe(file, plan, stripe_bytes, stripe, spare)?;
     let start = stripe as u64 * stripe_bytes;
     let end = (start + stripe_bytes).min(plan.len);
     // Room for the lines of a typical stripe (records of 100–250 bytes), so
@@ -315,6 +321,7 @@ pub fn fixture_source<'s>(
                 file: None,
                 next_stripe: placement.local_index,
                 pending: None,
+                spare: Vec::new(),
                 lower: Time::MIN,
             })
             .collect();
@@ -348,6 +355,7 @@ pub fn fixture_source<'s>(
                     plan.stripe_bytes,
                     c.next_stripe,
                     c.file.as_ref().unwrap(),
+                    std::mem::take(&mut c.spare),
                 )
                 .unwrap_or_else(|e| panic!("cannot read {}: {e}", fplan.path.display()));
                 fplan.publish(parsed.stripe, parsed.summary);
@@ -454,6 +462,7 @@ pub fn fixture_source<'s>(
                     Ordering::Relaxed,
                 );
                 c.next_stripe = parsed.stripe + placement.local_workers;
+                c.spare = parsed.buf;
                 c.lower = seen.map_or(Time::MIN, |m| m.saturating_sub(allowed_lateness));
                 progressed = true;
             }
