@@ -15,14 +15,12 @@
 
 use std::hash::{Hash, Hasher};
 
-use differential_dataflow::operators::arrange::upsert::arrange_from_upsert;
-use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
-use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
+use differential_dataflow::operators::arrange::Arranged;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
 use super::UserKey;
-use super::history::{History, Reader};
+use super::history::{History, Reader, Upsert, UpsertTrace, arrange_upserts};
 use crate::spec::{Channel, Purpose};
 use crate::time::Time;
 
@@ -48,19 +46,13 @@ pub struct ConsentVal {
     pub granted: bool,
 }
 
-pub type ConsentUpsert = (ConsentKey, Option<ConsentVal>, Time);
-pub type ConsentSpine = ValSpine<ConsentKey, ConsentVal, Time, isize>;
-pub type ConsentTrace = TraceAgent<ConsentSpine>;
+pub type ConsentUpsert = Upsert<ConsentKey, ConsentVal>;
+pub type ConsentTrace = UpsertTrace<ConsentKey, ConsentVal>;
 
 pub fn arrange_consent<'s>(
     upserts: Stream<'s, Time, Vec<ConsentUpsert>>,
 ) -> Arranged<'s, ConsentTrace> {
-    arrange_from_upsert::<
-        ValBuilder<ConsentKey, ConsentVal, Time, isize>,
-        ConsentSpine,
-        ConsentKey,
-        ConsentVal,
-    >(upserts, "Consent")
+    arrange_upserts(upserts, "Consent")
 }
 
 type KeyHistory<'a> = ((Option<Channel>, Purpose), History<'a, ConsentVal>);

@@ -1,5 +1,9 @@
-//! Reading an upsert arrangement "as of" an exact time: the shared piece of
-//! `consent` and `preferences`.
+//! Upsert arrangements and reading them "as of" an exact time: the shared
+//! piece of `consent` and `preferences`.
+//!
+//! [`arrange_upserts`] builds a Differential collection replaced by key
+//! (`arrange_from_upsert`) whose update times are the records' own exact
+//! times.
 //!
 //! A [`TraceSnapshot`] holds the batches of a trace, taken once per
 //! activation of `decide`; its [`Reader`] walks them with one cursor that
@@ -8,13 +12,36 @@
 //! update times and diffs, so that the value in force at any `t` not before
 //! the trace's compaction frontier can be read off.
 
-use differential_dataflow::operators::arrange::TraceAgent;
+use differential_dataflow::operators::arrange::upsert::arrange_from_upsert;
+use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::cursor::{Cursor, CursorList, cursor_list};
-use differential_dataflow::trace::implementations::ValSpine;
+use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use differential_dataflow::trace::{Navigable, TraceReader};
+use differential_dataflow::{ExchangeData, Hashable};
+use timely::dataflow::Stream;
 use timely::progress::frontier::AntichainRef;
 
 use crate::time::Time;
+
+/// An upsert: the key's new value (`None` deletes it) from time `t` on.
+pub type Upsert<K, V> = (K, Option<V>, Time);
+/// The trace of an upsert collection.
+pub type UpsertTrace<K, V> = TraceAgent<ValSpine<K, V, Time, isize>>;
+
+/// Arranges `upserts` replaced by key: at each time a key holds its latest
+/// value (at equal times, the greatest).
+pub fn arrange_upserts<'s, K, V>(
+    upserts: Stream<'s, Time, Vec<Upsert<K, V>>>,
+    name: &str,
+) -> Arranged<'s, UpsertTrace<K, V>>
+where
+    K: ExchangeData + Hashable + std::hash::Hash,
+    V: ExchangeData,
+{
+    arrange_from_upsert::<ValBuilder<K, V, Time, isize>, ValSpine<K, V, Time, isize>, K, V>(
+        upserts, name,
+    )
+}
 
 /// One key's updates `(value, time, diff)`, grouped by value.
 #[derive(Clone, Debug)]

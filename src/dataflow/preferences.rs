@@ -8,14 +8,12 @@
 //!   time, as erasures rank first).
 //! - output: an arrangement read by `decide` at exact millisecond times.
 
-use differential_dataflow::operators::arrange::upsert::arrange_from_upsert;
-use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
-use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
+use differential_dataflow::operators::arrange::Arranged;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
 use super::UserKey;
-use super::history::{History, Reader};
+use super::history::{History, Reader, Upsert, UpsertTrace, arrange_upserts};
 use std::sync::Arc;
 
 use crate::record::Prefs;
@@ -29,17 +27,13 @@ pub struct PrefsVal {
     pub prefs: Option<Arc<Prefs>>,
 }
 
-pub type PrefsUpsert = (UserKey, Option<PrefsVal>, Time);
-pub type PrefsSpine = ValSpine<UserKey, PrefsVal, Time, isize>;
-pub type PrefsTrace = TraceAgent<PrefsSpine>;
+pub type PrefsUpsert = Upsert<UserKey, PrefsVal>;
+pub type PrefsTrace = UpsertTrace<UserKey, PrefsVal>;
 
 pub fn arrange_preferences<'s>(
     upserts: Stream<'s, Time, Vec<PrefsUpsert>>,
 ) -> Arranged<'s, PrefsTrace> {
-    arrange_from_upsert::<ValBuilder<UserKey, PrefsVal, Time, isize>, PrefsSpine, UserKey, PrefsVal>(
-        upserts,
-        "Preferences",
-    )
+    arrange_upserts(upserts, "Preferences")
 }
 
 /// One user's preference history, loaded from the trace.

@@ -159,13 +159,9 @@ impl Router {
     pub fn event(&mut self, e: &EventRef<'_>, seq: u64) -> EventArrival {
         let data = e.data.map(|d| d.get()).filter(|d| *d != "null");
         let (fires, cancels) = self.evaluate(&e.kind, e.time, data);
-        let mut key = CompactString::with_capacity(e.source.len() + 1 + e.id.len());
-        key.push_str(&e.source);
-        key.push('/');
-        key.push_str(&e.id);
         EventArrival {
             user: UserKey::new(&e.subject),
-            key,
+            key: e.key(),
             time: e.time,
             seq,
             data: data.filter(|_| !fires.is_empty()).map(Box::from),
@@ -256,8 +252,45 @@ impl Routed {
             Record::Receipt(_) => {}
         }
     }
+}
 
-    pub fn is_empty(&self) -> bool {
-        self.arrivals.is_empty() && self.consent.is_empty() && self.prefs.is_empty()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_masks_are_the_globs_and_are_remembered_per_type() {
+        let spec = Spec::parse(
+            "t.toml",
+            r#"
+[[rule]]
+name = "cart"
+on = "cart.*"
+purpose = "marketing"
+channels = ["push"]
+cancel_on = ["order.placed"]
+
+[[rule]]
+name = "big-cart"
+on = "cart.abandoned"
+where = [{ field = "value", op = ">", value = 100 }]
+purpose = "marketing"
+channels = ["email"]
+"#,
+        )
+        .unwrap();
+        let mut router = Router::new(Arc::new(spec));
+        for _ in 0..2 {
+            let (fires, cancels) = router.evaluate("cart.abandoned", 5, Some(r#"{"value":150}"#));
+            assert_eq!(fires.iter().map(|f| f.rule).collect::<Vec<_>>(), [0, 1]);
+            assert_eq!(cancels, 0);
+            let (fires, _) = router.evaluate("cart.abandoned", 5, Some(r#"{"value":50}"#));
+            assert_eq!(fires.iter().map(|f| f.rule).collect::<Vec<_>>(), [0]);
+            let (fires, cancels) = router.evaluate("order.placed", 5, None);
+            assert!(fires.is_empty());
+            assert_eq!(cancels, 0b01);
+            assert!(router.evaluate("cart", 5, None).0.is_empty());
+        }
+        assert_eq!(router.kinds.len(), 3);
     }
 }

@@ -10,6 +10,7 @@ pub mod output;
 
 use std::borrow::Cow;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -271,6 +272,17 @@ pub struct EventRef<'a> {
     pub data: Option<&'a RawValue>,
 }
 
+impl EventRef<'_> {
+    /// The event key (DESIGN.md §2): `source + "/" + id`.
+    pub fn key(&self) -> CompactString {
+        let mut key = CompactString::with_capacity(self.source.len() + 1 + self.id.len());
+        key.push_str(&self.source);
+        key.push('/');
+        key.push_str(&self.id);
+        key
+    }
+}
+
 pub fn parse_event_ref(line: &str) -> Result<EventRef<'_>, String> {
     let raw: RawEvent = serde_json::from_str(line).map_err(json_err)?;
     if let Some(data) = raw.data.filter(|d| needs_full_check(d.get().as_bytes())) {
@@ -288,13 +300,14 @@ pub fn parse_event_ref(line: &str) -> Result<EventRef<'_>, String> {
 
 pub fn parse_event(line: &str) -> Result<Event, String> {
     let e = parse_event_ref(line)?;
+    let key = e.key().into();
     let data = e
         .data
         .filter(|d| d.get() != "null")
         .map(|d| Box::<str>::from(d.get()));
     Ok(Event {
         user: e.subject.into_owned(),
-        key: format!("{}/{}", e.source, e.id),
+        key,
         kind: e.kind.into_owned(),
         time: e.time,
         data,
