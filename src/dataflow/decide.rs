@@ -19,7 +19,6 @@
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 
-use compact_str::CompactString;
 use hashbrown::hash_table::{Entry, HashTable};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -40,6 +39,7 @@ use super::holdout::in_holdout;
 use super::preferences::{PrefsTrace, PrefsVal, UserPrefs};
 use super::quiet_hours::{in_quiet_hours, quiet_hours_end};
 use super::route::{Arrival, EventArrival};
+use super::seen::SeenKeys;
 use crate::record::output::{Decision, Dispatch, Reason, Suppression};
 use crate::spec::{Priority, Purpose, Spec};
 use crate::time::Time;
@@ -68,10 +68,10 @@ struct Candidate {
     vars: Option<Rc<str>>,
 }
 
+/// What `decide` keeps about a user who has candidates or dispatches in
+/// some window (event keys are in the worker's [`SeenKeys`]).
 #[derive(Default)]
 struct UserState {
-    /// Event key → time it was last seen.
-    last_seen: HashMap<CompactString, Time>,
     pending: Vec<Candidate>,
     /// (rule, dedup key) → decision time of the last first-attempt dispatch.
     dedup: Vec<(u16, String, Time)>,
@@ -82,16 +82,11 @@ struct UserState {
 
 impl UserState {
     fn is_empty(&self) -> bool {
-        self.last_seen.is_empty()
-            && self.pending.is_empty()
-            && self.dedup.is_empty()
-            && self.caps.is_empty()
+        self.pending.is_empty() && self.dedup.is_empty() && self.caps.is_empty()
     }
 
     /// Forgets what no future instant `≥ from` can see.
     fn expire(&mut self, spec: &Spec, longest_window: Time, from: Time) {
-        let horizon = spec.dedup_horizon;
-        self.last_seen.retain(|_, seen| *seen > from - horizon);
         self.dedup.retain(|(rule, _, t)| {
             let window = spec.rules[*rule as usize]
                 .dedup
@@ -100,7 +95,7 @@ impl UserState {
             *t > from - window
         });
         self.caps.expire(from, longest_window);
-        self.next_expiry = from.saturating_add(horizon.max(longest_window).max(1) / 2);
+        self.next_expiry = from.saturating_add(longest_window.max(1) / 2);
     }
 }
 
@@ -140,6 +135,8 @@ struct Core {
     /// entries, which cost one empty visit.
     timers: BTreeSet<(Time, u64)>,
     zones: HashMap<String, jiff::tz::TimeZone>,
+    /// Event keys last seen, for duplicates.
+    seen: SeenKeys,
     next_sweep: Time,
     stats: Rc<RefCell<DecideStats>>,
 }
@@ -224,23 +221,41 @@ impl Engine {
                 (None, Some(t)) => t.clone(),
                 (Some(a), Some(t)) => a.min(t).clone(),
             };
-            if timer_users.get(timer) == Some(&user) {
+            let due = timer_users.get(timer) == Some(&user);
+            if due {
                 timer += 1;
+            }
+            let run = order[next..]
+                .iter()
+                .take_while(|&&(_, i)| ready[i as usize].as_ref().unwrap().user() == &user)
+                .count();
+            // Events that trigger and cancel nothing only update "last
+            // seen": the user's decision state is not touched.
+            if !due
+                && order[next..next + run]
+                    .iter()
+                    .all(|&(_, i)| ready[i as usize].as_ref().unwrap().is_plain())
+            {
+                let mut stats = self.core.stats.borrow_mut();
+                for &(_, i) in &order[next..next + run] {
+                    let Some(Arrival::Event(e)) = ready[i as usize].take() else {
+                        unreachable!("plain arrivals are events")
+                    };
+                    stats.events += 1;
+                    stats.duplicates += self.core.seen.observe(&user, &e.key, e.time) as u64;
+                }
+                next += run;
+                continue;
             }
             let hash = user.hash;
             let (key, state) = match self.users.entry(hash, |(k, _)| *k == user, |(k, _)| k.hash) {
                 Entry::Occupied(o) => o.into_mut(),
                 Entry::Vacant(v) => v.insert((user.clone(), UserState::default())).into_mut(),
             };
-            let mut mine = std::iter::from_fn(|| {
-                let &(_, i) = order.get(next)?;
-                let slot = &mut ready[i as usize];
-                if slot.as_ref().unwrap().user() != &user {
-                    return None;
-                }
-                next += 1;
-                slot.take()
-            });
+            let mut mine = order[next..next + run]
+                .iter()
+                .map(|&(_, i)| ready[i as usize].take().unwrap());
+            next += run;
             self.core
                 .advance_user(key, state, &mut mine, frontier, &mut readers, out);
             if state.is_empty()
@@ -249,6 +264,7 @@ impl Engine {
                 o.remove();
             }
         }
+        self.core.seen.end_step(frontier);
         if frontier >= self.core.next_sweep && frontier != Time::MAX {
             let (spec, longest) = (&self.core.spec, self.core.longest_window);
             self.users.retain(|(_, s)| {
@@ -257,8 +273,7 @@ impl Engine {
                 }
                 !s.is_empty()
             });
-            self.core.next_sweep =
-                frontier.saturating_add(spec.dedup_horizon.max(longest).max(60_000));
+            self.core.next_sweep = frontier.saturating_add(longest.max(60_000));
         }
     }
 }
@@ -304,6 +319,7 @@ impl Core {
                             out.push(suppress(user, &c, time, Reason::Erased));
                         }
                         *state = UserState::default();
+                        self.seen.erase(user, time);
                     }
                     Arrival::Event(e) => self.apply_event(user, e, state, out),
                     Arrival::Late { .. } => unreachable!("late events are reported on arrival"),
@@ -336,16 +352,7 @@ impl Core {
         stats.events += 1;
         let t = e.time;
         // Duplicates (DESIGN.md §4): last seen within (t − horizon, t].
-        let previous = match state.last_seen.get_mut(e.key.as_str()) {
-            Some(seen) => Some(std::mem::replace(seen, t)),
-            None => {
-                if self.spec.dedup_horizon > 0 {
-                    state.last_seen.insert(e.key.clone(), t);
-                }
-                None
-            }
-        };
-        if previous.is_some_and(|seen| seen > t - self.spec.dedup_horizon) {
+        if self.seen.observe(user, &e.key, t) {
             stats.duplicates += 1;
             return;
         }
@@ -538,6 +545,7 @@ pub fn decide<'s>(
             timer_users: Vec::new(),
             core: Core {
                 longest_window: spec.longest_window(),
+                seen: SeenKeys::new(spec.dedup_horizon),
                 spec,
                 timers: BTreeSet::new(),
                 zones: HashMap::default(),

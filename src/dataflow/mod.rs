@@ -19,6 +19,7 @@ pub mod holdout;
 pub mod preferences;
 pub mod quiet_hours;
 pub mod route;
+pub mod seen;
 
 use std::cell::RefCell;
 use std::hash::{Hash, Hasher};

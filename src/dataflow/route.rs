@@ -79,6 +79,10 @@ impl Arrival {
             Arrival::Erasure { user, .. } | Arrival::Late { user, .. } => user,
         }
     }
+    /// An event that triggers and cancels nothing.
+    pub fn is_plain(&self) -> bool {
+        matches!(self, Arrival::Event(e) if e.fires.is_empty() && e.cancels == 0)
+    }
     pub fn time(&self) -> Time {
         match self {
             Arrival::Event(e) => e.time,
