@@ -13,7 +13,8 @@
 //! rule, and this way they are checked with one probe, without touching the
 //! user's decision state at all. An erasure forgets the user's keys: keys
 //! seen before the user's last erasure are treated as absent at once, and
-//! removed at the end of the step ([`SeenKeys::end_step`]).
+//! removed by the next sweep (every half horizon of event time), which
+//! walks the whole table anyway.
 
 use compact_str::CompactString;
 use foldhash::fast::FixedState;
@@ -33,7 +34,7 @@ pub struct SeenKeys {
     horizon: Time,
     table: HashTable<Seen>,
     hasher: FixedState,
-    /// Users erased during this step, with their latest erasure time.
+    /// Users erased since the last sweep, with their latest erasure time.
     erased: hashbrown::HashMap<UserKey, Time, FixedState>,
     next_sweep: Time,
 }
@@ -60,17 +61,13 @@ impl SeenKeys {
             return false;
         }
         let hash = self.hash(user, key);
-        let erased_at = if self.erased.is_empty() {
-            None
-        } else {
-            self.erased.get(user).copied()
-        };
         match self
             .table
             .find_mut(hash, |s| s.user == *user && s.key == key)
         {
             Some(seen) => {
-                let forgotten = erased_at.is_some_and(|at| seen.time < at);
+                let forgotten = !self.erased.is_empty()
+                    && self.erased.get(user).is_some_and(|at| seen.time < *at);
                 let previous = std::mem::replace(&mut seen.time, t);
                 !forgotten && previous > t - self.horizon
             }
@@ -96,26 +93,19 @@ impl SeenKeys {
         *at = (*at).max(t);
     }
 
-    /// Ends a step that applied every arrival before `frontier`: removes
-    /// erased keys, and, now and then, keys no later arrival can match.
+    /// Ends a step that applied every arrival before `frontier`; now and
+    /// then, removes keys no later arrival can match and erased keys.
     pub fn end_step(&mut self, frontier: Time) {
-        let sweep = frontier >= self.next_sweep && frontier != Time::MAX;
-        if self.erased.is_empty() && !sweep {
+        if frontier < self.next_sweep || frontier == Time::MAX {
             return;
         }
-        let expired = if sweep {
-            frontier.saturating_sub(self.horizon)
-        } else {
-            Time::MIN
-        };
+        let expired = frontier.saturating_sub(self.horizon);
         let erased = std::mem::take(&mut self.erased);
         self.table.retain(|s| {
             s.time > expired
                 && (erased.is_empty() || erased.get(&s.user).is_none_or(|at| s.time >= *at))
         });
-        if sweep {
-            self.next_sweep = frontier.saturating_add(self.horizon.max(2) / 2);
-        }
+        self.next_sweep = frontier.saturating_add(self.horizon.max(2) / 2);
     }
 
     pub fn len(&self) -> usize {
@@ -152,9 +142,11 @@ mod tests {
         seen.erase(&a, 20);
         assert!(!seen.observe(&a, "s/1", 20), "forgotten by the erasure");
         assert!(seen.observe(&a, "s/1", 30), "seen again after it");
-        seen.end_step(40);
-        assert_eq!(seen.len(), 1, "s/2 removed, s/1 (seen at 30) kept");
-        assert!(!seen.observe(&a, "s/2", 50));
+        assert!(!seen.observe(&a, "s/2", 35), "still forgotten");
+        seen.erase(&a, 40);
+        seen.end_step(50);
+        assert_eq!(seen.len(), 0, "the sweep removes erased keys");
+        assert!(!seen.observe(&a, "s/1", 60));
     }
 
     #[test]
