@@ -2,8 +2,14 @@
 //! piece of `consent` and `preferences`.
 //!
 //! [`arrange_upserts`] builds a Differential collection replaced by key
-//! (`arrange_from_upsert`) whose update times are the records' own exact
-//! times.
+//! whose update times are the records' own exact times: an `Upsert`
+//! operator turns each upsert into the collection's updates (retract the
+//! key's value in force, insert the new one) once its input frontier has
+//! passed the upsert's time, and differential's `arrange_core` arranges
+//! them. The operator remembers each key's current value in a hash map
+//! (one probe per upsert), where differential's `arrange_from_upsert` would
+//! seek the key in the trace's batches; on this workload that seek and its
+//! priority queue cost more than the rest of the pipeline.
 //!
 //! A [`TraceSnapshot`] holds the batches of a trace, taken once per
 //! activation of `decide`; its [`Reader`] walks them with one cursor that
@@ -12,13 +18,16 @@
 //! update times and diffs, so that the value in force at any `t` not before
 //! the trace's compaction frontier can be read off.
 
-use differential_dataflow::operators::arrange::upsert::arrange_from_upsert;
+use differential_dataflow::operators::arrange::arrangement::arrange_core;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::cursor::{Cursor, CursorList, cursor_list};
-use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
+use differential_dataflow::trace::implementations::{ValBatcher, ValSpine};
 use differential_dataflow::trace::{Navigable, TraceReader};
 use differential_dataflow::{ExchangeData, Hashable};
 use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::operator::Operator;
 use timely::progress::frontier::AntichainRef;
 
 use crate::time::Time;
@@ -29,7 +38,7 @@ pub type Upsert<K, V> = (K, Option<V>, Time);
 pub type UpsertTrace<K, V> = TraceAgent<ValSpine<K, V, Time, isize>>;
 
 /// Arranges `upserts` replaced by key: at each time a key holds its latest
-/// value (at equal times, the greatest).
+/// value (at equal times, the greatest; `None` deletes).
 pub fn arrange_upserts<'s, K, V>(
     upserts: Stream<'s, Time, Vec<Upsert<K, V>>>,
     name: &str,
@@ -38,8 +47,63 @@ where
     K: ExchangeData + Hashable + std::hash::Hash,
     V: ExchangeData,
 {
-    arrange_from_upsert::<ValBuilder<K, V, Time, isize>, ValSpine<K, V, Time, isize>, K, V>(
-        upserts, name,
+    let exchange = Exchange::new(|u: &Upsert<K, V>| u.0.hashed().into());
+    let updates = upserts.unary_frontier(exchange, &format!("{name}Upsert"), |_, _| {
+        let mut current: hashbrown::HashMap<K, V, foldhash::fast::FixedState> = Default::default();
+        let mut pending: Vec<Upsert<K, V>> = Vec::new();
+        // Held at or before the least time in `pending`.
+        let mut capability: Option<Capability<Time>> = None;
+        move |(input, frontier), output| {
+            input.for_each(|cap, data| {
+                if let Some(least) = cap.least()
+                    && capability.as_ref().is_none_or(|c| least < c.time())
+                {
+                    capability = cap.retain_least(0);
+                }
+                pending.append(data);
+            });
+            let Some(cap) = capability.as_mut() else {
+                return;
+            };
+            let upper = frontier.frontier().first().copied().unwrap_or(Time::MAX);
+            let mut ready: Vec<_> = pending.extract_if(.., |u| u.2 < upper).collect();
+            if !ready.is_empty() {
+                // By key and time; at equal times the greatest value first,
+                // and only it is kept.
+                ready.sort_unstable_by(|a, b| (&a.0, a.2, &b.1).cmp(&(&b.0, b.2, &a.1)));
+                ready.dedup_by(|later, first| later.0 == first.0 && later.2 == first.2);
+                let mut updates = Vec::with_capacity(ready.len() * 2);
+                for (key, value, time) in ready {
+                    let previous = match &value {
+                        Some(v) => current.insert(key.clone(), v.clone()),
+                        None => current.remove(&key),
+                    };
+                    if previous == value {
+                        continue;
+                    }
+                    if let Some(previous) = previous {
+                        updates.push(((key.clone(), previous), time, -1));
+                    }
+                    if let Some(value) = value {
+                        updates.push(((key, value), time, 1));
+                    }
+                }
+                if !updates.is_empty() {
+                    output.session(&*cap).give_container(&mut updates);
+                }
+            }
+            if pending.is_empty() {
+                capability = None;
+            } else if upper > *cap.time() {
+                cap.downgrade(&upper);
+            }
+        }
+    });
+    arrange_core::<_, _, ValBatcher<K, V, Time, isize>, ValSpine<K, V, Time, isize>>(
+        updates,
+        Pipeline,
+        name,
+        ValBatcher::new,
     )
 }
 
