@@ -13,6 +13,22 @@ use nudgeflow::spec::Spec;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `purge_delay` option (`mi_option_t` 15 in mimalloc 3).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Keeps freed memory in the allocator instead of handing it back to the
+/// OS. Each step of the dataflow frees and reallocates buffers of a few
+/// MiB (stripes, exchanged batches); returned to the OS, they came back as
+/// fresh pages for the kernel to zero again, about a tenth of the run time
+/// (`perf stat`: 11.7k page faults and 0.84 s system time on the 1M-event
+/// benchmark, against 0.36k and 0.34 s). The resident size stays at its
+/// peak, which a long-running job reaches anyway.
+fn keep_freed_memory() {
+    // SAFETY: called first thing in `main`, before any other thread exists
+    // (the option is not thread-safe to set).
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
+
 /// nudgeflow turns event streams (cart abandoned, payment failed, new-device
 /// login, …) into consent-respecting notifications: it joins events with
 /// each user's preferences and consent, applies delays, cancellations, quiet
@@ -234,6 +250,7 @@ fn demo(workers: usize) -> anyhow::Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
+    keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("NUDGEFLOW_LOG")
