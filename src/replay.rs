@@ -76,7 +76,7 @@ pub struct ReplayOptions {
 
 /// What a replay decided (this process's share in a cluster).
 pub struct ReplayOutput {
-    /// Rendered dispatch and suppression lines, unsorted.
+    /// Rendered dispatch and suppression lines, sorted per worker (not overall).
     pub dispatches: Lines,
     pub suppressions: Lines,
     pub dead_letters: Vec<DeadLetter>,
@@ -166,7 +166,10 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
             decisions = decisions.len(),
             "worker done"
         );
-        let (dispatches, suppressions) = render(&spec, &decisions);
+        let (mut dispatches, mut suppressions) = render(&spec, &decisions);
+        // Sorted here, in parallel; the writer merges the workers' runs.
+        dispatches.sort_unstable();
+        suppressions.sort_unstable();
         (dispatches, suppressions, report.dead_letters, summary)
     })
     .map_err(|e| anyhow::anyhow!("cannot start timely workers: {e}"))?;
@@ -199,14 +202,10 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
 /// Runs and writes `out_dir`.
 pub fn run_to_dir(opts: &ReplayOptions, out_dir: &std::path::Path) -> anyhow::Result<ReplayOutput> {
     let mut out = run(opts)?;
-    let (dispatches, suppressions) = (
-        std::mem::take(&mut out.dispatches),
-        std::mem::take(&mut out.suppressions),
-    );
     write_outputs(
         out_dir,
-        dispatches,
-        suppressions,
+        &mut out.dispatches,
+        &mut out.suppressions,
         &out.dead_letters,
         &out.summary,
     )

@@ -110,12 +110,13 @@ pub fn render(spec: &Spec, decisions: &[Decision]) -> (Lines, Lines) {
     (dispatches, suppressions)
 }
 
-fn write_lines(path: &Path, mut lines: Lines) -> anyhow::Result<()> {
-    lines.sort_unstable();
+fn write_lines(path: &Path, lines: &mut Lines) -> anyhow::Result<()> {
+    // Stable sort finds and merges runs: each worker's lines come sorted.
+    lines.sort();
     let file =
         std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-    for (_, line) in &lines {
+    for (_, line) in lines.iter() {
         w.write_all(line.as_bytes())?;
         w.write_all(b"\n")?;
     }
@@ -123,11 +124,12 @@ fn write_lines(path: &Path, mut lines: Lines) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Writes the output directory (created if missing).
+/// Writes the output directory (created if missing), sorting the lines in
+/// place.
 pub fn write_outputs(
     dir: &Path,
-    dispatches: Lines,
-    suppressions: Lines,
+    dispatches: &mut Lines,
+    suppressions: &mut Lines,
     dead_letters: &[DeadLetter],
     summary: &Summary,
 ) -> anyhow::Result<()> {
@@ -138,7 +140,7 @@ pub fn write_outputs(
     letters.sort_by(|a, b| (a.stream.file_name(), a.line).cmp(&(b.stream.file_name(), b.line)));
     write_lines(
         &dir.join("dead_letters.jsonl"),
-        letters.iter().map(|d| (0, d.to_json_line())).collect(),
+        &mut letters.iter().map(|d| (0, d.to_json_line())).collect(),
     )?;
     let json = serde_json::to_string_pretty(summary)? + "\n";
     std::fs::write(dir.join("summary.json"), json)
