@@ -4,8 +4,10 @@
 //! (largest time seen in file order minus `allowed_lateness`); a record
 //! older than its file's watermark is late.
 //!
-//! **Parallel reading.** A file is cut into fixed-size byte stripes; a stripe
-//! owns the lines that *start* inside it. The workers of a process take the
+//! **Parallel reading.** Each file is mapped into memory once per process
+//! (the OS page cache is read in place, not copied; the files must not
+//! change during a replay). A file is cut into fixed-size byte stripes; a
+//! stripe owns the lines that *start* inside it. The workers of a process take the
 //! stripes round-robin, so they move through event time together. Each
 //! worker parses its stripe, publishes the stripe's largest time and line
 //! count in a table shared by the process, and finalises it (late verdicts,
@@ -25,7 +27,6 @@
 
 use std::cell::RefCell;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,6 +65,8 @@ pub struct FilePlan {
     pub stream: StreamKind,
     pub path: PathBuf,
     pub len: u64,
+    /// The file's bytes (`None` when empty: nothing to map).
+    data: Option<memmap2::Mmap>,
     pub stripes: usize,
     published: Mutex<Vec<Option<StripeSummary>>>,
 }
@@ -87,15 +90,25 @@ impl FixturePlan {
         let mut files = Vec::new();
         for stream in StreamKind::ALL {
             let path = dir.join(stream.file_name());
-            let Ok(meta) = std::fs::metadata(&path) else {
+            let Ok(file) = File::open(&path) else {
                 continue;
             };
-            let len = meta.len();
+            let len = file.metadata()?.len();
+            let data = if len == 0 {
+                None
+            } else {
+                // SAFETY: a replay reads its fixture files while nothing
+                // writes them (README, "Replay"); the map is read-only.
+                Some(unsafe { memmap2::Mmap::map(&file) }.map_err(|e| {
+                    anyhow::anyhow!("cannot map {} into memory: {e}", path.display())
+                })?)
+            };
             let stripes = len.div_ceil(stripe_bytes) as usize;
             files.push(FilePlan {
                 stream,
                 path,
                 len,
+                data,
                 stripes,
                 published: Mutex::new(vec![None; stripes]),
             });
@@ -147,8 +160,6 @@ pub struct SourceReport {
 /// A parsed stripe waiting for its predecessors.
 struct Parsed {
     stripe: usize,
-    buf: Vec<u8>,
-    /// (line index within stripe, byte offset in file, line range in `buf`, parse result)
     lines: Vec<ParsedLine>,
     summary: StripeSummary,
 }
@@ -157,9 +168,8 @@ struct Parsed {
 struct ParsedLine {
     /// Line index within the stripe.
     index: u64,
-    /// Byte offset of the line in its file: the record's stream position.
-    offset: u64,
-    /// Where the line is in the stripe's buffer.
+    /// Where the line is in its file (its start is the record's stream
+    /// position).
     range: std::ops::Range<usize>,
     result: Result<Input, String>,
 }
@@ -182,79 +192,33 @@ impl Input {
 
 /// One worker's progress through one file.
 struct Cursor {
-    file: Option<File>,
     next_stripe: usize,
     pending: Option<Parsed>,
-    /// The last stripe's buffer, reused: a fresh one would be fresh pages
-    /// for the kernel to zero every stripe.
-    spare: Vec<u8>,
     /// Least time any later record of ours in this file can have.
     lower: Time,
-}
-
-/// Reads the lines starting in `stripe` (plus the tail of the last one).
-fn read_stripe(
-    file: &File,
-    plan: &FilePlan,
-    stripe_bytes: u64,
-    stripe: usize,
-    mut buf: Vec<u8>,
-) -> std::io::Result<(Vec<u8>, u64, usize)> {
-    let start = stripe as u64 * stripe_bytes;
-    let end = (start + stripe_bytes).min(plan.len);
-    // Read one byte early to see whether a line starts exactly at `start`.
-    let from = start.saturating_sub(1);
-    buf.clear();
-    buf.resize((end - from) as usize, 0);
-    file.read_exact_at(&mut buf, from)?;
-    // Extend through the end of the last line that starts before `end`.
-    let mut pos = end;
-    while pos < plan.len && buf.last() != Some(&b'\n') {
-        let mut chunk = vec![0u8; (64 * 1024).min(plan.len - pos) as usize];
-        file.read_exact_at(&mut chunk, pos)?;
-        pos += chunk.len() as u64;
-        match memchr_nl(&chunk) {
-            Some(i) => {
-                buf.extend_from_slice(&chunk[..=i]);
-                break;
-            }
-            None => buf.extend_from_slice(&chunk),
-        }
-    }
-    // Offset in `buf` of the first line that starts at or after `start`.
-    let first = if start == 0 {
-        0
-    } else {
-        match memchr_nl(&buf) {
-            Some(i) => i + 1,
-            None => buf.len(),
-        }
-    };
-    Ok((buf, from, first))
 }
 
 fn memchr_nl(bytes: &[u8]) -> Option<usize> {
     memchr::memchr(b'\n', bytes)
 }
 
-fn parse_stripe(
-    router: &mut Router,
-    plan: &FilePlan,
-    stripe_bytes: u64,
-    stripe: usize,
-    file: &File,
-    spare: Vec<u8>,
-) -> std::io::Result<Parsed> {
-    let (buf, from, first) = read_stripe(file, plan, stripe_bytes, stripe, spare)?;
-    let start = stripe as u64 * stripe_bytes;
-    let end = (start + stripe_bytes).min(plan.len);
+/// Parses (and routes) the lines that start in `stripe`.
+fn parse_stripe(router: &mut Router, plan: &FilePlan, stripe_bytes: u64, stripe: usize) -> Parsed {
+    let buf: &[u8] = plan.data.as_deref().unwrap_or_default();
+    let start = (stripe as u64 * stripe_bytes) as usize;
+    let end = (start + stripe_bytes as usize).min(buf.len());
+    // The first line starting at or after `start`.
+    let first = match start {
+        0 => 0,
+        _ => memchr_nl(&buf[start - 1..]).map_or(buf.len(), |i| start + i),
+    };
     // Room for the lines of a typical stripe (records of 100–250 bytes), so
     // that the vector is not regrown and copied as it fills.
     let mut lines = Vec::with_capacity(((end - start) / 96) as usize + 1);
     let mut max_time: Option<Time> = None;
     let mut pos = first;
     let mut index = 0u64;
-    while pos < buf.len() && from + (pos as u64) < end {
+    while pos < end {
         let stop = memchr_nl(&buf[pos..]).map(|i| pos + i).unwrap_or(buf.len());
         let mut line_end = stop;
         if line_end > pos && buf[line_end - 1] == b'\r' {
@@ -262,7 +226,7 @@ fn parse_stripe(
         }
         let bytes = &buf[pos..line_end];
         if !bytes.iter().all(u8::is_ascii_whitespace) {
-            let offset = from + pos as u64;
+            let offset = pos as u64;
             let parsed = match std::str::from_utf8(bytes) {
                 Ok(text) if plan.stream == StreamKind::Events => {
                     parse_event_ref(text).map(|e| Input::Event(router.event(&e, offset)))
@@ -275,7 +239,6 @@ fn parse_stripe(
             }
             lines.push(ParsedLine {
                 index,
-                offset,
                 range: pos..line_end,
                 result: parsed,
             });
@@ -283,15 +246,14 @@ fn parse_stripe(
         index += 1;
         pos = stop + 1;
     }
-    Ok(Parsed {
+    Parsed {
         stripe,
-        buf,
         lines,
         summary: StripeSummary {
             max_time,
             lines: index,
         },
-    })
+    }
 }
 
 /// The fixture source: parses and routes every record (late events
@@ -320,10 +282,8 @@ pub fn fixture_source<'s>(
             .files
             .iter()
             .map(|_| Cursor {
-                file: None,
                 next_stripe: placement.local_index,
                 pending: None,
-                spare: Vec::new(),
                 lower: Time::MIN,
             })
             .collect();
@@ -346,20 +306,7 @@ pub fn fixture_source<'s>(
                 .min_by_key(|&i| cursors[i].lower);
             if let Some(i) = next {
                 let (fplan, c) = (&plan.files[i], &mut cursors[i]);
-                if c.file.is_none() {
-                    let file = File::open(&fplan.path)
-                        .unwrap_or_else(|e| panic!("cannot open {}: {e}", fplan.path.display()));
-                    c.file = Some(file);
-                }
-                let parsed = parse_stripe(
-                    &mut router,
-                    fplan,
-                    plan.stripe_bytes,
-                    c.next_stripe,
-                    c.file.as_ref().unwrap(),
-                    std::mem::take(&mut c.spare),
-                )
-                .unwrap_or_else(|e| panic!("cannot read {}: {e}", fplan.path.display()));
+                let parsed = parse_stripe(&mut router, fplan, plan.stripe_bytes, c.next_stripe);
                 fplan.publish(parsed.stripe, parsed.summary);
                 c.pending = Some(parsed);
                 progressed = true;
@@ -375,9 +322,9 @@ pub fn fixture_source<'s>(
                 let file_name = fplan.stream.file_name();
                 let mut seen = prefix_max;
                 let mut rep = report.borrow_mut();
+                let text = fplan.data.as_deref().unwrap_or_default();
                 for ParsedLine {
                     index,
-                    offset,
                     range,
                     result,
                 } in parsed.lines
@@ -385,8 +332,7 @@ pub fn fixture_source<'s>(
                     let line = base_line + index + 1;
                     let mut dead_letter = |reason: String| {
                         if reports_dead_letters {
-                            let record =
-                                String::from_utf8_lossy(&parsed.buf[range.clone()]).into_owned();
+                            let record = String::from_utf8_lossy(&text[range.clone()]).into_owned();
                             rep.dead_letters.push(DeadLetter {
                                 stream: fplan.stream,
                                 file: file_name.into(),
@@ -427,7 +373,7 @@ pub fn fixture_source<'s>(
                         rep.late += late as u64;
                         match input {
                             Input::Event(e) => routed.event(e, late),
-                            Input::Other(r) => routed.record(r, offset),
+                            Input::Other(r) => routed.record(r, range.start as u64),
                         }
                     }
                 }
@@ -464,7 +410,6 @@ pub fn fixture_source<'s>(
                     Ordering::Relaxed,
                 );
                 c.next_stripe = parsed.stripe + placement.local_workers;
-                c.spare = parsed.buf;
                 c.lower = seen.map_or(Time::MIN, |m| m.saturating_sub(allowed_lateness));
                 progressed = true;
             }
