@@ -130,6 +130,20 @@ impl FixturePlan {
 }
 
 impl FilePlan {
+    /// Unmaps the pages of a finalised stripe from this process (they stay
+    /// in the OS page cache), so that resident memory does not grow with
+    /// the input. A later read of those bytes (a line crossing into the
+    /// stripe) maps them again.
+    fn release(&self, offset: usize, len: usize) {
+        if let Some(data) = &self.data {
+            // SAFETY: the map is read-only and backed by the file, so
+            // dropping its pages never changes what later reads see.
+            let _ = unsafe {
+                data.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+            };
+        }
+    }
+
     fn publish(&self, stripe: usize, summary: StripeSummary) {
         self.published.lock().expect("stripe table poisoned")[stripe] = Some(summary);
     }
@@ -405,10 +419,10 @@ pub fn fixture_source<'s>(
                 routed.arrivals.reserve(sizes.0);
                 routed.consent.reserve(sizes.1);
                 routed.prefs.reserve(sizes.2);
-                plan.bytes_done.fetch_add(
-                    (plan.stripe_bytes).min(fplan.len - parsed.stripe as u64 * plan.stripe_bytes),
-                    Ordering::Relaxed,
-                );
+                let stripe_start = parsed.stripe as u64 * plan.stripe_bytes;
+                let stripe_len = plan.stripe_bytes.min(fplan.len - stripe_start);
+                fplan.release(stripe_start as usize, stripe_len as usize);
+                plan.bytes_done.fetch_add(stripe_len, Ordering::Relaxed);
                 c.next_stripe = parsed.stripe + placement.local_workers;
                 c.lower = seen.map_or(Time::MIN, |m| m.saturating_sub(allowed_lateness));
                 progressed = true;
