@@ -1,8 +1,9 @@
 //! Decide: the per-user decision operator (DESIGN.md §4, all steps but
 //! fallback).
 //!
-//! - inputs: arrivals from `route` (exchanged by user), and the consent and
-//!   preference arrangements (whose frontiers say their traces are complete).
+//! - inputs: arrivals from `route` (exchanged by user), and the profile
+//!   arrangement of consent and preferences (whose frontier says its trace
+//!   is complete).
 //! - output: [`Decision`]s, dispatches and suppressions.
 //! - key: the user. All of a user's arrivals, consent and preferences are on
 //!   one worker (every stage routes by `user_hash`).
@@ -12,7 +13,7 @@
 //!   at each instant `t` the user's records at `t` are applied (erasures
 //!   first, then events by event key), then the candidates due at `t` are
 //!   decided in order of (decision time, event time, event key, rule order),
-//!   reading consent and preferences from the arrangements as of `t`.
+//!   reading consent and preferences from the profile arrangement as of `t`.
 //!   Candidates decided later (delays, `at`, quiet-hour deferrals) wait in
 //!   per-user state with a timer.
 
@@ -33,10 +34,9 @@ use timely::progress::frontier::AntichainRef;
 
 use super::UserKey;
 use super::caps::CapHistory;
-use super::consent::{ConsentKey, ConsentTrace, ConsentVal, UserConsent};
 use super::history::{Reader, TraceSnapshot};
 use super::holdout::in_holdout;
-use super::preferences::{PrefsTrace, PrefsVal, UserPrefs};
+use super::profile::{ProfileKey, ProfileTrace, ProfileVal, UserProfile};
 use super::quiet_hours::{in_quiet_hours, quiet_hours_end};
 use super::route::{Arrival, EventArrival};
 use super::seen::SeenKeys;
@@ -103,15 +103,11 @@ impl UserState {
 /// they borrow the trace snapshots of the current activation.
 struct UserView<'u, 'a> {
     user: &'u UserKey,
-    consent: Option<UserConsent<'a>>,
-    prefs: Option<UserPrefs<'a>>,
+    profile: Option<UserProfile<'a>>,
 }
 
-/// Forward-only readers of the consent and preference traces.
-struct Readers<'a> {
-    consent: Reader<'a, ConsentKey, ConsentVal>,
-    prefs: Reader<'a, UserKey, PrefsVal>,
-}
+/// Forward-only reader of the profile trace.
+type Readers<'a> = Reader<'a, ProfileKey, ProfileVal>;
 
 struct Engine {
     /// Per-user state, found by the user's routing hash.
@@ -145,13 +141,7 @@ impl Engine {
     /// Decides everything strictly before `frontier`: applies the arrivals
     /// before it and decides the candidates due before it, user by user in
     /// key order (hash first), so that trace cursors only ever move forward.
-    fn advance(
-        &mut self,
-        frontier: Time,
-        consent: &mut ConsentTrace,
-        prefs: &mut PrefsTrace,
-        out: &mut Vec<Decision>,
-    ) {
+    fn advance(&mut self, frontier: Time, profiles: &mut ProfileTrace, out: &mut Vec<Decision>) {
         let ready = &mut self.ready;
         ready.clear();
         ready.extend(
@@ -203,11 +193,8 @@ impl Engine {
             }
         }
 
-        let (mut consent, mut prefs) = (TraceSnapshot::new(consent), TraceSnapshot::new(prefs));
-        let mut readers = Readers {
-            consent: consent.reader(),
-            prefs: prefs.reader(),
-        };
+        let mut snapshot = TraceSnapshot::new(profiles);
+        let mut readers = snapshot.reader();
         // Visit users in key order: those with arrivals merged with those
         // with due candidates.
         let (mut next, mut timer) = (0, 0);
@@ -294,8 +281,7 @@ impl Core {
         let spec = self.spec.clone();
         let mut view = UserView {
             user,
-            consent: None,
-            prefs: None,
+            profile: None,
         };
         let mut arrivals = arrivals.peekable();
         loop {
@@ -398,10 +384,10 @@ impl Core {
     ) {
         let rule = &spec.rules[c.rule as usize];
         let user = view.user;
-        let prefs = view
-            .prefs
-            .get_or_insert_with(|| UserPrefs::load(&mut readers.prefs, user))
-            .as_of(t);
+        let profile: &UserProfile<'a> = view
+            .profile
+            .get_or_insert_with(|| UserProfile::load(readers, user));
+        let prefs = profile.prefs.as_of(t);
         // 1. muted
         if prefs.is_some_and(|p| p.muted_rules.contains(&rule.name)) {
             return out.push(suppress(user, &c, t, Reason::Muted));
@@ -436,9 +422,7 @@ impl Core {
             }
         }
         // 5. channel selection: consent as of t, channel caps.
-        let consent = view
-            .consent
-            .get_or_insert_with(|| UserConsent::load(&mut readers.consent, user));
+        let consent = &profile.consent;
         let preferred = prefs.and_then(|p| p.channels.as_ref());
         let mut order = rule
             .channels
@@ -521,19 +505,16 @@ fn suppress(user: &UserKey, c: &Candidate, t: Time, reason: Reason) -> Decision 
 /// Builds the decide operator.
 pub fn decide<'s>(
     arrivals: Stream<'s, Time, Vec<Arrival>>,
-    consent: Arranged<'s, ConsentTrace>,
-    prefs: Arranged<'s, PrefsTrace>,
+    profiles: Arranged<'s, ProfileTrace>,
     spec: Arc<Spec>,
     stats: Rc<RefCell<DecideStats>>,
 ) -> Stream<'s, Time, Vec<Decision>> {
     let mut builder = OperatorBuilder::new("Decide".to_owned(), arrivals.scope());
     let mut arrivals_in = builder.new_input(arrivals, Exchange::new(|a: &Arrival| a.user().hash));
-    let mut consent_in = builder.new_input(consent.stream, Pipeline);
-    let mut prefs_in = builder.new_input(prefs.stream, Pipeline);
+    let mut profiles_in = builder.new_input(profiles.stream, Pipeline);
     let (output, decisions) = builder.new_output::<Vec<Decision>>();
     let mut output = OutputBuilder::from(output);
-    let mut consent_trace = consent.trace;
-    let mut prefs_trace = prefs.trace;
+    let mut profile_trace = profiles.trace;
 
     builder.build(move |mut capabilities| {
         let mut capability = capabilities.pop();
@@ -575,8 +556,7 @@ pub fn decide<'s>(
                 }
             });
             // The arrangements' batches are already in their traces.
-            consent_in.for_each(|_cap, _batches| {});
-            prefs_in.for_each(|_cap, _batches| {});
+            profiles_in.for_each(|_cap, _batches| {});
 
             let frontier = frontiers
                 .iter()
@@ -584,17 +564,15 @@ pub fn decide<'s>(
                 .min()
                 .unwrap_or(Time::MAX);
             if frontier > done_through {
-                engine.advance(frontier, &mut consent_trace, &mut prefs_trace, &mut buffer);
+                engine.advance(frontier, &mut profile_trace, &mut buffer);
                 done_through = frontier;
                 let compaction = if frontier == Time::MAX {
                     AntichainRef::new(&[])
                 } else {
                     AntichainRef::new(std::slice::from_ref(&frontier))
                 };
-                consent_trace.set_logical_compaction(compaction);
-                consent_trace.set_physical_compaction(compaction);
-                prefs_trace.set_logical_compaction(compaction);
-                prefs_trace.set_physical_compaction(compaction);
+                profile_trace.set_logical_compaction(compaction);
+                profile_trace.set_physical_compaction(compaction);
             }
             if let Some(cap) = capability.as_mut() {
                 if !buffer.is_empty() {

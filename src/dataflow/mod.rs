@@ -1,9 +1,9 @@
 //! The notification decision dataflow (DESIGN.md §1, "decide").
 //!
 //! ```text
-//!  source (parse + route) ─┬─ arrivals ─────────────(exchange by user)──┐
-//!                          ├─ consent upserts ──> consent arrangement ──┼─> decide ──> decisions
-//!                          └─ preference upserts ─> prefs arrangement ──┘
+//!  source (parse + route) ─┬─ arrivals ──────────────────(exchange by user)─┐
+//!                          └─ consent and preference upserts                ├─> decide ──> decisions
+//!                               ──(exchange by user)──> profile arrangement ─┘
 //! ```
 //!
 //! Every stage is keyed by user (`record::user_hash`), so all decisions for
@@ -17,6 +17,7 @@ pub mod decide;
 pub mod history;
 pub mod holdout;
 pub mod preferences;
+pub mod profile;
 pub mod quiet_hours;
 pub mod route;
 pub mod seen;
@@ -66,11 +67,10 @@ impl Hash for UserKey {
 
 /// Assembles the decision graph over a source's routed streams.
 pub fn build<'s>(
-    (arrivals, consent, prefs): route::Streams<'s>,
+    (arrivals, profile): route::Streams<'s>,
     spec: Arc<Spec>,
     stats: Rc<RefCell<DecideStats>>,
 ) -> Stream<'s, Time, Vec<Decision>> {
-    let consent = consent::arrange_consent(consent);
-    let prefs = preferences::arrange_preferences(prefs);
-    decide::decide(arrivals, consent, prefs, spec, stats)
+    let profile = profile::arrange_profiles(profile);
+    decide::decide(arrivals, profile, spec, stats)
 }

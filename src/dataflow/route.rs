@@ -6,14 +6,14 @@
 //! - input: one parsed record with its partition position (`seq`) and its
 //!   lateness verdict.
 //! - output [`Routed`]: arrivals (events with the rules they trigger and
-//!   cancel, erasures, late events) for `decide`, consent upserts
-//!   `(ConsentKey, Option<ConsentVal>, t)` and preference upserts
-//!   `(user, Option<PrefsVal>, t)`.
+//!   cancel, erasures, late events) for `decide`, and profile upserts
+//!   `(ProfileKey, Option<ProfileVal>, t)` for consent and preference
+//!   records.
 //!
-//! An erasure at t also upserts "absent" for every consent key and the
-//! preferences of its user: the upsert arrangement prefers a present value
-//! at equal times, which is exactly "erasure ranks before consent and
-//! preferences at the same instant" (DESIGN.md §4 "Order").
+//! An erasure at t also upserts "absent" in every profile slot of its user
+//! (preferences and all consent keys): the upsert arrangement prefers a
+//! present value at equal times, which is exactly "erasure ranks before
+//! consent and preferences at the same instant" (DESIGN.md §4 "Order").
 //!
 //! Times are unchanged: every record keeps its exact millisecond time.
 
@@ -27,10 +27,11 @@ use serde_json::Value;
 use timely::dataflow::Stream;
 
 use super::UserKey;
-use super::consent::{ConsentKey, ConsentUpsert, ConsentVal};
-use super::preferences::{PrefsUpsert, PrefsVal};
+use super::consent::ConsentVal;
+use super::preferences::PrefsVal;
+use super::profile::{ProfileKey, ProfileUpsert, ProfileVal, Slot};
 use crate::record::{EventRef, Record};
-use crate::spec::{Channel, Purpose, Spec};
+use crate::spec::Spec;
 use crate::time::Time;
 
 /// A rule an event triggered: the candidate it creates.
@@ -178,16 +179,14 @@ impl Router {
 /// The three routed streams a source produces.
 pub type Streams<'s> = (
     Stream<'s, Time, Vec<Arrival>>,
-    Stream<'s, Time, Vec<ConsentUpsert>>,
-    Stream<'s, Time, Vec<PrefsUpsert>>,
+    Stream<'s, Time, Vec<ProfileUpsert>>,
 );
 
 /// The outputs of routing, buffered until a source sends them.
 #[derive(Default)]
 pub struct Routed {
     pub arrivals: Vec<Arrival>,
-    pub consent: Vec<ConsentUpsert>,
-    pub prefs: Vec<PrefsUpsert>,
+    pub profile: Vec<ProfileUpsert>,
 }
 
 impl Routed {
@@ -210,47 +209,37 @@ impl Routed {
             Record::Event(_) => unreachable!("events are routed by `route_event`"),
             Record::Erasure(r) => {
                 let user = UserKey::new(&r.user);
-                for channel in std::iter::once(None).chain(Channel::ALL.map(Some)) {
-                    for purpose in [Purpose::Marketing, Purpose::Transactional] {
-                        self.consent.push((
-                            ConsentKey {
-                                user: user.clone(),
-                                channel,
-                                purpose,
-                            },
-                            None,
-                            r.time,
-                        ));
-                    }
+                for slot in Slot::all() {
+                    let key = ProfileKey {
+                        user: user.clone(),
+                        slot,
+                    };
+                    self.profile.push((key, None, r.time));
                 }
-                self.prefs.push((user.clone(), None, r.time));
                 self.arrivals.push(Arrival::Erasure { user, time: r.time });
             }
             Record::Consent(c) => {
-                let key = ConsentKey {
+                let key = ProfileKey {
                     user: UserKey::new(&c.user),
-                    channel: c.channel,
-                    purpose: c.purpose,
+                    slot: Slot::Consent(c.channel, c.purpose),
                 };
-                self.consent.push((
-                    key,
-                    Some(ConsentVal {
-                        time: c.time,
-                        seq,
-                        granted: c.granted,
-                    }),
-                    c.time,
-                ));
+                let value = ProfileVal::Consent(ConsentVal {
+                    time: c.time,
+                    seq,
+                    granted: c.granted,
+                });
+                self.profile.push((key, Some(value), c.time));
             }
             Record::Prefs(p) => {
-                self.prefs.push((
-                    UserKey::new(&p.user),
-                    Some(PrefsVal {
-                        seq,
-                        prefs: p.prefs.map(Arc::new),
-                    }),
-                    p.time,
-                ));
+                let key = ProfileKey {
+                    user: UserKey::new(&p.user),
+                    slot: Slot::Prefs,
+                };
+                let value = ProfileVal::Prefs(PrefsVal {
+                    seq,
+                    prefs: p.prefs.map(Arc::new),
+                });
+                self.profile.push((key, Some(value), p.time));
             }
             // Receipts drive channel fallback, which is not built yet.
             Record::Receipt(_) => {}

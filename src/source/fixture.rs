@@ -282,11 +282,9 @@ pub fn fixture_source<'s>(
     let mut builder = OperatorBuilder::new("FixtureSource".to_owned(), scope);
     let info = builder.operator_info();
     let (arrivals_out, arrivals) = builder.new_output();
-    let (consent_out, consent) = builder.new_output();
-    let (prefs_out, prefs) = builder.new_output();
+    let (profile_out, profile) = builder.new_output();
     let mut arrivals_out = OutputBuilder::from(arrivals_out);
-    let mut consent_out = OutputBuilder::from(consent_out);
-    let mut prefs_out = OutputBuilder::from(prefs_out);
+    let mut profile_out = OutputBuilder::from(profile_out);
     let allowed_lateness = spec.allowed_lateness;
 
     builder.build(move |capabilities| {
@@ -392,33 +390,22 @@ pub fn fixture_source<'s>(
                     }
                 }
                 drop(rep);
-                let sizes = (
-                    routed.arrivals.len(),
-                    routed.consent.len(),
-                    routed.prefs.len(),
-                );
+                let sizes = (routed.arrivals.len(), routed.profile.len());
                 if !routed.arrivals.is_empty() {
                     arrivals_out
                         .activate()
                         .session(&caps[0])
                         .give_container(&mut routed.arrivals);
                 }
-                if !routed.consent.is_empty() {
-                    consent_out
+                if !routed.profile.is_empty() {
+                    profile_out
                         .activate()
                         .session(&caps[1])
-                        .give_container(&mut routed.consent);
-                }
-                if !routed.prefs.is_empty() {
-                    prefs_out
-                        .activate()
-                        .session(&caps[2])
-                        .give_container(&mut routed.prefs);
+                        .give_container(&mut routed.profile);
                 }
                 // The next stripe most likely routes as many records.
                 routed.arrivals.reserve(sizes.0);
-                routed.consent.reserve(sizes.1);
-                routed.prefs.reserve(sizes.2);
+                routed.profile.reserve(sizes.1);
                 let stripe_start = parsed.stripe as u64 * plan.stripe_bytes;
                 let stripe_len = plan.stripe_bytes.min(fplan.len - stripe_start);
                 fplan.release(stripe_start as usize, stripe_len as usize);
@@ -451,5 +438,5 @@ pub fn fixture_source<'s>(
             }
         }
     });
-    (arrivals, consent, prefs)
+    (arrivals, profile)
 }

@@ -1,0 +1,123 @@
+//! Profile: each user's preferences and consent as one Differential
+//! collection keyed by `(user, slot)` and replaced by key (an upsert
+//! arrangement, `history::arrange_upserts`), read as of a candidate's time.
+//!
+//! - input: profile upserts `(ProfileKey, Option<ProfileVal>, t)` from
+//!   `route`: a preference record upserts the user's `Prefs` slot, a consent
+//!   record its `(channel or "*", purpose)` slot, and an erasure upserts
+//!   "absent" in all thirteen slots of its user.
+//! - output: an arrangement whose trace `decide` reads at exact millisecond
+//!   times (the update times are the records' own times, finer than the
+//!   timely capabilities that carry them).
+//!
+//! Keys hash by user only, so a user's profile lives on the worker that
+//! decides for the user, and a user's slots are adjacent in the trace:
+//! `decide` finds all of them with one seek ([`UserProfile::load`]).
+//! Preferences and consent are separate collections in spirit (separate
+//! slots, separate histories); sharing one arrangement halves the seeks,
+//! the upsert operators and the trace merges.
+
+use std::hash::{Hash, Hasher};
+
+use differential_dataflow::operators::arrange::Arranged;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::Stream;
+
+use super::UserKey;
+use super::consent::{ConsentVal, UserConsent};
+use super::history::{Reader, Upsert, UpsertTrace, arrange_upserts};
+use super::preferences::{PrefsVal, UserPrefs};
+use crate::spec::{Channel, Purpose};
+use crate::time::Time;
+
+/// Which part of a user's profile a key holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Slot {
+    Prefs,
+    /// Consent for a channel (`None` is `"*"`) and purpose.
+    Consent(Option<Channel>, Purpose),
+}
+
+impl Slot {
+    /// Every slot: what an erasure clears.
+    pub fn all() -> impl Iterator<Item = Slot> {
+        let consent = std::iter::once(None)
+            .chain(Channel::ALL.map(Some))
+            .flat_map(|channel| {
+                [Purpose::Marketing, Purpose::Transactional]
+                    .map(|purpose| Slot::Consent(channel, purpose))
+            });
+        std::iter::once(Slot::Prefs).chain(consent)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ProfileKey {
+    pub user: UserKey,
+    pub slot: Slot,
+}
+
+/// Routes with the user's records: hashes the user only.
+impl Hash for ProfileKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.user.hash(state);
+    }
+}
+
+/// A slot's value; a key's values are always of its slot's kind.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ProfileVal {
+    Prefs(PrefsVal),
+    Consent(ConsentVal),
+}
+
+pub type ProfileUpsert = Upsert<ProfileKey, ProfileVal>;
+pub type ProfileTrace = UpsertTrace<ProfileKey, ProfileVal>;
+
+pub fn arrange_profiles<'s>(
+    upserts: Stream<'s, Time, Vec<ProfileUpsert>>,
+) -> Arranged<'s, ProfileTrace> {
+    arrange_upserts(upserts, "Profiles")
+}
+
+/// One user's preference and consent histories, loaded from the trace.
+#[derive(Default)]
+pub struct UserProfile<'a> {
+    pub prefs: UserPrefs<'a>,
+    pub consent: UserConsent<'a>,
+}
+
+impl<'a> UserProfile<'a> {
+    pub fn load(reader: &mut Reader<'a, ProfileKey, ProfileVal>, user: &UserKey) -> Self {
+        let start = ProfileKey {
+            user: user.clone(),
+            slot: Slot::Prefs,
+        };
+        let mut profile = UserProfile::default();
+        reader.scan_from(
+            &start,
+            |k| k.user == *user,
+            |k, history| match k.slot {
+                Slot::Prefs => profile.prefs = UserPrefs::new(history),
+                Slot::Consent(channel, purpose) => profile.consent.add(channel, purpose, history),
+            },
+        );
+        profile
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_erasure_clears_prefs_and_every_consent_slot() {
+        let slots: Vec<Slot> = Slot::all().collect();
+        assert_eq!(slots.len(), 1 + 2 * (1 + Channel::ALL.len()));
+        assert_eq!(slots[0], Slot::Prefs);
+        let mut distinct = slots.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), slots.len());
+    }
+}
