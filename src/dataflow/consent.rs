@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::history::History;
-use super::profile::ProfileVal;
+use super::profile::{ProfileEntry, ProfileVal};
 use crate::spec::{Channel, Purpose};
 use crate::time::Time;
 
@@ -20,7 +20,7 @@ pub struct ConsentVal {
     pub granted: bool,
 }
 
-type KeyHistory<'a> = ((Option<Channel>, Purpose), History<'a, ProfileVal>);
+type KeyHistory<'a> = ((Option<Channel>, Purpose), History<'a, ProfileEntry>);
 
 /// One user's consent history, loaded from the trace.
 #[derive(Default)]
@@ -34,14 +34,14 @@ impl<'a> UserConsent<'a> {
         &mut self,
         channel: Option<Channel>,
         purpose: Purpose,
-        history: History<'a, ProfileVal>,
+        history: History<'a, ProfileEntry>,
     ) {
         self.keys.push(((channel, purpose), history));
     }
 
     fn value(&self, channel: Option<Channel>, purpose: Purpose, t: Time) -> Option<ConsentVal> {
         let (_, h) = self.keys.iter().find(|(k, _)| *k == (channel, purpose))?;
-        match h.as_of(t)? {
+        match &h.as_of(t)?.value {
             ProfileVal::Consent(v) => Some(*v),
             ProfileVal::Prefs(_) => unreachable!("consent slots hold consent"),
         }

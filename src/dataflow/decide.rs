@@ -36,7 +36,7 @@ use super::UserKey;
 use super::caps::CapHistory;
 use super::history::{Reader, TraceSnapshot};
 use super::holdout::in_holdout;
-use super::profile::{ProfileKey, ProfileTrace, ProfileVal, UserProfile};
+use super::profile::{ProfileEntry, ProfileTrace, UserProfile};
 use super::quiet_hours::{in_quiet_hours, quiet_hours_end};
 use super::route::{Arrival, EventArrival};
 use super::seen::SeenKeys;
@@ -107,7 +107,7 @@ struct UserView<'u, 'a> {
 }
 
 /// Forward-only reader of the profile trace.
-type Readers<'a> = Reader<'a, ProfileKey, ProfileVal>;
+type Readers<'a> = Reader<'a, u64, ProfileEntry>;
 
 struct Engine {
     /// Per-user state, found by the user's routing hash.

@@ -2,7 +2,9 @@
 //! piece of `consent` and `preferences`.
 //!
 //! [`arrange_upserts`] builds a Differential collection replaced by key
-//! whose update times are the records' own exact times: an `Upsert`
+//! whose update times are the records' own exact times, arranged by a key
+//! of the caller's choosing (`arranged`; `profile` arranges by the user's
+//! hash, so that trace seeks compare integers): an `Upsert`
 //! operator turns each upsert into the collection's updates (retract the
 //! key's value in force, insert the new one) once its input frontier has
 //! passed the upsert's time, and differential's `arrange_core` arranges
@@ -38,14 +40,19 @@ pub type Upsert<K, V> = (K, Option<V>, Time);
 pub type UpsertTrace<K, V> = TraceAgent<ValSpine<K, V, Time, isize>>;
 
 /// Arranges `upserts` replaced by key: at each time a key holds its latest
-/// value (at equal times, the greatest; `None` deletes).
-pub fn arrange_upserts<'s, K, V>(
+/// value (at equal times, the greatest; `None` deletes). Each `(key, value)`
+/// is arranged as `arranged(key, value)`, which must keep the key's
+/// identity (distinct keys, distinct arranged pairs).
+pub fn arrange_upserts<'s, K, V, AK, AV>(
     upserts: Stream<'s, Time, Vec<Upsert<K, V>>>,
     name: &str,
-) -> Arranged<'s, UpsertTrace<K, V>>
+    arranged: impl Fn(&K, V) -> (AK, AV) + 'static,
+) -> Arranged<'s, UpsertTrace<AK, AV>>
 where
     K: ExchangeData + Hashable + std::hash::Hash,
     V: ExchangeData,
+    AK: ExchangeData,
+    AV: ExchangeData,
 {
     let exchange = Exchange::new(|u: &Upsert<K, V>| u.0.hashed().into());
     let updates = upserts.unary_frontier(exchange, &format!("{name}Upsert"), |_, _| {
@@ -82,10 +89,10 @@ where
                         continue;
                     }
                     if let Some(previous) = previous {
-                        updates.push(((key.clone(), previous), time, -1));
+                        updates.push((arranged(&key, previous), time, -1));
                     }
                     if let Some(value) = value {
-                        updates.push(((key, value), time, 1));
+                        updates.push((arranged(&key, value), time, 1));
                     }
                 }
                 if !updates.is_empty() {
@@ -99,7 +106,7 @@ where
             }
         }
     });
-    arrange_core::<_, _, ValBatcher<K, V, Time, isize>, ValSpine<K, V, Time, isize>>(
+    arrange_core::<_, _, ValBatcher<AK, AV, Time, isize>, ValSpine<AK, AV, Time, isize>>(
         updates,
         Pipeline,
         name,
@@ -122,6 +129,20 @@ impl<V> Default for History<'_, V> {
 }
 
 impl<'a, V> History<'a, V> {
+    /// Splits a history into the runs of values that `same` groups (the
+    /// values come in order), each with its first value.
+    pub fn runs(
+        &self,
+        same: impl Fn(&V, &V) -> bool,
+    ) -> impl Iterator<Item = (&'a V, History<'a, V>)> {
+        self.updates
+            .chunk_by(move |a, b| same(a.0, b.0))
+            .map(|run| {
+                let updates = run.to_vec();
+                (run[0].0, History { updates })
+            })
+    }
+
     /// The value present at `t` (an upsert collection holds at most one).
     pub fn as_of(&self, t: Time) -> Option<&'a V> {
         let mut rest = &self.updates[..];

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use super::history::History;
-use super::profile::ProfileVal;
+use super::profile::{ProfileEntry, ProfileVal};
 use crate::record::Prefs;
 use crate::time::Time;
 
@@ -25,17 +25,17 @@ pub struct PrefsVal {
 /// One user's preference history, loaded from the trace.
 #[derive(Default)]
 pub struct UserPrefs<'a> {
-    history: History<'a, ProfileVal>,
+    history: History<'a, ProfileEntry>,
 }
 
 impl<'a> UserPrefs<'a> {
-    pub fn new(history: History<'a, ProfileVal>) -> Self {
+    pub fn new(history: History<'a, ProfileEntry>) -> Self {
         UserPrefs { history }
     }
 
     /// The user's preferences in force at `t`, if any.
     pub fn as_of(&self, t: Time) -> Option<&'a Prefs> {
-        match self.history.as_of(t)? {
+        match &self.history.as_of(t)?.value {
             ProfileVal::Prefs(v) => v.prefs.as_deref(),
             ProfileVal::Consent(_) => unreachable!("the prefs slot holds preferences"),
         }

@@ -11,14 +11,19 @@
 //!   timely capabilities that carry them).
 //!
 //! Keys hash by user only, so a user's profile lives on the worker that
-//! decides for the user, and a user's slots are adjacent in the trace:
-//! `decide` finds all of them with one seek ([`UserProfile::load`]).
+//! decides for the user. The collection is arranged by the user's 64-bit
+//! hash ([`ProfileEntry`] holds the user id, the slot and the value), so a
+//! user's slots are adjacent in the trace and `decide` finds all of them
+//! with one seek ([`UserProfile::load`]) that compares integers in a dense
+//! key array: seeks into string-keyed batches missed the cache at every
+//! step.
 //! Preferences and consent are separate collections in spirit (separate
 //! slots, separate histories); sharing one arrangement halves the seeks,
 //! the upsert operators and the trace merges.
 
 use std::hash::{Hash, Hasher};
 
+use compact_str::CompactString;
 use differential_dataflow::operators::arrange::Arranged;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
@@ -71,13 +76,29 @@ pub enum ProfileVal {
     Consent(ConsentVal),
 }
 
+/// A slot's value as arranged, under the user's hash: users whose hashes
+/// collide share a trace key and are told apart by `user`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ProfileEntry {
+    pub user: CompactString,
+    pub slot: Slot,
+    pub value: ProfileVal,
+}
+
 pub type ProfileUpsert = Upsert<ProfileKey, ProfileVal>;
-pub type ProfileTrace = UpsertTrace<ProfileKey, ProfileVal>;
+pub type ProfileTrace = UpsertTrace<u64, ProfileEntry>;
 
 pub fn arrange_profiles<'s>(
     upserts: Stream<'s, Time, Vec<ProfileUpsert>>,
 ) -> Arranged<'s, ProfileTrace> {
-    arrange_upserts(upserts, "Profiles")
+    arrange_upserts(upserts, "Profiles", |key: &ProfileKey, value| {
+        let entry = ProfileEntry {
+            user: key.user.user.clone(),
+            slot: key.slot,
+            value,
+        };
+        (key.user.hash, entry)
+    })
 }
 
 /// One user's preference and consent histories, loaded from the trace.
@@ -88,18 +109,21 @@ pub struct UserProfile<'a> {
 }
 
 impl<'a> UserProfile<'a> {
-    pub fn load(reader: &mut Reader<'a, ProfileKey, ProfileVal>, user: &UserKey) -> Self {
-        let start = ProfileKey {
-            user: user.clone(),
-            slot: Slot::Prefs,
-        };
+    pub fn load(reader: &mut Reader<'a, u64, ProfileEntry>, user: &UserKey) -> Self {
         let mut profile = UserProfile::default();
         reader.scan_from(
-            &start,
-            |k| k.user == *user,
-            |k, history| match k.slot {
-                Slot::Prefs => profile.prefs = UserPrefs::new(history),
-                Slot::Consent(channel, purpose) => profile.consent.add(channel, purpose, history),
+            &user.hash,
+            |k| *k == user.hash,
+            |_, history| {
+                let slots = history.runs(|a, b| a.user == b.user && a.slot == b.slot);
+                for (entry, history) in slots.filter(|(e, _)| e.user == user.user) {
+                    match entry.slot {
+                        Slot::Prefs => profile.prefs = UserPrefs::new(history),
+                        Slot::Consent(channel, purpose) => {
+                            profile.consent.add(channel, purpose, history)
+                        }
+                    }
+                }
             },
         );
         profile
