@@ -38,7 +38,7 @@ use super::history::{Reader, TraceSnapshot};
 use super::holdout::in_holdout;
 use super::profile::{ProfileEntry, ProfileTrace, UserProfile};
 use super::quiet_hours::{in_quiet_hours, quiet_hours_end};
-use super::route::{Arrival, EventArrival};
+use super::route::{Arrival, EventArrival, RuleHit};
 use super::seen::SeenKeys;
 use crate::record::output::{Decision, Dispatch, Reason, Suppression};
 use crate::spec::{Priority, Purpose, Spec};
@@ -342,23 +342,28 @@ impl Core {
             stats.duplicates += 1;
             return;
         }
-        if e.fires.is_empty() && e.cancels == 0 {
+        let Some(hit) = e.hit else {
             return;
-        }
+        };
+        let RuleHit {
+            fires,
+            cancels,
+            data,
+        } = *hit;
         let key: Rc<str> = Rc::from(e.key);
         // Cancellation: pending candidates of a cancelling rule whose event
         // came strictly before this one (their decision time is ≥ t).
-        if e.cancels != 0 {
+        if cancels != 0 {
             state.pending.retain(|c| {
-                let cancelled = e.cancels >> c.rule & 1 == 1 && c.event_time < t;
+                let cancelled = cancels >> c.rule & 1 == 1 && c.event_time < t;
                 if cancelled {
                     out.push(suppress(user, c, t, Reason::Cancelled));
                 }
                 !cancelled
             });
         }
-        let vars: Option<Rc<str>> = e.data.map(Rc::from);
-        for fire in e.fires {
+        let vars: Option<Rc<str>> = data.map(Rc::from);
+        for fire in fires {
             stats.candidates += 1;
             state.pending.push(Candidate {
                 decision: fire.decision,

@@ -50,6 +50,14 @@ pub struct EventArrival {
     pub key: CompactString,
     pub time: Time,
     pub seq: u64,
+    /// What rules the event triggers or cancels; `None` for most events
+    /// (kept out of line, so that arrivals stay small to move around).
+    pub hit: Option<Box<RuleHit>>,
+}
+
+/// The rules an event triggers and cancels.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleHit {
     pub fires: Vec<Fire>,
     /// Bit `i` set: rule `i`'s `cancel_on` matches this event's type.
     pub cancels: u64,
@@ -82,7 +90,7 @@ impl Arrival {
     }
     /// An event that triggers and cancels nothing.
     pub fn is_plain(&self) -> bool {
-        matches!(self, Arrival::Event(e) if e.fires.is_empty() && e.cancels == 0)
+        matches!(self, Arrival::Event(e) if e.hit.is_none())
     }
     pub fn time(&self) -> Time {
         match self {
@@ -169,9 +177,13 @@ impl Router {
             key: e.key(),
             time: e.time,
             seq,
-            data: data.filter(|_| !fires.is_empty()).map(Box::from),
-            fires,
-            cancels,
+            hit: (!fires.is_empty() || cancels != 0).then(|| {
+                Box::new(RuleHit {
+                    data: data.filter(|_| !fires.is_empty()).map(Box::from),
+                    fires,
+                    cancels,
+                })
+            }),
         }
     }
 }
