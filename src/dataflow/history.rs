@@ -199,28 +199,21 @@ pub struct Reader<'a, K: Ord + Clone + 'static, V: Ord + Clone + 'static> {
 }
 
 impl<'a, K: Ord + Clone + 'static, V: Ord + Clone + 'static> Reader<'a, K, V> {
-    /// Calls `each` for every key from `start` on while `within` holds, with
-    /// the key's history. Successive calls must ask for non-decreasing keys.
-    pub fn scan_from(
-        &mut self,
-        start: &K,
-        within: impl Fn(&K) -> bool,
-        mut each: impl FnMut(&'a K, History<'a, V>),
-    ) {
+    /// The history of `key` (empty if it has none). Successive calls must
+    /// ask for non-decreasing keys; the same key may be asked for again
+    /// (the cursor stays on it).
+    pub fn get(&mut self, key: &K) -> History<'a, V> {
         let storage: &'a Vec<Batch<K, V>> = self.storage;
         let cursor = &mut *self.cursor;
-        cursor.seek_key(storage, start);
-        while let Some(key) = cursor.get_key(storage) {
-            if !within(key) {
-                break;
-            }
-            let mut updates = Vec::new();
+        cursor.seek_key(storage, key);
+        let mut updates = Vec::new();
+        if cursor.get_key(storage) == Some(key) {
             while let Some(val) = cursor.get_val(storage) {
                 cursor.map_times(storage, |t, d| updates.push((val, *t, *d)));
                 cursor.step_val(storage);
             }
-            each(key, History { updates });
-            cursor.step_key(storage);
+            cursor.rewind_vals(storage);
         }
+        History { updates }
     }
 }

@@ -111,21 +111,14 @@ pub struct UserProfile<'a> {
 impl<'a> UserProfile<'a> {
     pub fn load(reader: &mut Reader<'a, u64, ProfileEntry>, user: &UserKey) -> Self {
         let mut profile = UserProfile::default();
-        reader.scan_from(
-            &user.hash,
-            |k| *k == user.hash,
-            |_, history| {
-                let slots = history.runs(|a, b| a.user == b.user && a.slot == b.slot);
-                for (entry, history) in slots.filter(|(e, _)| e.user == user.user) {
-                    match entry.slot {
-                        Slot::Prefs => profile.prefs = UserPrefs::new(history),
-                        Slot::Consent(channel, purpose) => {
-                            profile.consent.add(channel, purpose, history)
-                        }
-                    }
-                }
-            },
-        );
+        let history = reader.get(&user.hash);
+        let slots = history.runs(|a, b| a.user == b.user && a.slot == b.slot);
+        for (entry, history) in slots.filter(|(e, _)| e.user == user.user) {
+            match entry.slot {
+                Slot::Prefs => profile.prefs = UserPrefs::new(history),
+                Slot::Consent(channel, purpose) => profile.consent.add(channel, purpose, history),
+            }
+        }
         profile
     }
 }
@@ -133,6 +126,72 @@ impl<'a> UserProfile<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataflow::history::TraceSnapshot;
+    use timely::dataflow::operators::{Input, Probe};
+
+    fn consent(time: Time, granted: bool) -> ProfileVal {
+        ProfileVal::Consent(ConsentVal {
+            time,
+            seq: time as u64,
+            granted,
+        })
+    }
+
+    /// Two users whose hashes collide share a trace key; each still reads
+    /// only its own slots, as of each time.
+    #[test]
+    fn users_sharing_a_hash_keep_their_own_profiles() {
+        timely::execute_directly(|worker| {
+            let (mut input, probe, mut trace) = worker.dataflow::<Time, _, _>(|scope| {
+                let (input, upserts) = scope.new_input::<Vec<ProfileUpsert>>();
+                let arranged = arrange_profiles(upserts);
+                let (probe, _) = arranged.stream.probe();
+                (input, probe, arranged.trace)
+            });
+            let (a, b) = (
+                UserKey {
+                    hash: 7,
+                    user: "u-a".into(),
+                },
+                UserKey {
+                    hash: 7,
+                    user: "u-b".into(),
+                },
+            );
+            let slot = Slot::Consent(None, Purpose::Marketing);
+            let key = |user: &UserKey| ProfileKey {
+                user: user.clone(),
+                slot,
+            };
+            input.send((key(&a), Some(consent(10, true)), 10));
+            input.send((key(&b), Some(consent(20, true)), 20));
+            input.send((key(&a), Some(consent(30, false)), 30));
+            input.send((key(&b), None, 40));
+            input.advance_to(100);
+            while probe.less_than(&100) {
+                worker.step();
+            }
+            let mut snapshot = TraceSnapshot::new(&mut trace);
+            // One reader, as in `decide`: both users share the trace key.
+            let mut reader = snapshot.reader();
+            let marketing = |profile: &UserProfile<'_>, t| {
+                let c = &profile.consent;
+                c.granted(Channel::Push, Purpose::Marketing, t)
+            };
+            let pa = UserProfile::load(&mut reader, &a);
+            let pb = UserProfile::load(&mut reader, &b);
+            let again = UserProfile::load(&mut reader, &a);
+            for (t, granted) in [(9, false), (25, true), (30, false)] {
+                assert_eq!(marketing(&pa, t), granted, "u-a at {t}");
+                assert_eq!(marketing(&again, t), granted, "u-a again at {t}");
+            }
+            // b: its own grant from 20 until its record is deleted at 40;
+            // never a's grant (from 10) nor a's revocation (at 30).
+            for (t, granted) in [(15, false), (25, true), (35, true), (45, false)] {
+                assert_eq!(marketing(&pb, t), granted, "u-b at {t}");
+            }
+        });
+    }
 
     #[test]
     fn an_erasure_clears_prefs_and_every_consent_slot() {
