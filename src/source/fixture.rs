@@ -228,7 +228,7 @@ fn parse_stripe(router: &mut Router, plan: &FilePlan, stripe_bytes: u64, stripe:
     };
     // Room for the lines of a typical stripe (records of 100–250 bytes), so
     // that the vector is not regrown and copied as it fills.
-    let mut lines = Vec::with_capacity(((end - start) / 96) as usize + 1);
+    let mut lines = Vec::with_capacity((end - start) / 96 + 1);
     let mut max_time: Option<Time> = None;
     let mut pos = first;
     let mut index = 0u64;
