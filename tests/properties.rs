@@ -243,6 +243,20 @@ fn check(recs: Vec<Rec>) -> Result<(), TestCaseError> {
                 })
                 .max()
                 .unwrap_or(i64::MIN);
+            // Dispatches decided up to `d` (inclusive): at one instant,
+            // candidates are decided in order of (decision time, event
+            // time, event key, rule order), so a critical dispatch decided
+            // just after `d` at the same instant is not in `d`'s window.
+            let order = |o: &Value| {
+                let time = |f: &str| parse_rfc3339(o[f].as_str().unwrap()).unwrap();
+                let rule = spec.rules.iter().position(|r| o["rule"] == r.name.as_str());
+                (
+                    time("decision_time"),
+                    time("event_time"),
+                    o["event_key"].as_str().unwrap().to_owned(),
+                    rule,
+                )
+            };
             let window = |per: i64, pred: &dyn Fn(&Value) -> bool| {
                 dispatches
                     .iter()
@@ -250,7 +264,7 @@ fn check(recs: Vec<Rec>) -> Result<(), TestCaseError> {
                         let ot = parse_rfc3339(o["decision_time"].as_str().unwrap()).unwrap();
                         o["user"] == d["user"]
                             && ot > t - per
-                            && ot <= t
+                            && order(o) <= order(d)
                             && ot >= last_erasure
                             && pred(o)
                     })
