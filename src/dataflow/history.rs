@@ -1,5 +1,5 @@
-//! Upsert arrangements and reading them "as of" an exact time: the shared
-//! piece of `consent` and `preferences`.
+//! Upsert arrangements and reading them "as of" an exact time (used by
+//! `profile`, for consent and preferences).
 //!
 //! [`arrange_upserts`] builds a Differential collection replaced by key
 //! whose update times are the records' own exact times, arranged by a key
@@ -215,5 +215,59 @@ impl<'a, K: Ord + Clone + 'static, V: Ord + Clone + 'static> Reader<'a, K, V> {
             cursor.rewind_vals(storage);
         }
         History { updates }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use timely::dataflow::operators::{Input, Probe};
+
+    /// Upserts sent over two rounds, some out of time order: the arranged
+    /// collection holds each key's latest value, the greatest at equal
+    /// times, nothing after a delete, and no update for a repeated value.
+    #[test]
+    fn upserts_replace_by_key_at_exact_times() {
+        timely::execute_directly(|worker| {
+            let (mut input, probe, mut trace) = worker.dataflow::<Time, _, _>(|scope| {
+                let (input, upserts) = scope.new_input::<Vec<Upsert<u64, u32>>>();
+                let arranged = arrange_upserts(upserts, "Test", |k: &u64, v| (*k, v));
+                let (probe, _) = arranged.stream.probe();
+                (input, probe, arranged.trace)
+            });
+            input.send((1, Some(10), 5));
+            input.send((1, Some(20), 5));
+            input.send((1, Some(20), 7));
+            input.advance_to(8);
+            while probe.less_than(&8) {
+                worker.step();
+            }
+            input.send((2, Some(4), 12));
+            input.send((2, Some(3), 8));
+            input.send((1, None, 9));
+            input.advance_to(100);
+            while probe.less_than(&100) {
+                worker.step();
+            }
+            let mut snapshot = TraceSnapshot::new(&mut trace);
+            let mut reader = snapshot.reader();
+            let one = reader.get(&1);
+            assert_eq!(one.as_of(4), None);
+            assert_eq!(one.as_of(5), Some(&20), "the greatest at equal times");
+            assert_eq!(one.as_of(8), Some(&20));
+            assert_eq!(one.as_of(9), None, "deleted");
+            let mut updates: Vec<_> = one.updates.iter().map(|&(v, t, d)| (*v, t, d)).collect();
+            updates.sort();
+            assert_eq!(
+                updates,
+                [(20, 5, 1), (20, 9, -1)],
+                "no update for 10 or the repeat"
+            );
+            let two = reader.get(&2);
+            assert_eq!(two.as_of(8), Some(&3));
+            assert_eq!(two.as_of(11), Some(&3));
+            assert_eq!(two.as_of(12), Some(&4));
+            assert_eq!(reader.get(&3).as_of(100), None);
+        });
     }
 }
