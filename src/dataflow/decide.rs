@@ -223,13 +223,11 @@ impl Engine {
                     .iter()
                     .all(|&(_, i)| ready[i as usize].as_ref().unwrap().is_plain())
             {
-                let mut stats = self.core.stats.borrow_mut();
                 for &(_, i) in &order[next..next + run] {
                     let Some(Arrival::Event(e)) = ready[i as usize].take() else {
                         unreachable!("plain arrivals are events")
                     };
-                    stats.events += 1;
-                    stats.duplicates += self.core.seen.observe(&user, &e.key, e.time) as u64;
+                    self.core.is_duplicate(&user, &e);
                 }
                 next += run;
                 continue;
@@ -327,6 +325,17 @@ impl Core {
         }
     }
 
+    /// Counts an event arrival and notes its key as seen; true if it is a
+    /// duplicate (DESIGN.md §4: last seen within (t − horizon, t]), which is
+    /// dropped.
+    fn is_duplicate(&mut self, user: &UserKey, e: &EventArrival) -> bool {
+        let mut stats = self.stats.borrow_mut();
+        stats.events += 1;
+        let duplicate = self.seen.observe(user, &e.key, e.time);
+        stats.duplicates += duplicate as u64;
+        duplicate
+    }
+
     fn apply_event(
         &mut self,
         user: &UserKey,
@@ -334,14 +343,10 @@ impl Core {
         state: &mut UserState,
         out: &mut Vec<Decision>,
     ) {
-        let mut stats = self.stats.borrow_mut();
-        stats.events += 1;
-        let t = e.time;
-        // Duplicates (DESIGN.md §4): last seen within (t − horizon, t].
-        if self.seen.observe(user, &e.key, t) {
-            stats.duplicates += 1;
+        if self.is_duplicate(user, &e) {
             return;
         }
+        let t = e.time;
         let Some(hit) = e.hit else {
             return;
         };
@@ -363,8 +368,8 @@ impl Core {
             });
         }
         let vars: Option<Rc<str>> = data.map(Rc::from);
+        self.stats.borrow_mut().candidates += fires.len() as u64;
         for fire in fires {
-            stats.candidates += 1;
             state.pending.push(Candidate {
                 decision: fire.decision,
                 event_time: t,

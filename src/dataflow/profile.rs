@@ -17,6 +17,7 @@
 //! with one seek ([`UserProfile::load`]) that compares integers in a dense
 //! key array: seeks into string-keyed batches missed the cache at every
 //! step.
+//!
 //! Preferences and consent are separate collections in spirit (separate
 //! slots, separate histories); sharing one arrangement halves the seeks,
 //! the upsert operators and the trace merges.

@@ -1,4 +1,4 @@
-//! Route: turns parsed input records into the three inputs of the decision
+//! Route: turns parsed input records into the two inputs of the decision
 //! dataflow, evaluating rule matching where the data is, before any
 //! exchange. Sources call it on every record they emit (it is a function,
 //! not an operator, so that a record is parsed and routed in one pass).
@@ -188,7 +188,7 @@ impl Router {
     }
 }
 
-/// The three routed streams a source produces.
+/// The two routed streams a source produces: arrivals and profile upserts.
 pub type Streams<'s> = (
     Stream<'s, Time, Vec<Arrival>>,
     Stream<'s, Time, Vec<ProfileUpsert>>,
@@ -218,7 +218,7 @@ impl Routed {
     /// Any other record (not late: late non-event records are dead letters).
     pub fn record(&mut self, record: Record, seq: u64) {
         match record {
-            Record::Event(_) => unreachable!("events are routed by `route_event`"),
+            Record::Event(_) => unreachable!("events are routed by `Router::event`"),
             Record::Erasure(r) => {
                 let user = UserKey::new(&r.user);
                 for slot in Slot::all() {
