@@ -90,10 +90,18 @@ impl FixturePlan {
         let mut files = Vec::new();
         for stream in StreamKind::ALL {
             let path = dir.join(stream.file_name());
-            let Ok(file) = File::open(&path) else {
-                continue;
+            let file = match File::open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => anyhow::bail!("cannot open {}: {e}", path.display()),
             };
-            let len = file.metadata()?.len();
+            let meta = file.metadata()?;
+            anyhow::ensure!(
+                meta.is_file(),
+                "{} is not a regular file; a fixture holds JSON-lines files",
+                path.display()
+            );
+            let len = meta.len();
             let data = if len == 0 {
                 None
             } else {
@@ -439,4 +447,29 @@ pub fn fixture_source<'s>(
         }
     });
     (arrivals, profile)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_finds_the_stream_files_and_rejects_what_it_cannot_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = FixturePlan::open(dir.path(), 1 << 20).err().unwrap();
+        assert!(err.to_string().contains("holds none of"), "{err}");
+
+        std::fs::write(dir.path().join("consent.jsonl"), "").unwrap();
+        let plan = FixturePlan::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(plan.files.len(), 1);
+        assert_eq!(plan.files[0].stripes, 0, "an empty file has no stripes");
+
+        std::fs::create_dir(dir.path().join("events.jsonl")).unwrap();
+        let err = FixturePlan::open(dir.path(), 1 << 20).err().unwrap();
+        assert!(
+            err.to_string()
+                .contains("events.jsonl is not a regular file"),
+            "{err}"
+        );
+    }
 }
