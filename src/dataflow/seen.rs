@@ -15,28 +15,58 @@
 //! seen before the user's last erasure are treated as absent at once, and
 //! removed by the next sweep (every half horizon of event time), which
 //! walks the whole table anyway.
+//!
+//! **Fingerprints.** An entry holds the 128-bit XXH3 fingerprint of
+//! `(user, event key)`, not the strings: 32 bytes per remembered key
+//! whatever the key's length, and probes compare integers. Two different
+//! pairs are confused only if their fingerprints are equal: for a table of
+//! a billion keys that chance is below 10⁻²⁰. Erasures find a user's keys
+//! by the user's 64-bit routing hash, so erasing a user also forgets the
+//! keys of any other user of the same hash on the worker (a chance below
+//! 10⁻⁹ for a million users), which can only let a re-sent event through
+//! once; it never drops an event.
 
-use compact_str::CompactString;
 use foldhash::fast::FixedState;
 use hashbrown::hash_table::HashTable;
-use std::hash::BuildHasher;
+use xxhash_rust::xxh3::xxh3_128;
 
 use super::UserKey;
 use crate::time::Time;
 
 struct Seen {
-    user: UserKey,
-    key: CompactString,
+    /// XXH3-128 of the user id and the event key ([`fingerprint`]).
+    fingerprint: u128,
+    /// The user's routing hash, for erasures.
+    user: u64,
     time: Time,
 }
 
 pub struct SeenKeys {
     horizon: Time,
     table: HashTable<Seen>,
-    hasher: FixedState,
-    /// Users erased since the last sweep, with their latest erasure time.
-    erased: hashbrown::HashMap<UserKey, Time, FixedState>,
+    /// Users (by routing hash) erased since the last sweep, with their
+    /// latest erasure time.
+    erased: hashbrown::HashMap<u64, Time, FixedState>,
     next_sweep: Time,
+    /// Scratch for the fingerprinted bytes.
+    scratch: Vec<u8>,
+}
+
+/// The fingerprint of `key` for `user`: XXH3-128 of the user id's length
+/// (so that no two `(user, key)` pairs give the same bytes), the user id and
+/// the key.
+fn fingerprint(scratch: &mut Vec<u8>, user: &str, key: &str) -> u128 {
+    scratch.clear();
+    scratch.extend_from_slice(&(user.len() as u64).to_le_bytes());
+    scratch.extend_from_slice(user.as_bytes());
+    scratch.extend_from_slice(key.as_bytes());
+    xxh3_128(scratch)
+}
+
+/// The table's hash of an entry: the fingerprint's low bits (XXH3 mixes
+/// every bit).
+fn table_hash(fingerprint: u128) -> u64 {
+    fingerprint as u64
 }
 
 impl SeenKeys {
@@ -44,14 +74,10 @@ impl SeenKeys {
         SeenKeys {
             horizon,
             table: HashTable::new(),
-            hasher: FixedState::with_seed(0x5eed_5eed),
             erased: Default::default(),
             next_sweep: Time::MIN,
+            scratch: Vec::new(),
         }
-    }
-
-    fn hash(&self, user: &UserKey, key: &str) -> u64 {
-        self.hasher.hash_one((user.hash, key))
     }
 
     /// Records an arrival of `key` for `user` at `t`; true if it is a
@@ -60,27 +86,26 @@ impl SeenKeys {
         if self.horizon <= 0 {
             return false;
         }
-        let hash = self.hash(user, key);
-        match self
-            .table
-            .find_mut(hash, |s| s.user == *user && s.key == key)
-        {
+        let fp = fingerprint(&mut self.scratch, &user.user, key);
+        match self.table.find_mut(table_hash(fp), |s| s.fingerprint == fp) {
             Some(seen) => {
                 let forgotten = !self.erased.is_empty()
-                    && self.erased.get(user).is_some_and(|at| seen.time < *at);
+                    && self
+                        .erased
+                        .get(&user.hash)
+                        .is_some_and(|at| seen.time < *at);
                 let previous = std::mem::replace(&mut seen.time, t);
                 !forgotten && previous > t - self.horizon
             }
             None => {
-                let hasher = &self.hasher;
                 self.table.insert_unique(
-                    hash,
+                    table_hash(fp),
                     Seen {
-                        user: user.clone(),
-                        key: key.into(),
+                        fingerprint: fp,
+                        user: user.hash,
                         time: t,
                     },
-                    |s| hasher.hash_one((s.user.hash, s.key.as_str())),
+                    |s| table_hash(s.fingerprint),
                 );
                 false
             }
@@ -89,7 +114,7 @@ impl SeenKeys {
 
     /// Forgets `user`'s keys seen before `t` (an erasure at `t`).
     pub fn erase(&mut self, user: &UserKey, t: Time) {
-        let at = self.erased.entry(user.clone()).or_insert(t);
+        let at = self.erased.entry(user.hash).or_insert(t);
         *at = (*at).max(t);
     }
 
@@ -163,6 +188,21 @@ mod tests {
         seen.end_step(H); // first step sweeps: keeps times > 0
         assert_eq!(seen.len(), 1);
         assert!(seen.observe(&a, "s/2", H + 4));
+    }
+
+    #[test]
+    fn fingerprints_separate_user_and_key() {
+        let mut scratch = Vec::new();
+        let ab = fingerprint(&mut scratch, "u-a", "b/1");
+        assert_ne!(ab, fingerprint(&mut scratch, "u-ab", "/1"));
+        assert_ne!(ab, fingerprint(&mut scratch, "u-a", "b/2"));
+        assert_eq!(ab, fingerprint(&mut scratch, "u-a", "b/1"));
+        // Keys longer than any inline buffer fingerprint whole.
+        let long = "k".repeat(300);
+        assert_ne!(
+            fingerprint(&mut scratch, "u-a", &long),
+            fingerprint(&mut scratch, "u-a", &long[1..])
+        );
     }
 
     #[test]
