@@ -547,6 +547,7 @@ mod tests {
         assert!(needs_full_check(br#"{"a":[1.5E3]}"#));
         assert!(needs_full_check(br#"{"a":"\ud800"}"#));
         assert!(!needs_full_check(br#"{"a":"\n"}"#));
+        assert!(needs_full_check(br#"{"a":[1,2e3]}"#));
         let long = format!(r#"{{"a":{}}}"#, "9".repeat(301));
         assert!(needs_full_check(long.as_bytes()));
         let ok = format!(r#"{{"a":{}}}"#, "9".repeat(300));

@@ -225,7 +225,13 @@ fn memchr_nl(bytes: &[u8]) -> Option<usize> {
 }
 
 /// Parses (and routes) the lines that start in `stripe`.
-fn parse_stripe(router: &mut Router, plan: &FilePlan, stripe_bytes: u64, stripe: usize) -> Parsed {
+fn parse_stripe(
+    router: &mut Router,
+    plan: &FilePlan,
+    stripe_bytes: u64,
+    stripe: usize,
+    mut lines: Vec<ParsedLine>,
+) -> Parsed {
     let buf: &[u8] = plan.data.as_deref().unwrap_or_default();
     let start = (stripe as u64 * stripe_bytes) as usize;
     let end = (start + stripe_bytes as usize).min(buf.len());
@@ -236,7 +242,8 @@ fn parse_stripe(router: &mut Router, plan: &FilePlan, stripe_bytes: u64, stripe:
     };
     // Room for the lines of a typical stripe (records of 100–250 bytes), so
     // that the vector is not regrown and copied as it fills.
-    let mut lines = Vec::with_capacity((end - start) / 96 + 1);
+    lines.clear();
+    lines.reserve((end - start) / 96 + 1);
     let mut max_time: Option<Time> = None;
     let mut pos = first;
     let mut index = 0u64;
@@ -310,6 +317,9 @@ pub fn fixture_source<'s>(
         let reports_dead_letters = placement.process == 0;
         let mut routed = Routed::default();
         let mut router = Router::new(spec);
+        // Emptied line vectors of finalised stripes, reused (a stripe's
+        // vector is megabytes: fresh ones cost page faults).
+        let mut spare: Vec<Vec<ParsedLine>> = Vec::new();
 
         move |_frontiers| {
             let Some(caps) = capabilities.as_mut() else {
@@ -326,7 +336,9 @@ pub fn fixture_source<'s>(
                 .min_by_key(|&i| cursors[i].lower);
             if let Some(i) = next {
                 let (fplan, c) = (&plan.files[i], &mut cursors[i]);
-                let parsed = parse_stripe(&mut router, fplan, plan.stripe_bytes, c.next_stripe);
+                let lines = spare.pop().unwrap_or_default();
+                let parsed =
+                    parse_stripe(&mut router, fplan, plan.stripe_bytes, c.next_stripe, lines);
                 fplan.publish(parsed.stripe, parsed.summary);
                 c.pending = Some(parsed);
                 progressed = true;
@@ -338,7 +350,7 @@ pub fn fixture_source<'s>(
                 let Some((prefix_max, base_line)) = fplan.prefix(parsed.stripe) else {
                     continue;
                 };
-                let parsed = c.pending.take().unwrap();
+                let mut parsed = c.pending.take().unwrap();
                 let file_name = fplan.stream.file_name();
                 let mut seen = prefix_max;
                 let mut rep = report.borrow_mut();
@@ -347,7 +359,7 @@ pub fn fixture_source<'s>(
                     index,
                     range,
                     result,
-                } in parsed.lines
+                } in parsed.lines.drain(..)
                 {
                     let line = base_line + index + 1;
                     let mut dead_letter = |reason: String| {
@@ -398,6 +410,7 @@ pub fn fixture_source<'s>(
                     }
                 }
                 drop(rep);
+                spare.push(std::mem::take(&mut parsed.lines));
                 let sizes = (routed.arrivals.len(), routed.profile.len());
                 if !routed.arrivals.is_empty() {
                     arrivals_out
