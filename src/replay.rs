@@ -147,6 +147,10 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
+        // Let the dataflow finish, so that timely drops it and its state
+        // (traces, per-user state, seen keys) before rendering: the freed
+        // memory is reused for the output lines instead of fresh pages.
+        while worker.step_or_park(Some(Duration::from_millis(1))) {}
         // Each worker counts and renders its own decisions, in parallel.
         let decisions = decisions.take();
         let (report, stats) = (report.take(), stats.take());
