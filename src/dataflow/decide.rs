@@ -8,14 +8,17 @@
 //! - key: the user. All of a user's arrivals, consent and preferences are on
 //!   one worker (every stage routes by `user_hash`).
 //! - time: arrivals are stashed until the input frontier passes their exact
-//!   millisecond time. When the frontier reaches `F`, every user with
-//!   arrivals or candidates due before `F` is advanced instant by instant:
-//!   at each instant `t` the user's records at `t` are applied (erasures
-//!   first, then events by event key), then the candidates due at `t` are
-//!   decided in order of (decision time, event time, event key, rule order),
-//!   reading consent and preferences from the profile arrangement as of `t`.
-//!   Candidates decided later (delays, `at`, quiet-hour deferrals) wait in
-//!   per-user state with a timer.
+//!   millisecond time. When the frontier reaches `F`, the arrivals before
+//!   `F` are taken by user hash in arrival order (time, erasures first, then
+//!   events by key fingerprint, see [`arrival_order`]): first their event
+//!   keys are checked and noted ([`SeenKeys`]; duplicates and events that
+//!   trigger and cancel nothing end there), then every user with arrivals
+//!   left or candidates due before `F` is advanced instant by instant: at
+//!   each instant `t` the user's records at `t` are applied, then the
+//!   candidates due at `t` are decided in order of (decision time, event
+//!   time, event key, rule order), reading consent and preferences from the
+//!   profile arrangement as of `t`. Candidates decided later (delays, `at`,
+//!   quiet-hour deferrals) wait in per-user state with a timer.
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -115,10 +118,12 @@ struct Engine {
     /// Arrivals whose time is not yet complete (at or after the frontier).
     waiting: Vec<Arrival>,
     /// Scratch: arrivals being applied (taken in turn), their order as
-    /// (user hash, index), and users with due candidates.
+    /// (user hash, index), users with due candidates, and the users of one
+    /// hash.
     ready: Vec<Option<Arrival>>,
     order: Vec<(u64, u32)>,
     timer_users: Vec<UserKey>,
+    hash_users: Vec<UserKey>,
     core: Core,
 }
 
@@ -166,87 +171,111 @@ impl Engine {
         }
         timer_users.sort_unstable();
         timer_users.dedup();
-        // Arrivals in user order, then arrival order within a user: sort
-        // (hash, position) pairs, then order each run of equal hashes (one
-        // user's few arrivals, almost always) by the full key.
+        // Arrivals by user hash, then in arrival order: sort (hash, position)
+        // pairs, then order each run of equal hashes (one user's few
+        // arrivals, almost always).
         let order = &mut self.order;
         order.clear();
         order.extend(
             ready
                 .iter()
                 .enumerate()
-                .map(|(i, a)| (a.as_ref().unwrap().user().hash, i as u32)),
+                .map(|(i, a)| (a.as_ref().unwrap().hash(), i as u32)),
         );
         order.sort_unstable();
-        let full = |&(_, i): &(u64, u32), &(_, j): &(u64, u32)| {
+        let by_arrival = |&(_, i): &(u64, u32), &(_, j): &(u64, u32)| {
             let (a, b) = (
                 ready[i as usize].as_ref().unwrap(),
                 ready[j as usize].as_ref().unwrap(),
             );
-            a.user()
-                .cmp(b.user())
-                .then_with(|| arrival_order(a).cmp(&arrival_order(b)))
+            arrival_order(a).cmp(&arrival_order(b))
         };
         for run in order.chunk_by_mut(|x, y| x.0 == y.0) {
             if run.len() > 1 {
-                run.sort_unstable_by(full);
+                run.sort_unstable_by(by_arrival);
             }
         }
 
         let mut snapshot = TraceSnapshot::new(profiles);
         let mut readers = snapshot.reader();
-        // Visit users in key order: those with arrivals merged with those
+        // Visit user hashes in order: those with arrivals merged with those
         // with due candidates.
         let (mut next, mut timer) = (0, 0);
+        let users = &mut self.hash_users;
         loop {
-            let with_arrivals = order
-                .get(next)
-                .map(|&(_, i)| ready[i as usize].as_ref().unwrap().user());
-            let user = match (with_arrivals, timer_users.get(timer)) {
+            let hash = match (order.get(next).map(|o| o.0), timer_users.get(timer)) {
                 (None, None) => break,
-                (Some(a), None) => a.clone(),
-                (None, Some(t)) => t.clone(),
-                (Some(a), Some(t)) => a.min(t).clone(),
+                (Some(a), None) => a,
+                (None, Some(t)) => t.hash,
+                (Some(a), Some(t)) => a.min(t.hash),
             };
-            let due = timer_users.get(timer) == Some(&user);
-            if due {
+            let len = order[next..].iter().take_while(|o| o.0 == hash).count();
+            let run = &order[next..next + len];
+            next += len;
+            users.clear();
+            while let Some(u) = timer_users.get(timer).filter(|u| u.hash == hash) {
+                users.push(u.clone());
                 timer += 1;
             }
-            let run = order[next..]
-                .iter()
-                .take_while(|&&(_, i)| ready[i as usize].as_ref().unwrap().user() == &user)
-                .count();
-            // Events that trigger and cancel nothing only update "last
-            // seen": the user's decision state is not touched.
-            if !due
-                && order[next..next + run]
-                    .iter()
-                    .all(|&(_, i)| ready[i as usize].as_ref().unwrap().is_plain())
-            {
-                for &(_, i) in &order[next..next + run] {
-                    let Some(Arrival::Event(e)) = ready[i as usize].take() else {
-                        unreachable!("plain arrivals are events")
-                    };
-                    self.core.is_duplicate(&user, &e);
+            // Event keys first, for the whole run in arrival order: "last
+            // seen" depends on nothing but arrivals and erasures, and is kept
+            // per user hash (`seen.rs`). Duplicates are dropped here, and so
+            // are events that trigger and cancel nothing (most events),
+            // which never touch a user's decision state.
+            let mut rest = false;
+            for &(_, i) in run {
+                let slot = &mut ready[i as usize];
+                let keep = match slot.as_ref().unwrap() {
+                    Arrival::Erasure { user, time } => {
+                        self.core.seen.erase(user, *time);
+                        true
+                    }
+                    Arrival::Plain(p) => {
+                        self.core.is_duplicate(p.user, p.fingerprint, p.time);
+                        false
+                    }
+                    Arrival::Event(e) => {
+                        !self.core.is_duplicate(e.user.hash, e.fingerprint, e.time)
+                    }
+                    Arrival::Late(_) => unreachable!("late events are reported on arrival"),
+                };
+                if !keep {
+                    *slot = None;
                 }
-                next += run;
+                rest |= keep;
+            }
+            if users.is_empty() && !rest {
                 continue;
             }
-            let hash = user.hash;
-            let (key, state) = match self.users.entry(hash, |(k, _)| *k == user, |(k, _)| k.hash) {
-                Entry::Occupied(o) => o.into_mut(),
-                Entry::Vacant(v) => v.insert((user.clone(), UserState::default())).into_mut(),
-            };
-            let mut mine = order[next..next + run]
-                .iter()
-                .map(|&(_, i)| ready[i as usize].take().unwrap());
-            next += run;
-            self.core
-                .advance_user(key, state, &mut mine, frontier, &mut readers, out);
-            if state.is_empty()
-                && let Ok(o) = self.users.find_entry(hash, |(k, _)| *k == user)
-            {
-                o.remove();
+            // The users of this hash: almost always one.
+            users.extend(
+                run.iter().filter_map(|&(_, i)| {
+                    ready[i as usize].as_ref().and_then(Arrival::user).cloned()
+                }),
+            );
+            users.sort_unstable();
+            users.dedup();
+            for user in users.iter() {
+                let (key, state) = match self.users.entry(hash, |(u, _)| u == user, |(u, _)| u.hash)
+                {
+                    Entry::Occupied(o) => o.into_mut(),
+                    Entry::Vacant(v) => v.insert((user.clone(), UserState::default())).into_mut(),
+                };
+                let mut mine = run.iter().filter_map(|&(_, i)| {
+                    let slot = &mut ready[i as usize];
+                    if slot.as_ref()?.user() == Some(user) {
+                        slot.take()
+                    } else {
+                        None
+                    }
+                });
+                self.core
+                    .advance_user(key, state, &mut mine, frontier, &mut readers, out);
+                if state.is_empty()
+                    && let Ok(o) = self.users.find_entry(hash, |(u, _)| u == user)
+                {
+                    o.remove();
+                }
             }
         }
         self.core.seen.end_step(frontier);
@@ -265,7 +294,8 @@ impl Engine {
 
 impl Core {
     /// Applies one user's `arrivals` (all before `frontier`, in arrival
-    /// order) and decides its candidates due before `frontier`, instant by
+    /// order; duplicates already dropped and erasures already applied to
+    /// the event keys) and decides its candidates due before `frontier`, instant by
     /// instant.
     fn advance_user<'a>(
         &mut self,
@@ -303,10 +333,11 @@ impl Core {
                             out.push(suppress(user, &c, time, Reason::Erased));
                         }
                         *state = UserState::default();
-                        self.seen.erase(user, time);
                     }
-                    Arrival::Event(e) => self.apply_event(user, e, state, out),
-                    Arrival::Late { .. } => unreachable!("late events are reported on arrival"),
+                    Arrival::Event(e) => self.apply_event(user, *e, state, out),
+                    Arrival::Plain(_) | Arrival::Late(_) => {
+                        unreachable!("plain and late events do not reach users")
+                    }
                 }
             }
             while let Some(i) = (0..state.pending.len())
@@ -328,14 +359,15 @@ impl Core {
     /// Counts an event arrival and notes its key as seen; true if it is a
     /// duplicate (DESIGN.md §4: last seen within (t − horizon, t]), which is
     /// dropped.
-    fn is_duplicate(&mut self, user: &UserKey, e: &EventArrival) -> bool {
+    fn is_duplicate(&mut self, user: u64, fingerprint: u128, t: Time) -> bool {
         let mut stats = self.stats.borrow_mut();
         stats.events += 1;
-        let duplicate = self.seen.observe(user, &e.key, e.time);
+        let duplicate = self.seen.observe(user, fingerprint, t);
         stats.duplicates += duplicate as u64;
         duplicate
     }
 
+    /// Applies an event that is not a duplicate: cancels, then fires.
     fn apply_event(
         &mut self,
         user: &UserKey,
@@ -343,18 +375,12 @@ impl Core {
         state: &mut UserState,
         out: &mut Vec<Decision>,
     ) {
-        if self.is_duplicate(user, &e) {
-            return;
-        }
         let t = e.time;
-        let Some(hit) = e.hit else {
-            return;
-        };
         let RuleHit {
             fires,
             cancels,
             data,
-        } = *hit;
+        } = e.hit;
         let key: Rc<str> = Rc::from(e.key);
         // Cancellation: pending candidates of a cancelling rule whose event
         // came strictly before this one (their decision time is ≥ t).
@@ -493,12 +519,18 @@ impl Core {
 }
 
 /// Order of one user's arrivals: time, stream rank (erasures before
-/// events), then event key and stream position.
-fn arrival_order(a: &Arrival) -> (Time, u8, &str, u64) {
+/// events), then the fingerprint of the event key and stream position.
+/// (DESIGN.md orders events at one instant by event key; between different
+/// keys at one instant that order is not observable — cancellation needs an
+/// earlier event, candidates are decided in their own order — so the
+/// fingerprint, which needs no string, stands in for the key. Equal keys,
+/// whose order decides which is the duplicate, go by stream position.)
+fn arrival_order(a: &Arrival) -> (Time, u8, u128, u64) {
     match a {
-        Arrival::Erasure { time, .. } => (*time, 0, "", 0),
-        Arrival::Event(e) => (e.time, 4, &e.key, e.seq),
-        Arrival::Late { time, .. } => (*time, 5, "", 0),
+        Arrival::Erasure { time, .. } => (*time, 0, 0, 0),
+        Arrival::Plain(p) => (p.time, 4, p.fingerprint, p.seq),
+        Arrival::Event(e) => (e.time, 4, e.fingerprint, e.seq),
+        Arrival::Late(l) => (l.time, 5, 0, 0),
     }
 }
 
@@ -520,7 +552,7 @@ pub fn decide<'s>(
     stats: Rc<RefCell<DecideStats>>,
 ) -> Stream<'s, Time, Vec<Decision>> {
     let mut builder = OperatorBuilder::new("Decide".to_owned(), arrivals.scope());
-    let mut arrivals_in = builder.new_input(arrivals, Exchange::new(|a: &Arrival| a.user().hash));
+    let mut arrivals_in = builder.new_input(arrivals, Exchange::new(|a: &Arrival| a.hash()));
     let mut profiles_in = builder.new_input(profiles.stream, Pipeline);
     let (output, decisions) = builder.new_output::<Vec<Decision>>();
     let mut output = OutputBuilder::from(output);
@@ -534,6 +566,7 @@ pub fn decide<'s>(
             ready: Vec::new(),
             order: Vec::new(),
             timer_users: Vec::new(),
+            hash_users: Vec::new(),
             core: Core {
                 longest_window: spec.longest_window(),
                 seen: SeenKeys::new(spec.dedup_horizon),
@@ -550,15 +583,11 @@ pub fn decide<'s>(
             arrivals_in.for_each(|_cap, data| {
                 for arrival in data.drain(..) {
                     match arrival {
-                        Arrival::Late {
-                            user,
-                            event_key,
-                            time,
-                        } => buffer.push(Decision::Suppression(Suppression {
-                            user: user.user.into(),
+                        Arrival::Late(late) => buffer.push(Decision::Suppression(Suppression {
+                            user: late.user.user.into(),
                             rule: None,
-                            event_key: event_key.into(),
-                            time,
+                            event_key: late.event_key.into(),
+                            time: late.time,
                             reason: Reason::Late,
                         })),
                         other => engine.waiting.push(other),

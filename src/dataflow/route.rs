@@ -5,10 +5,11 @@
 //!
 //! - input: one parsed record with its partition position (`seq`) and its
 //!   lateness verdict.
-//! - output [`Routed`]: arrivals (events with the rules they trigger and
-//!   cancel, erasures, late events) for `decide`, and profile upserts
-//!   `(ProfileKey, Option<ProfileVal>, t)` for consent and preference
-//!   records.
+//! - output [`Routed`]: arrivals for `decide` — events with the rules they
+//!   trigger and cancel, "plain" events that trigger and cancel nothing
+//!   (most events: only their key fingerprint travels), erasures, late
+//!   events — and profile upserts `(ProfileKey, Option<ProfileVal>, t)` for
+//!   consent and preference records.
 //!
 //! An erasure at t also upserts "absent" in every profile slot of its user
 //! (preferences and all consent keys): the upsert arrangement prefers a
@@ -30,6 +31,7 @@ use super::UserKey;
 use super::consent::ConsentVal;
 use super::preferences::PrefsVal;
 use super::profile::{ProfileKey, ProfileUpsert, ProfileVal, Slot};
+use super::seen;
 use crate::record::{EventRef, Record};
 use crate::spec::Spec;
 use crate::time::Time;
@@ -43,16 +45,18 @@ pub struct Fire {
     pub dedup_key: Option<String>,
 }
 
+/// An event that triggers or cancels some rule, with what `decide` needs to
+/// act on it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventArrival {
     pub user: UserKey,
     /// `source + "/" + id`.
     pub key: CompactString,
+    /// [`seen::fingerprint`] of the user and the key.
+    pub fingerprint: u128,
     pub time: Time,
     pub seq: u64,
-    /// What rules the event triggers or cancels; `None` for most events
-    /// (kept out of line, so that arrivals stay small to move around).
-    pub hit: Option<Box<RuleHit>>,
+    pub hit: RuleHit,
 }
 
 /// The rules an event triggers and cancels.
@@ -65,37 +69,67 @@ pub struct RuleHit {
     pub data: Option<Box<str>>,
 }
 
+/// An event that triggers and cancels nothing — most events. Only its key
+/// matters (DESIGN.md §4 "Duplicates"), so it travels as the fingerprint of
+/// user and key: 48 bytes, where user id and key strings took 88.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlainArrival {
+    /// The user's routing hash.
+    pub user: u64,
+    /// [`seen::fingerprint`] of the user and the key.
+    pub fingerprint: u128,
+    pub time: Time,
+    pub seq: u64,
+}
+
 /// What `decide` consumes, keyed by user.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Arrival {
-    Event(EventArrival),
+    Plain(PlainArrival),
+    Event(Box<EventArrival>),
     Erasure {
         user: UserKey,
         time: Time,
     },
     /// An event older than its partition's watermark: reported, no effect.
-    Late {
-        user: UserKey,
-        event_key: CompactString,
-        time: Time,
-    },
+    Late(Box<LateArrival>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LateArrival {
+    pub user: UserKey,
+    pub event_key: CompactString,
+    pub time: Time,
 }
 
 impl Arrival {
-    pub fn user(&self) -> &UserKey {
+    /// The user's routing hash.
+    pub fn hash(&self) -> u64 {
         match self {
-            Arrival::Event(e) => &e.user,
-            Arrival::Erasure { user, .. } | Arrival::Late { user, .. } => user,
+            Arrival::Plain(p) => p.user,
+            Arrival::Event(e) => e.user.hash,
+            Arrival::Erasure { user, .. } => user.hash,
+            Arrival::Late(l) => l.user.hash,
         }
     }
-    /// An event that triggers and cancels nothing.
+    /// The user, for all but plain events (which only carry its hash).
+    pub fn user(&self) -> Option<&UserKey> {
+        match self {
+            Arrival::Plain(_) => None,
+            Arrival::Event(e) => Some(&e.user),
+            Arrival::Erasure { user, .. } => Some(user),
+            Arrival::Late(l) => Some(&l.user),
+        }
+    }
     pub fn is_plain(&self) -> bool {
-        matches!(self, Arrival::Event(e) if e.hit.is_none())
+        matches!(self, Arrival::Plain(_))
     }
     pub fn time(&self) -> Time {
         match self {
+            Arrival::Plain(p) => p.time,
             Arrival::Event(e) => e.time,
-            Arrival::Erasure { time, .. } | Arrival::Late { time, .. } => *time,
+            Arrival::Erasure { time, .. } => *time,
+            Arrival::Late(l) => l.time,
         }
     }
 }
@@ -105,6 +139,8 @@ impl Arrival {
 /// matched once per type, not once per event.
 pub struct Router {
     spec: Arc<Spec>,
+    /// Scratch for fingerprints.
+    scratch: Vec<u8>,
     /// Event type → (rules it triggers, rules it cancels), as bit sets.
     kinds: HashMap<CompactString, (u64, u64), FixedState>,
 }
@@ -116,6 +152,7 @@ impl Router {
     pub fn new(spec: Arc<Spec>) -> Router {
         Router {
             spec,
+            scratch: Vec::new(),
             kinds: HashMap::default(),
         }
     }
@@ -169,22 +206,31 @@ impl Router {
 
     /// Routes one parsed event: the arrival `decide` needs, holding only what
     /// it needs (`data` only when a rule fired).
-    pub fn event(&mut self, e: &EventRef<'_>, seq: u64) -> EventArrival {
+    pub fn event(&mut self, e: &EventRef<'_>, seq: u64) -> Arrival {
         let data = e.data.map(|d| d.get()).filter(|d| *d != "null");
         let (fires, cancels) = self.evaluate(&e.kind, e.time, data);
-        EventArrival {
+        let key = e.key();
+        let fingerprint = seen::fingerprint(&mut self.scratch, &e.subject, &key);
+        if fires.is_empty() && cancels == 0 {
+            return Arrival::Plain(PlainArrival {
+                user: crate::record::user_hash(&e.subject),
+                fingerprint,
+                time: e.time,
+                seq,
+            });
+        }
+        Arrival::Event(Box::new(EventArrival {
             user: UserKey::new(&e.subject),
-            key: e.key(),
+            key,
+            fingerprint,
             time: e.time,
             seq,
-            hit: (!fires.is_empty() || cancels != 0).then(|| {
-                Box::new(RuleHit {
-                    data: data.filter(|_| !fires.is_empty()).map(Box::from),
-                    fires,
-                    cancels,
-                })
-            }),
-        }
+            hit: RuleHit {
+                data: data.filter(|_| !fires.is_empty()).map(Box::from),
+                fires,
+                cancels,
+            },
+        }))
     }
 }
 
@@ -202,17 +248,18 @@ pub struct Routed {
 }
 
 impl Routed {
-    /// An event; `late` ones are reported, not decided.
-    pub fn event(&mut self, e: EventArrival, late: bool) {
-        self.arrivals.push(if late {
-            Arrival::Late {
-                user: e.user,
-                event_key: e.key,
-                time: e.time,
-            }
-        } else {
-            Arrival::Event(e)
-        });
+    /// A routed event (`Router::event`).
+    pub fn event(&mut self, arrival: Arrival) {
+        self.arrivals.push(arrival);
+    }
+
+    /// A late event: reported, not decided.
+    pub fn late(&mut self, e: &EventRef<'_>) {
+        self.arrivals.push(Arrival::Late(Box::new(LateArrival {
+            user: UserKey::new(&e.subject),
+            event_key: e.key(),
+            time: e.time,
+        })));
     }
 
     /// Any other record (not late: late non-event records are dead letters).

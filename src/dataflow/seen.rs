@@ -48,14 +48,12 @@ pub struct SeenKeys {
     /// latest erasure time.
     erased: hashbrown::HashMap<u64, Time, FixedState>,
     next_sweep: Time,
-    /// Scratch for the fingerprinted bytes.
-    scratch: Vec<u8>,
 }
 
 /// The fingerprint of `key` for `user`: XXH3-128 of the user id's length
 /// (so that no two `(user, key)` pairs give the same bytes), the user id and
 /// the key.
-fn fingerprint(scratch: &mut Vec<u8>, user: &str, key: &str) -> u128 {
+pub fn fingerprint(scratch: &mut Vec<u8>, user: &str, key: &str) -> u128 {
     scratch.clear();
     scratch.extend_from_slice(&(user.len() as u64).to_le_bytes());
     scratch.extend_from_slice(user.as_bytes());
@@ -76,24 +74,20 @@ impl SeenKeys {
             table: HashTable::new(),
             erased: Default::default(),
             next_sweep: Time::MIN,
-            scratch: Vec::new(),
         }
     }
 
-    /// Records an arrival of `key` for `user` at `t`; true if it is a
+    /// Records an arrival at `t` of the key whose [`fingerprint`] (with its
+    /// user) is `fp`, for the user of routing hash `user`; true if it is a
     /// duplicate.
-    pub fn observe(&mut self, user: &UserKey, key: &str, t: Time) -> bool {
+    pub fn observe(&mut self, user: u64, fp: u128, t: Time) -> bool {
         if self.horizon <= 0 {
             return false;
         }
-        let fp = fingerprint(&mut self.scratch, &user.user, key);
         match self.table.find_mut(table_hash(fp), |s| s.fingerprint == fp) {
             Some(seen) => {
                 let forgotten = !self.erased.is_empty()
-                    && self
-                        .erased
-                        .get(&user.hash)
-                        .is_some_and(|at| seen.time < *at);
+                    && self.erased.get(&user).is_some_and(|at| seen.time < *at);
                 let previous = std::mem::replace(&mut seen.time, t);
                 !forgotten && previous > t - self.horizon
             }
@@ -102,7 +96,7 @@ impl SeenKeys {
                     table_hash(fp),
                     Seen {
                         fingerprint: fp,
-                        user: user.hash,
+                        user,
                         time: t,
                     },
                     |s| table_hash(s.fingerprint),
@@ -147,47 +141,54 @@ impl SeenKeys {
 mod tests {
     use super::*;
 
+    impl SeenKeys {
+        fn see(&mut self, user: &UserKey, key: &str, t: Time) -> bool {
+            let fp = fingerprint(&mut Vec::new(), &user.user, key);
+            self.observe(user.hash, fp, t)
+        }
+    }
+
     const H: Time = 24 * 3_600_000;
 
     #[test]
     fn duplicates_within_the_horizon_per_user() {
         let (a, b) = (UserKey::new("u-a"), UserKey::new("u-b"));
         let mut seen = SeenKeys::new(H);
-        assert!(!seen.observe(&a, "s/1", 1_000));
-        assert!(seen.observe(&a, "s/1", 1_000), "same instant");
-        assert!(!seen.observe(&b, "s/1", 1_000), "another user's key");
-        assert!(seen.observe(&a, "s/1", 1_000 + H - 1));
+        assert!(!seen.see(&a, "s/1", 1_000));
+        assert!(seen.see(&a, "s/1", 1_000), "same instant");
+        assert!(!seen.see(&b, "s/1", 1_000), "another user's key");
+        assert!(seen.see(&a, "s/1", 1_000 + H - 1));
         // Last seen moved to 1_000 + H − 1, so this is still a duplicate.
-        assert!(seen.observe(&a, "s/1", 1_000 + 2 * H - 2));
+        assert!(seen.see(&a, "s/1", 1_000 + 2 * H - 2));
         // Exactly one horizon after the last sighting: not a duplicate.
-        assert!(!seen.observe(&a, "s/1", 1_000 + 3 * H - 2));
+        assert!(!seen.see(&a, "s/1", 1_000 + 3 * H - 2));
     }
 
     #[test]
     fn erasure_forgets_earlier_keys_at_once() {
         let a = UserKey::new("u-a");
         let mut seen = SeenKeys::new(H);
-        assert!(!seen.observe(&a, "s/1", 10));
-        assert!(!seen.observe(&a, "s/2", 10));
+        assert!(!seen.see(&a, "s/1", 10));
+        assert!(!seen.see(&a, "s/2", 10));
         seen.erase(&a, 20);
-        assert!(!seen.observe(&a, "s/1", 20), "forgotten by the erasure");
-        assert!(seen.observe(&a, "s/1", 30), "seen again after it");
-        assert!(!seen.observe(&a, "s/2", 35), "still forgotten");
+        assert!(!seen.see(&a, "s/1", 20), "forgotten by the erasure");
+        assert!(seen.see(&a, "s/1", 30), "seen again after it");
+        assert!(!seen.see(&a, "s/2", 35), "still forgotten");
         seen.erase(&a, 40);
         seen.end_step(50);
         assert!(seen.is_empty(), "the sweep removes erased keys");
-        assert!(!seen.observe(&a, "s/1", 60));
+        assert!(!seen.see(&a, "s/1", 60));
     }
 
     #[test]
     fn sweep_drops_only_what_no_later_arrival_can_match() {
         let a = UserKey::new("u-a");
         let mut seen = SeenKeys::new(H);
-        seen.observe(&a, "s/1", 0);
-        seen.observe(&a, "s/2", 5);
+        seen.see(&a, "s/1", 0);
+        seen.see(&a, "s/2", 5);
         seen.end_step(H); // first step sweeps: keeps times > 0
         assert_eq!(seen.len(), 1);
-        assert!(seen.observe(&a, "s/2", H + 4));
+        assert!(seen.see(&a, "s/2", H + 4));
     }
 
     #[test]
@@ -209,8 +210,8 @@ mod tests {
     fn zero_horizon_keeps_nothing() {
         let a = UserKey::new("u-a");
         let mut seen = SeenKeys::new(0);
-        assert!(!seen.observe(&a, "s/1", 0));
-        assert!(!seen.observe(&a, "s/1", 0));
+        assert!(!seen.see(&a, "s/1", 0));
+        assert!(!seen.see(&a, "s/1", 0));
         assert_eq!(seen.len(), 0);
     }
 }

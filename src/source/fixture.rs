@@ -38,7 +38,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
 use super::Placement;
-use crate::dataflow::route::{EventArrival, Routed, Router, Streams};
+use crate::dataflow::route::{Arrival, Routed, Router, Streams};
 use crate::record::output::DeadLetter;
 use crate::record::{Record, StreamKind, parse_event_ref, parse_line};
 use crate::spec::Spec;
@@ -199,14 +199,14 @@ struct ParsedLine {
 /// A parsed line: events are routed as they are parsed (no copy of what
 /// `decide` does not need); other records are routed when emitted.
 enum Input {
-    Event(EventArrival),
+    Event(Arrival),
     Other(Record),
 }
 
 impl Input {
     fn time(&self) -> Time {
         match self {
-            Input::Event(e) => e.time,
+            Input::Event(a) => a.time(),
             Input::Other(r) => r.time(),
         }
     }
@@ -394,7 +394,7 @@ pub fn fixture_source<'s>(
                         continue;
                     }
                     let keep = match &input {
-                        Input::Event(e) => placement.process_owns(e.user.hash),
+                        Input::Event(a) => placement.process_owns(a.hash()),
                         Input::Other(r) => match r.user() {
                             Some(user) => placement.process_owns(crate::record::user_hash(user)),
                             None => reports_dead_letters,
@@ -404,7 +404,16 @@ pub fn fixture_source<'s>(
                         rep.records += 1;
                         rep.late += late as u64;
                         match input {
-                            Input::Event(e) => routed.event(e, late),
+                            // A late event is reported with its user and
+                            // key, which routing dropped: parse it again
+                            // (it parsed once, so it parses again).
+                            Input::Event(_) if late => {
+                                let line = std::str::from_utf8(&text[range.clone()])
+                                    .expect("the line was UTF-8");
+                                let e = parse_event_ref(line).expect("the line parsed");
+                                routed.late(&e);
+                            }
+                            Input::Event(a) => routed.event(a),
                             Input::Other(r) => routed.record(r, range.start as u64),
                         }
                     }
