@@ -58,6 +58,9 @@ where
     let updates = upserts.unary_frontier(exchange, &format!("{name}Upsert"), |_, _| {
         let mut current: hashbrown::HashMap<K, V, foldhash::fast::FixedState> = Default::default();
         let mut pending: Vec<Upsert<K, V>> = Vec::new();
+        // Scratch: the upserts whose time is complete, reused (collecting
+        // them afresh grew a new vector in fresh pages every time).
+        let mut ready: Vec<Upsert<K, V>> = Vec::new();
         // Held at or before the least time in `pending`.
         let mut capability: Option<Capability<Time>> = None;
         move |(input, frontier), output| {
@@ -73,14 +76,15 @@ where
                 return;
             };
             let upper = frontier.frontier().first().copied().unwrap_or(Time::MAX);
-            let mut ready: Vec<_> = pending.extract_if(.., |u| u.2 < upper).collect();
+            ready.clear();
+            ready.extend(pending.extract_if(.., |u| u.2 < upper));
             if !ready.is_empty() {
                 // By key and time; at equal times the greatest value first,
                 // and only it is kept.
                 ready.sort_unstable_by(|a, b| (&a.0, a.2, &b.1).cmp(&(&b.0, b.2, &a.1)));
                 ready.dedup_by(|later, first| later.0 == first.0 && later.2 == first.2);
                 let mut updates = Vec::with_capacity(ready.len() * 2);
-                for (key, value, time) in ready {
+                for (key, value, time) in ready.drain(..) {
                     let previous = match &value {
                         Some(v) => current.insert(key.clone(), v.clone()),
                         None => current.remove(&key),
