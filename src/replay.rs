@@ -163,14 +163,14 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
             deferrals: stats.deferrals,
             ..Summary::default()
         };
-        summary.count_decisions(&spec, &decisions);
+        summary.count_decisions(&spec, decisions.iter().flatten());
         tracing::info!(
             worker = worker.index(),
             records = summary.records,
-            decisions = decisions.len(),
+            decisions = summary.dispatches + summary.suppressions,
             "worker done"
         );
-        let (mut dispatches, mut suppressions) = render(&spec, &decisions);
+        let (mut dispatches, mut suppressions) = render(&spec, decisions.iter().flatten());
         // Sorted here, in parallel; the writer merges the workers' runs.
         dispatches.sort_unstable();
         suppressions.sort_unstable();

@@ -64,7 +64,11 @@ impl Summary {
         }
     }
 
-    pub fn count_decisions(&mut self, spec: &Spec, decisions: &[Decision]) {
+    pub fn count_decisions<'d>(
+        &mut self,
+        spec: &Spec,
+        decisions: impl IntoIterator<Item = &'d Decision>,
+    ) {
         for d in decisions {
             match d {
                 Decision::Dispatch(d) => {
@@ -98,7 +102,10 @@ pub type Lines = Vec<(Time, String)>;
 
 /// Renders decisions as JSON lines: (dispatches, suppressions). Each worker
 /// renders its own, in parallel.
-pub fn render(spec: &Spec, decisions: &[Decision]) -> (Lines, Lines) {
+pub fn render<'d>(
+    spec: &Spec,
+    decisions: impl IntoIterator<Item = &'d Decision>,
+) -> (Lines, Lines) {
     let (mut dispatches, mut suppressions) = (Vec::new(), Vec::new());
     for d in decisions {
         let line = (d.time(), d.to_json_line(spec));

@@ -16,15 +16,16 @@ use timely::dataflow::operators::probe::Handle;
 use crate::record::output::Decision;
 use crate::time::Time;
 
-/// Collects a worker's decisions into `into`; the probe tells when all
-/// decisions up to a time have arrived.
+/// Collects a worker's decisions into `into`, as the batches they came in
+/// (appending them to one vector regrew and copied it, in fresh memory);
+/// the probe tells when all decisions up to a time have arrived.
 pub fn collect<'s>(
     decisions: Stream<'s, Time, Vec<Decision>>,
-    into: Rc<RefCell<Vec<Decision>>>,
+    into: Rc<RefCell<Vec<Vec<Decision>>>>,
 ) -> Handle<Time> {
     let (probe, decisions) = decisions.probe();
     decisions.sink(Pipeline, "Collect", move |(input, _frontier)| {
-        input.for_each(|_cap, data| into.borrow_mut().append(data));
+        input.for_each(|_cap, data| into.borrow_mut().push(std::mem::take(data)));
     });
     probe
 }
