@@ -627,3 +627,115 @@ pub fn decide<'s>(
     });
     decisions
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataflow::profile::{ProfileUpsert, arrange_profiles};
+    use crate::dataflow::route::{Fire, PlainArrival};
+    use crate::dataflow::seen::fingerprint;
+    use timely::dataflow::operators::Input;
+
+    /// Two users sharing a routing hash: each one's event keys, erasure and
+    /// decisions stay its own, even when only one of them has decision
+    /// state to visit and the other's events travel as bare fingerprints.
+    #[test]
+    fn users_sharing_a_hash_keep_their_own_event_keys() {
+        let spec = Arc::new(
+            Spec::parse(
+                "t.toml",
+                r#"
+[[rule]]
+name = "alert"
+on = "login.new_device"
+purpose = "transactional"
+channels = ["email"]
+"#,
+            )
+            .unwrap(),
+        );
+        let user = |name: &str| UserKey {
+            hash: 7,
+            user: name.into(),
+        };
+        let (a, b) = (user("u-a"), user("u-b"));
+        let plain = |u: &UserKey, key: &str, time: Time| {
+            Arrival::Plain(PlainArrival {
+                user: u.hash,
+                fingerprint: fingerprint(&mut Vec::new(), &u.user, key),
+                time,
+                seq: time as u64,
+            })
+        };
+        let fires = |u: &UserKey, key: &str, time: Time| {
+            Arrival::Event(Box::new(EventArrival {
+                user: u.clone(),
+                key: key.into(),
+                fingerprint: fingerprint(&mut Vec::new(), &u.user, key),
+                time,
+                seq: time as u64,
+                hit: RuleHit {
+                    fires: vec![Fire {
+                        rule: 0,
+                        decision: time,
+                        dedup_key: None,
+                    }],
+                    cancels: 0,
+                    data: None,
+                },
+            }))
+        };
+        let arrivals = vec![
+            fires(&a, "s/a", 5),
+            plain(&b, "s/1", 10),
+            Arrival::Erasure {
+                user: b.clone(),
+                time: 20,
+            },
+            plain(&b, "s/1", 30), // forgotten by b's erasure: not a duplicate
+            plain(&a, "s/1", 30), // a's own key, never seen before
+            plain(&b, "s/1", 40), // duplicate of b's at 30
+            fires(&b, "s/9", 50),
+            fires(&b, "s/9", 60), // duplicate: no second dispatch
+        ];
+        let (stats, decisions) = timely::execute_directly(move |worker| {
+            let stats = Rc::new(RefCell::new(DecideStats::default()));
+            let decisions = Rc::new(RefCell::new(Vec::new()));
+            let (mut events, profile, probe) = worker.dataflow::<Time, _, _>(|scope| {
+                let (events, arrivals) = scope.new_input::<Vec<Arrival>>();
+                let (profile, upserts) = scope.new_input::<Vec<ProfileUpsert>>();
+                let out = decide(arrivals, arrange_profiles(upserts), spec, stats.clone());
+                (
+                    events,
+                    profile,
+                    crate::sink::collect(out, decisions.clone()),
+                )
+            });
+            for arrival in arrivals {
+                events.send(arrival);
+            }
+            events.close();
+            profile.close();
+            while !probe.done() {
+                worker.step();
+            }
+            (stats.take(), decisions.take())
+        });
+        assert_eq!((stats.events, stats.duplicates), (7, 2));
+        let decisions: Vec<Decision> = decisions.into_iter().flatten().collect();
+        let dispatched: Vec<(String, String, Time)> = decisions
+            .iter()
+            .map(|d| match d {
+                Decision::Dispatch(d) => (d.user.clone(), d.event_key.clone(), d.decision_time),
+                Decision::Suppression(s) => panic!("unexpected suppression {s:?}"),
+            })
+            .collect();
+        assert_eq!(
+            dispatched,
+            [
+                ("u-a".into(), "s/a".into(), 5),
+                ("u-b".into(), "s/9".into(), 50)
+            ]
+        );
+    }
+}
