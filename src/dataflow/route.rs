@@ -121,9 +121,6 @@ impl Arrival {
             Arrival::Late(l) => Some(&l.user),
         }
     }
-    pub fn is_plain(&self) -> bool {
-        matches!(self, Arrival::Plain(_))
-    }
     pub fn time(&self) -> Time {
         match self {
             Arrival::Plain(p) => p.time,
