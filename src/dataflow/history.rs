@@ -9,9 +9,11 @@
 //! key's value in force, insert the new one) once its input frontier has
 //! passed the upsert's time, and differential's `arrange_core` arranges
 //! them. The operator remembers each key's current value in a hash map
-//! (one probe per upsert), where differential's `arrange_from_upsert` would
-//! seek the key in the trace's batches; on this workload that seek and its
-//! priority queue cost more than the rest of the pipeline.
+//! under a 128-bit fingerprint of the key (one probe per upsert; 48-byte
+//! entries for profile slots, where the key itself took 40 of 72), where
+//! differential's `arrange_from_upsert` would seek the key in the trace's
+//! batches; on this workload that seek and its priority queue cost more
+//! than the rest of the pipeline.
 //!
 //! A [`TraceSnapshot`] holds the batches of a trace, taken once per
 //! activation of `decide`; its [`Reader`] walks them with one cursor that
@@ -42,10 +44,14 @@ pub type UpsertTrace<K, V> = TraceAgent<ValSpine<K, V, Time, isize>>;
 /// Arranges `upserts` replaced by key: at each time a key holds its latest
 /// value (at equal times, the greatest; `None` deletes). Each `(key, value)`
 /// is arranged as `arranged(key, value)`, which must keep the key's
-/// identity (distinct keys, distinct arranged pairs).
+/// identity (distinct keys, distinct arranged pairs). `identity(key)` is a
+/// 128-bit fingerprint of the key (distinct keys must not collide in
+/// practice): the operator remembers current values under it, an integer
+/// to hash and compare, instead of under a copy of the key.
 pub fn arrange_upserts<'s, K, V, AK, AV>(
     upserts: Stream<'s, Time, Vec<Upsert<K, V>>>,
     name: &str,
+    identity: impl Fn(&K) -> u128 + 'static,
     arranged: impl Fn(&K, V) -> (AK, AV) + 'static,
 ) -> Arranged<'s, UpsertTrace<AK, AV>>
 where
@@ -56,11 +62,13 @@ where
 {
     let exchange = Exchange::new(|u: &Upsert<K, V>| u.0.hashed().into());
     let updates = upserts.unary_frontier(exchange, &format!("{name}Upsert"), |_, _| {
-        let mut current: hashbrown::HashMap<K, V, foldhash::fast::FixedState> = Default::default();
+        let mut current: hashbrown::HashMap<u128, V, foldhash::fast::FixedState> =
+            Default::default();
         let mut pending: Vec<Upsert<K, V>> = Vec::new();
-        // Scratch: the upserts whose time is complete, reused (collecting
-        // them afresh grew a new vector in fresh pages every time).
-        let mut ready: Vec<Upsert<K, V>> = Vec::new();
+        // Scratch: the upserts whose time is complete, with their keys'
+        // identities, reused (collecting them afresh grew a new vector in
+        // fresh pages every time).
+        let mut ready: Vec<(u128, Upsert<K, V>)> = Vec::new();
         // Held at or before the least time in `pending`.
         let mut capability: Option<Capability<Time>> = None;
         move |(input, frontier), output| {
@@ -77,17 +85,21 @@ where
             };
             let upper = frontier.frontier().first().copied().unwrap_or(Time::MAX);
             ready.clear();
-            ready.extend(pending.extract_if(.., |u| u.2 < upper));
+            ready.extend(
+                pending
+                    .extract_if(.., |u| u.2 < upper)
+                    .map(|u| (identity(&u.0), u)),
+            );
             if !ready.is_empty() {
                 // By key and time; at equal times the greatest value first,
                 // and only it is kept.
-                ready.sort_unstable_by(|a, b| (&a.0, a.2, &b.1).cmp(&(&b.0, b.2, &a.1)));
-                ready.dedup_by(|later, first| later.0 == first.0 && later.2 == first.2);
+                ready.sort_unstable_by(|(ia, a), (ib, b)| (ia, a.2, &b.1).cmp(&(ib, b.2, &a.1)));
+                ready.dedup_by(|(il, later), (if_, first)| il == if_ && later.2 == first.2);
                 let mut updates = Vec::with_capacity(ready.len() * 2);
-                for (key, value, time) in ready.drain(..) {
+                for (id, (key, value, time)) in ready.drain(..) {
                     let previous = match &value {
-                        Some(v) => current.insert(key.clone(), v.clone()),
-                        None => current.remove(&key),
+                        Some(v) => current.insert(id, v.clone()),
+                        None => current.remove(&id),
                     };
                     if previous == value {
                         continue;
@@ -235,7 +247,8 @@ mod tests {
         timely::execute_directly(|worker| {
             let (mut input, probe, mut trace) = worker.dataflow::<Time, _, _>(|scope| {
                 let (input, upserts) = scope.new_input::<Vec<Upsert<u64, u32>>>();
-                let arranged = arrange_upserts(upserts, "Test", |k: &u64, v| (*k, v));
+                let arranged =
+                    arrange_upserts(upserts, "Test", |k: &u64| *k as u128, |k: &u64, v| (*k, v));
                 let (probe, _) = arranged.stream.probe();
                 (input, probe, arranged.trace)
             });

@@ -89,17 +89,48 @@ pub struct ProfileEntry {
 pub type ProfileUpsert = Upsert<ProfileKey, ProfileVal>;
 pub type ProfileTrace = UpsertTrace<u64, ProfileEntry>;
 
+/// The identity of a profile key in the upsert operator: XXH3-128 of the
+/// user id's length, the user id and the slot (so that no two keys give the
+/// same bytes).
+pub fn key_identity(key: &ProfileKey) -> u128 {
+    let user = key.user.user.as_bytes();
+    let slot = match key.slot {
+        Slot::Prefs => [0, 0],
+        Slot::Consent(None, purpose) => [1, purpose as u8],
+        Slot::Consent(Some(channel), purpose) => [2 + channel as u8, purpose as u8],
+    };
+    let len = (user.len() as u64).to_le_bytes();
+    let mut buf = [0u8; 64];
+    if user.len() <= buf.len() - 10 {
+        buf[..8].copy_from_slice(&len);
+        buf[8..8 + user.len()].copy_from_slice(user);
+        buf[8 + user.len()..10 + user.len()].copy_from_slice(&slot);
+        xxhash_rust::xxh3::xxh3_128(&buf[..10 + user.len()])
+    } else {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(&len);
+        h.update(user);
+        h.update(&slot);
+        h.digest128()
+    }
+}
+
 pub fn arrange_profiles<'s>(
     upserts: Stream<'s, Time, Vec<ProfileUpsert>>,
 ) -> Arranged<'s, ProfileTrace> {
-    arrange_upserts(upserts, "Profiles", |key: &ProfileKey, value| {
-        let entry = ProfileEntry {
-            user: key.user.user.clone(),
-            slot: key.slot,
-            value,
-        };
-        (key.user.hash, entry)
-    })
+    arrange_upserts(
+        upserts,
+        "Profiles",
+        key_identity,
+        |key: &ProfileKey, value| {
+            let entry = ProfileEntry {
+                user: key.user.user.clone(),
+                slot: key.slot,
+                value,
+            };
+            (key.user.hash, entry)
+        },
+    )
 }
 
 /// One user's preference and consent histories, loaded from the trace.
@@ -192,6 +223,25 @@ mod tests {
                 assert_eq!(marketing(&pb, t), granted, "u-b at {t}");
             }
         });
+    }
+
+    /// Distinct keys have distinct identities, short user ids and long
+    /// ones alike, and a key always has the same one.
+    #[test]
+    fn key_identities_tell_every_slot_of_every_user_apart() {
+        let long = "u-".repeat(40);
+        let mut seen = std::collections::HashSet::new();
+        for user in ["u-a", "u-b", "u-ab", long.as_str(), &long[1..]] {
+            for slot in Slot::all() {
+                let key = ProfileKey {
+                    user: UserKey::new(user),
+                    slot,
+                };
+                assert_eq!(key_identity(&key), key_identity(&key.clone()));
+                assert!(seen.insert(key_identity(&key)), "{user} {slot:?}");
+            }
+        }
+        assert_eq!(seen.len(), 5 * Slot::all().count());
     }
 
     #[test]
