@@ -1,8 +1,10 @@
 //! Seen: event-key duplicates (DESIGN.md §4 "Duplicates"), for all the
 //! users of one worker in one table.
 //!
-//! - input: each event arrival `(user, event key, t)`, applied by `decide`
-//!   in the user's arrival order; erasures of users.
+//! - input: each event arrival (the user's routing hash, the fingerprint of
+//!   user and event key, `t`) and each erasure, applied by `decide` in
+//!   arrival order for all the users of one routing hash at a time, before
+//!   any decision state is touched.
 //! - output: whether the arrival is a duplicate (its key was last seen for
 //!   the same user at a time in `(t − dedup_horizon, t]`). Every arrival,
 //!   dropped or not, updates "last seen".
