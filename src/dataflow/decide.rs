@@ -662,7 +662,7 @@ channels = ["email"]
         let plain = |u: &UserKey, key: &str, time: Time| {
             Arrival::Plain(PlainArrival {
                 user: u.hash,
-                fingerprint: fingerprint(&mut Vec::new(), &u.user, key),
+                fingerprint: fingerprint(&u.user, key.as_bytes()),
                 time,
                 seq: time as u64,
             })
@@ -671,7 +671,7 @@ channels = ["email"]
             Arrival::Event(Box::new(EventArrival {
                 user: u.clone(),
                 key: key.into(),
-                fingerprint: fingerprint(&mut Vec::new(), &u.user, key),
+                fingerprint: fingerprint(&u.user, key.as_bytes()),
                 time,
                 seq: time as u64,
                 hit: RuleHit {

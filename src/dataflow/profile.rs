@@ -33,6 +33,7 @@ use super::UserKey;
 use super::consent::{ConsentVal, UserConsent};
 use super::history::{Reader, Upsert, UpsertTrace, arrange_upserts};
 use super::preferences::{PrefsVal, UserPrefs};
+use super::seen;
 use crate::spec::{Channel, Purpose};
 use crate::time::Time;
 
@@ -89,30 +90,15 @@ pub struct ProfileEntry {
 pub type ProfileUpsert = Upsert<ProfileKey, ProfileVal>;
 pub type ProfileTrace = UpsertTrace<u64, ProfileEntry>;
 
-/// The identity of a profile key in the upsert operator: XXH3-128 of the
-/// user id's length, the user id and the slot (so that no two keys give the
-/// same bytes).
+/// The identity of a profile key in the upsert operator: the
+/// [`seen::fingerprint`] of the user id and the slot's two bytes.
 pub fn key_identity(key: &ProfileKey) -> u128 {
-    let user = key.user.user.as_bytes();
     let slot = match key.slot {
         Slot::Prefs => [0, 0],
         Slot::Consent(None, purpose) => [1, purpose as u8],
         Slot::Consent(Some(channel), purpose) => [2 + channel as u8, purpose as u8],
     };
-    let len = (user.len() as u64).to_le_bytes();
-    let mut buf = [0u8; 64];
-    if user.len() <= buf.len() - 10 {
-        buf[..8].copy_from_slice(&len);
-        buf[8..8 + user.len()].copy_from_slice(user);
-        buf[8 + user.len()..10 + user.len()].copy_from_slice(&slot);
-        xxhash_rust::xxh3::xxh3_128(&buf[..10 + user.len()])
-    } else {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        h.update(&len);
-        h.update(user);
-        h.update(&slot);
-        h.digest128()
-    }
+    seen::fingerprint(&key.user.user, &slot)
 }
 
 pub fn arrange_profiles<'s>(

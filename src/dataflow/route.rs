@@ -136,8 +136,6 @@ impl Arrival {
 /// matched once per type, not once per event.
 pub struct Router {
     spec: Arc<Spec>,
-    /// Scratch for fingerprints.
-    scratch: Vec<u8>,
     /// Event type → (rules it triggers, rules it cancels), as bit sets.
     kinds: HashMap<CompactString, (u64, u64), FixedState>,
 }
@@ -149,7 +147,6 @@ impl Router {
     pub fn new(spec: Arc<Spec>) -> Router {
         Router {
             spec,
-            scratch: Vec::new(),
             kinds: HashMap::default(),
         }
     }
@@ -207,7 +204,7 @@ impl Router {
         let data = e.data.map(|d| d.get()).filter(|d| *d != "null");
         let (fires, cancels) = self.evaluate(&e.kind, e.time, data);
         let key = e.key();
-        let fingerprint = seen::fingerprint(&mut self.scratch, &e.subject, &key);
+        let fingerprint = seen::fingerprint(&e.subject, key.as_bytes());
         if fires.is_empty() && cancels == 0 {
             return Arrival::Plain(PlainArrival {
                 user: crate::record::user_hash(&e.subject),

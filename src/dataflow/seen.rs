@@ -30,7 +30,7 @@
 
 use foldhash::fast::FixedState;
 use hashbrown::hash_table::HashTable;
-use xxhash_rust::xxh3::xxh3_128;
+use xxhash_rust::xxh3::{Xxh3, xxh3_128};
 
 use super::UserKey;
 use crate::time::Time;
@@ -54,13 +54,24 @@ pub struct SeenKeys {
 
 /// The fingerprint of `key` for `user`: XXH3-128 of the user id's length
 /// (so that no two `(user, key)` pairs give the same bytes), the user id and
-/// the key.
-pub fn fingerprint(scratch: &mut Vec<u8>, user: &str, key: &str) -> u128 {
-    scratch.clear();
-    scratch.extend_from_slice(&(user.len() as u64).to_le_bytes());
-    scratch.extend_from_slice(user.as_bytes());
-    scratch.extend_from_slice(key.as_bytes());
-    xxh3_128(scratch)
+/// the key. Also the identity of profile keys (`profile::key_identity`,
+/// whose "key" is the slot).
+pub fn fingerprint(user: &str, key: &[u8]) -> u128 {
+    let len = (user.len() as u64).to_le_bytes();
+    let mut buf = [0u8; 128];
+    let n = 8 + user.len() + key.len();
+    if n <= buf.len() {
+        buf[..8].copy_from_slice(&len);
+        buf[8..8 + user.len()].copy_from_slice(user.as_bytes());
+        buf[8 + user.len()..n].copy_from_slice(key);
+        xxh3_128(&buf[..n])
+    } else {
+        let mut h = Xxh3::new();
+        h.update(&len);
+        h.update(user.as_bytes());
+        h.update(key);
+        h.digest128()
+    }
 }
 
 /// The table's hash of an entry: the fingerprint's low bits (XXH3 mixes
@@ -145,7 +156,7 @@ mod tests {
 
     impl SeenKeys {
         fn see(&mut self, user: &UserKey, key: &str, t: Time) -> bool {
-            let fp = fingerprint(&mut Vec::new(), &user.user, key);
+            let fp = fingerprint(&user.user, key.as_bytes());
             self.observe(user.hash, fp, t)
         }
     }
@@ -195,17 +206,22 @@ mod tests {
 
     #[test]
     fn fingerprints_separate_user_and_key() {
-        let mut scratch = Vec::new();
-        let ab = fingerprint(&mut scratch, "u-a", "b/1");
-        assert_ne!(ab, fingerprint(&mut scratch, "u-ab", "/1"));
-        assert_ne!(ab, fingerprint(&mut scratch, "u-a", "b/2"));
-        assert_eq!(ab, fingerprint(&mut scratch, "u-a", "b/1"));
-        // Keys longer than any inline buffer fingerprint whole.
+        let ab = fingerprint("u-a", b"b/1");
+        assert_ne!(ab, fingerprint("u-ab", b"/1"));
+        assert_ne!(ab, fingerprint("u-a", b"b/2"));
+        assert_eq!(ab, fingerprint("u-a", b"b/1"));
+        // Keys longer than the inline buffer fingerprint whole, and the
+        // same bytes give the same fingerprint either way.
         let long = "k".repeat(300);
         assert_ne!(
-            fingerprint(&mut scratch, "u-a", &long),
-            fingerprint(&mut scratch, "u-a", &long[1..])
+            fingerprint("u-a", long.as_bytes()),
+            fingerprint("u-a", long[1..].as_bytes())
         );
+        let mut bytes = 3u64.to_le_bytes().to_vec();
+        bytes.extend_from_slice(b"u-a");
+        bytes.extend_from_slice(long.as_bytes());
+        assert_eq!(fingerprint("u-a", long.as_bytes()), xxh3_128(&bytes));
+        assert_eq!(ab, xxh3_128(b"\x03\0\0\0\0\0\0\0u-ab/1"));
     }
 
     #[test]
