@@ -215,7 +215,7 @@ mod tests {
         let long = "k".repeat(300);
         assert_ne!(
             fingerprint("u-a", long.as_bytes()),
-            fingerprint("u-a", long[1..].as_bytes())
+            fingerprint("u-a", &long.as_bytes()[1..])
         );
         let mut bytes = 3u64.to_le_bytes().to_vec();
         bytes.extend_from_slice(b"u-a");
