@@ -10,7 +10,7 @@
 //! - time: arrivals are stashed until the input frontier passes their exact
 //!   millisecond time. When the frontier reaches `F`, the arrivals before
 //!   `F` are taken by user hash in arrival order (time, erasures first, then
-//!   events by key fingerprint, see [`arrival_order`]): first their event
+//!   events by key fingerprint, see [`Applied`]): first their event
 //!   keys are checked and noted ([`SeenKeys`]; duplicates and events that
 //!   trigger and cancel nothing end there), then every user with arrivals
 //!   left or candidates due before `F` is advanced instant by instant: at
@@ -41,7 +41,7 @@ use super::history::{Reader, TraceSnapshot};
 use super::holdout::in_holdout;
 use super::profile::{ProfileEntry, ProfileTrace, UserProfile};
 use super::quiet_hours::{in_quiet_hours, quiet_hours_end};
-use super::route::{Arrival, EventArrival, RuleHit};
+use super::route::{Arrival, EventArrival, PlainArrival, RuleHit};
 use super::seen::SeenKeys;
 use crate::record::output::{Decision, Dispatch, Reason, Suppression};
 use crate::spec::{Priority, Purpose, Spec};
@@ -115,16 +115,80 @@ type Readers<'a> = Reader<'a, u64, ProfileEntry>;
 struct Engine {
     /// Per-user state, found by the user's routing hash.
     users: HashTable<(UserKey, UserState)>,
-    /// Arrivals whose time is not yet complete (at or after the frontier).
+    /// Arrivals whose time is not yet complete (at or after the frontier):
+    /// plain events apart, as they come (nothing but their key to check).
+    waiting_plain: Vec<PlainArrival>,
     waiting: Vec<Arrival>,
-    /// Scratch: arrivals being applied (taken in turn), their order as
-    /// (user hash, index), users with due candidates, and the users of one
-    /// hash.
+    /// Scratch: the other arrivals being applied (taken in turn), the
+    /// order of all of them ([`Applied`]), users with due candidates, and
+    /// the users of one hash.
     ready: Vec<Option<Arrival>>,
-    order: Vec<(u64, u32)>,
+    order: Vec<Applied>,
     timer_users: Vec<UserKey>,
     hash_users: Vec<UserKey>,
     core: Core,
+}
+
+/// One ready arrival's place in the order `decide` applies arrivals in:
+/// by user hash, then by time, rank (erasures before events), the
+/// fingerprint of the event key and stream position. (DESIGN.md orders
+/// events at one instant by event key; between different keys at one
+/// instant that order is not observable — cancellation needs an earlier
+/// event, candidates are decided in their own order — so the fingerprint,
+/// which needs no string, stands in for the key. Equal keys, whose order
+/// decides which is the duplicate, go by stream position.)
+///
+/// It holds what the event-key pass needs, so that the pass reads a dense
+/// sorted array and visits no arrival: plain events are nothing more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Applied {
+    hash: u64,
+    time: Time,
+    rank: u8,
+    fingerprint: u128,
+    seq: u64,
+    /// Where the arrival is in `ready`, or [`PLAIN`] or [`DROPPED`].
+    index: u32,
+}
+
+/// [`Applied::index`] of a plain event (kept nowhere: its key is all).
+const PLAIN: u32 = u32::MAX;
+/// [`Applied::index`] of an event found to be a duplicate.
+const DROPPED: u32 = u32::MAX - 1;
+
+impl Applied {
+    fn plain(p: &PlainArrival) -> Applied {
+        Applied {
+            hash: p.user,
+            time: p.time,
+            rank: 4,
+            fingerprint: p.fingerprint,
+            seq: p.seq,
+            index: PLAIN,
+        }
+    }
+
+    fn of(a: &Arrival, index: u32) -> Applied {
+        let (hash, time, rank, fingerprint, seq) = match a {
+            Arrival::Erasure { user, time } => (user.hash, *time, 0, 0, 0),
+            Arrival::Plain(p) => return Applied::plain(p),
+            Arrival::Event(e) => (e.user.hash, e.time, 4, e.fingerprint, e.seq),
+            Arrival::Late(_) => unreachable!("late events are reported on arrival"),
+        };
+        Applied {
+            hash,
+            time,
+            rank,
+            fingerprint,
+            seq,
+            index,
+        }
+    }
+
+    /// Not a plain event, nor a dropped duplicate.
+    fn kept(&self) -> bool {
+        self.index < DROPPED
+    }
 }
 
 /// Everything `decide` shares across users.
@@ -147,13 +211,18 @@ impl Engine {
     /// before it and decides the candidates due before it, user by user in
     /// key order (hash first), so that trace cursors only ever move forward.
     fn advance(&mut self, frontier: Time, profiles: &mut ProfileTrace, out: &mut Vec<Decision>) {
-        let ready = &mut self.ready;
+        let (ready, order) = (&mut self.ready, &mut self.order);
         ready.clear();
-        ready.extend(
-            self.waiting
-                .extract_if(.., |a| a.time() < frontier)
-                .map(Some),
+        order.clear();
+        order.extend(
+            self.waiting_plain
+                .extract_if(.., |p| p.time < frontier)
+                .map(|p| Applied::plain(&p)),
         );
+        for a in self.waiting.extract_if(.., |a| a.time() < frontier) {
+            order.push(Applied::of(&a, ready.len() as u32));
+            ready.push(Some(a));
+        }
         let timer_users = &mut self.timer_users;
         timer_users.clear();
         while self.core.timers.first().is_some_and(|(t, _)| *t < frontier) {
@@ -166,35 +235,12 @@ impl Engine {
                     .map(|(k, _)| k.clone()),
             );
         }
-        if ready.is_empty() && timer_users.is_empty() {
+        if order.is_empty() && timer_users.is_empty() {
             return;
         }
         timer_users.sort_unstable();
         timer_users.dedup();
-        // Arrivals by user hash, then in arrival order: sort (hash, position)
-        // pairs, then order each run of equal hashes (one user's few
-        // arrivals, almost always).
-        let order = &mut self.order;
-        order.clear();
-        order.extend(
-            ready
-                .iter()
-                .enumerate()
-                .map(|(i, a)| (a.as_ref().unwrap().hash(), i as u32)),
-        );
         order.sort_unstable();
-        let by_arrival = |&(_, i): &(u64, u32), &(_, j): &(u64, u32)| {
-            let (a, b) = (
-                ready[i as usize].as_ref().unwrap(),
-                ready[j as usize].as_ref().unwrap(),
-            );
-            arrival_order(a).cmp(&arrival_order(b))
-        };
-        for run in order.chunk_by_mut(|x, y| x.0 == y.0) {
-            if run.len() > 1 {
-                run.sort_unstable_by(by_arrival);
-            }
-        }
 
         let mut snapshot = TraceSnapshot::new(profiles);
         let mut readers = snapshot.reader();
@@ -203,14 +249,14 @@ impl Engine {
         let (mut next, mut timer) = (0, 0);
         let users = &mut self.hash_users;
         loop {
-            let hash = match (order.get(next).map(|o| o.0), timer_users.get(timer)) {
+            let hash = match (order.get(next).map(|o| o.hash), timer_users.get(timer)) {
                 (None, None) => break,
                 (Some(a), None) => a,
                 (None, Some(t)) => t.hash,
                 (Some(a), Some(t)) => a.min(t.hash),
             };
-            let len = order[next..].iter().take_while(|o| o.0 == hash).count();
-            let run = &order[next..next + len];
+            let len = order[next..].iter().take_while(|o| o.hash == hash).count();
+            let run = &mut order[next..next + len];
             next += len;
             users.clear();
             while let Some(u) = timer_users.get(timer).filter(|u| u.hash == hash) {
@@ -223,36 +269,32 @@ impl Engine {
             // are events that trigger and cancel nothing (most events),
             // which never touch a user's decision state.
             let mut rest = false;
-            for &(_, i) in run {
-                let slot = &mut ready[i as usize];
-                let keep = match slot.as_ref().unwrap() {
-                    Arrival::Erasure { user, time } => {
-                        self.core.seen.erase(user, *time);
-                        true
-                    }
-                    Arrival::Plain(p) => {
-                        self.core.is_duplicate(p.user, p.fingerprint, p.time);
-                        false
-                    }
-                    Arrival::Event(e) => {
-                        !self.core.is_duplicate(e.user.hash, e.fingerprint, e.time)
-                    }
-                    Arrival::Late(_) => unreachable!("late events are reported on arrival"),
-                };
-                if !keep {
-                    *slot = None;
+            for o in run.iter_mut() {
+                if o.index == PLAIN {
+                    self.core.is_duplicate(o.hash, o.fingerprint, o.time);
+                } else if o.rank == 0 {
+                    let Some(Arrival::Erasure { user, time }) = &ready[o.index as usize] else {
+                        unreachable!("rank 0 is an erasure")
+                    };
+                    self.core.seen.erase(user, *time);
+                    rest = true;
+                } else if self.core.is_duplicate(o.hash, o.fingerprint, o.time) {
+                    o.index = DROPPED;
+                } else {
+                    rest = true;
                 }
-                rest |= keep;
             }
             if users.is_empty() && !rest {
                 continue;
             }
+            let run = &*run;
             // The users of this hash: almost always one.
-            users.extend(
-                run.iter().filter_map(|&(_, i)| {
-                    ready[i as usize].as_ref().and_then(Arrival::user).cloned()
-                }),
-            );
+            users.extend(run.iter().filter(|o| o.kept()).filter_map(|o| {
+                ready[o.index as usize]
+                    .as_ref()
+                    .and_then(Arrival::user)
+                    .cloned()
+            }));
             users.sort_unstable();
             users.dedup();
             for user in users.iter() {
@@ -261,8 +303,8 @@ impl Engine {
                     Entry::Occupied(o) => o.into_mut(),
                     Entry::Vacant(v) => v.insert((user.clone(), UserState::default())).into_mut(),
                 };
-                let mut mine = run.iter().filter_map(|&(_, i)| {
-                    let slot = &mut ready[i as usize];
+                let mut mine = run.iter().filter(|o| o.kept()).filter_map(|o| {
+                    let slot = &mut ready[o.index as usize];
                     if slot.as_ref()?.user() == Some(user) {
                         slot.take()
                     } else {
@@ -518,22 +560,6 @@ impl Core {
     }
 }
 
-/// Order of one user's arrivals: time, stream rank (erasures before
-/// events), then the fingerprint of the event key and stream position.
-/// (DESIGN.md orders events at one instant by event key; between different
-/// keys at one instant that order is not observable — cancellation needs an
-/// earlier event, candidates are decided in their own order — so the
-/// fingerprint, which needs no string, stands in for the key. Equal keys,
-/// whose order decides which is the duplicate, go by stream position.)
-fn arrival_order(a: &Arrival) -> (Time, u8, u128, u64) {
-    match a {
-        Arrival::Erasure { time, .. } => (*time, 0, 0, 0),
-        Arrival::Plain(p) => (p.time, 4, p.fingerprint, p.seq),
-        Arrival::Event(e) => (e.time, 4, e.fingerprint, e.seq),
-        Arrival::Late(l) => (l.time, 5, 0, 0),
-    }
-}
-
 fn suppress(user: &UserKey, c: &Candidate, t: Time, reason: Reason) -> Decision {
     Decision::Suppression(Suppression {
         user: user.user.to_string(),
@@ -562,6 +588,7 @@ pub fn decide<'s>(
         let mut capability = capabilities.pop();
         let mut engine = Engine {
             users: HashTable::new(),
+            waiting_plain: Vec::new(),
             waiting: Vec::new(),
             ready: Vec::new(),
             order: Vec::new(),
@@ -590,6 +617,7 @@ pub fn decide<'s>(
                             time: late.time,
                             reason: Reason::Late,
                         })),
+                        Arrival::Plain(p) => engine.waiting_plain.push(p),
                         other => engine.waiting.push(other),
                     }
                 }
