@@ -23,6 +23,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 
+use compact_str::CompactString;
 use hashbrown::hash_table::{Entry, HashTable};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -547,11 +548,11 @@ impl Core {
             }
         }
         out.push(Decision::Dispatch(Dispatch {
-            user: user.user.to_string(),
+            user: user.user.clone(),
             rule: c.rule,
             channel,
             attempt: 1,
-            event_key: c.event_key.to_string(),
+            event_key: CompactString::from(&*c.event_key),
             event_time: c.event_time,
             decision_time: t,
             locale: prefs.and_then(|p| p.locale.clone()),
@@ -562,9 +563,9 @@ impl Core {
 
 fn suppress(user: &UserKey, c: &Candidate, t: Time, reason: Reason) -> Decision {
     Decision::Suppression(Suppression {
-        user: user.user.to_string(),
+        user: user.user.clone(),
         rule: Some(c.rule),
-        event_key: c.event_key.to_string(),
+        event_key: CompactString::from(&*c.event_key),
         time: t,
         reason,
     })
@@ -611,9 +612,9 @@ pub fn decide<'s>(
                 for arrival in data.drain(..) {
                     match arrival {
                         Arrival::Late(late) => buffer.push(Decision::Suppression(Suppression {
-                            user: late.user.user.into(),
+                            user: late.user.user,
                             rule: None,
-                            event_key: late.event_key.into(),
+                            event_key: late.event_key,
                             time: late.time,
                             reason: Reason::Late,
                         })),
@@ -751,7 +752,7 @@ channels = ["email"]
         });
         assert_eq!((stats.events, stats.duplicates), (7, 2));
         let decisions: Vec<Decision> = decisions.into_iter().flatten().collect();
-        let dispatched: Vec<(String, String, Time)> = decisions
+        let dispatched: Vec<(CompactString, CompactString, Time)> = decisions
             .iter()
             .map(|d| match d {
                 Decision::Dispatch(d) => (d.user.clone(), d.event_key.clone(), d.decision_time),

@@ -4,6 +4,7 @@
 //! indices, not names); [`Decision::to_json_line`] renders them with the spec
 //! at the sink. Field order follows DESIGN.md §3.
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 use uuid::Uuid;
@@ -44,11 +45,11 @@ impl Reason {
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Dispatch {
-    pub user: String,
+    pub user: CompactString,
     pub rule: u16,
     pub channel: Channel,
     pub attempt: u32,
-    pub event_key: String,
+    pub event_key: CompactString,
     pub event_time: Time,
     pub decision_time: Time,
     pub locale: Option<String>,
@@ -58,10 +59,10 @@ pub struct Dispatch {
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Suppression {
-    pub user: String,
+    pub user: CompactString,
     /// `None` for `late` (no rule was evaluated).
     pub rule: Option<u16>,
-    pub event_key: String,
+    pub event_key: CompactString,
     pub time: Time,
     pub reason: Reason,
 }
