@@ -203,8 +203,8 @@ impl Router {
     pub fn event(&mut self, e: &EventRef<'_>, seq: u64) -> Arrival {
         let data = e.data.map(|d| d.get()).filter(|d| *d != "null");
         let (fires, cancels) = self.evaluate(&e.kind, e.time, data);
-        let key = e.key();
-        let fingerprint = seen::fingerprint(&e.subject, key.as_bytes());
+        let key_parts: [&[u8]; 3] = [e.source.as_bytes(), b"/", e.id.as_bytes()];
+        let fingerprint = seen::fingerprint_parts(&e.subject, &key_parts);
         if fires.is_empty() && cancels == 0 {
             return Arrival::Plain(PlainArrival {
                 user: crate::record::user_hash(&e.subject),
@@ -215,7 +215,7 @@ impl Router {
         }
         Arrival::Event(Box::new(EventArrival {
             user: UserKey::new(&e.subject),
-            key,
+            key: e.key(),
             fingerprint,
             time: e.time,
             seq,

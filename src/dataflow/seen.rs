@@ -57,19 +57,31 @@ pub struct SeenKeys {
 /// the key. Also the identity of profile keys (`profile::key_identity`,
 /// whose "key" is the slot).
 pub fn fingerprint(user: &str, key: &[u8]) -> u128 {
+    fingerprint_parts(user, &[key])
+}
+
+/// [`fingerprint`] of the key that is the concatenation of `parts` (an
+/// event key `source + "/" + id` without assembling it).
+pub fn fingerprint_parts(user: &str, parts: &[&[u8]]) -> u128 {
     let len = (user.len() as u64).to_le_bytes();
     let mut buf = [0u8; 128];
-    let n = 8 + user.len() + key.len();
+    let n = 8 + user.len() + parts.iter().map(|p| p.len()).sum::<usize>();
     if n <= buf.len() {
         buf[..8].copy_from_slice(&len);
         buf[8..8 + user.len()].copy_from_slice(user.as_bytes());
-        buf[8 + user.len()..n].copy_from_slice(key);
+        let mut at = 8 + user.len();
+        for part in parts {
+            buf[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
         xxh3_128(&buf[..n])
     } else {
         let mut h = Xxh3::new();
         h.update(&len);
         h.update(user.as_bytes());
-        h.update(key);
+        for part in parts {
+            h.update(part);
+        }
         h.digest128()
     }
 }
@@ -222,6 +234,12 @@ mod tests {
         bytes.extend_from_slice(long.as_bytes());
         assert_eq!(fingerprint("u-a", long.as_bytes()), xxh3_128(&bytes));
         assert_eq!(ab, xxh3_128(b"\x03\0\0\0\0\0\0\0u-ab/1"));
+        assert_eq!(ab, fingerprint_parts("u-a", &[b"b", b"/", b"1"]));
+        let parts: [&[u8]; 3] = [long.as_bytes(), b"/", b"1"];
+        assert_eq!(
+            fingerprint_parts("u-a", &parts),
+            fingerprint("u-a", format!("{long}/1").as_bytes())
+        );
     }
 
     #[test]
