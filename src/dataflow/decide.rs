@@ -644,7 +644,11 @@ pub fn decide<'s>(
             }
             if let Some(cap) = capability.as_mut() {
                 if !buffer.is_empty() {
+                    let len = buffer.len();
                     output.activate().session(&*cap).give_container(&mut buffer);
+                    // The next step most likely decides as many: room for
+                    // them at once, not grown by doubling.
+                    buffer.reserve(len);
                 }
                 if frontier == Time::MAX {
                     capability = None;
