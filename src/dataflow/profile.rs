@@ -12,11 +12,19 @@
 //!
 //! Keys hash by user only, so a user's profile lives on the worker that
 //! decides for the user. The collection is arranged by the user's 64-bit
-//! hash ([`ProfileEntry`] holds the user id, the slot and the value), so a
-//! user's slots are adjacent in the trace and `decide` finds all of them
-//! with one seek ([`UserProfile::load`]) that compares integers in a dense
-//! key array: seeks into string-keyed batches missed the cache at every
-//! step.
+//! hash ([`ProfileEntry`] holds a tag of the user id, the slot and the
+//! value), so a user's slots are adjacent in the trace and `decide` finds
+//! all of them with one seek ([`UserProfile::load`]) that compares integers
+//! in a dense key array: seeks into string-keyed batches missed the cache
+//! at every step.
+//!
+//! **User tags.** Users whose 64-bit routing hashes collide share a trace
+//! key; [`user_tag`], a second and independent 64-bit hash of the user id,
+//! tells them apart. A user is thus known by 128 bits of hash, as an event
+//! key is by its 128-bit fingerprint (`seen.rs`): two users are confused
+//! only if both hashes collide, a chance below 10⁻²⁷ for a million users.
+//! The tag keeps entries at 48 bytes and their comparisons integer ones
+//! (the user id took 24 bytes and a string comparison in every merge).
 //!
 //! Preferences and consent are separate collections in spirit (separate
 //! slots, separate histories); sharing one arrangement halves the seeks,
@@ -24,7 +32,6 @@
 
 use std::hash::{Hash, Hasher};
 
-use compact_str::CompactString;
 use differential_dataflow::operators::arrange::Arranged;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
@@ -79,12 +86,18 @@ pub enum ProfileVal {
 }
 
 /// A slot's value as arranged, under the user's hash: users whose hashes
-/// collide share a trace key and are told apart by `user`.
+/// collide share a trace key and are told apart by their [`user_tag`].
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ProfileEntry {
-    pub user: CompactString,
+    pub user: u64,
     pub slot: Slot,
     pub value: ProfileVal,
+}
+
+/// A second 64-bit hash of a user id, independent of the routing hash
+/// (`record::user_hash`, foldhash): XXH3-64.
+pub fn user_tag(user: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(user.as_bytes())
 }
 
 pub type ProfileUpsert = Upsert<ProfileKey, ProfileVal>;
@@ -110,7 +123,7 @@ pub fn arrange_profiles<'s>(
         key_identity,
         |key: &ProfileKey, value| {
             let entry = ProfileEntry {
-                user: key.user.user.clone(),
+                user: user_tag(&key.user.user),
                 slot: key.slot,
                 value,
             };
@@ -130,8 +143,9 @@ impl<'a> UserProfile<'a> {
     pub fn load(reader: &mut Reader<'a, u64, ProfileEntry>, user: &UserKey) -> Self {
         let mut profile = UserProfile::default();
         let history = reader.get(&user.hash);
+        let tag = user_tag(&user.user);
         let slots = history.runs(|a, b| a.user == b.user && a.slot == b.slot);
-        for (entry, history) in slots.filter(|(e, _)| e.user == user.user) {
+        for (entry, history) in slots.filter(|(e, _)| e.user == tag) {
             match entry.slot {
                 Slot::Prefs => profile.prefs = UserPrefs::new(history),
                 Slot::Consent(channel, purpose) => profile.consent.add(channel, purpose, history),
