@@ -243,6 +243,8 @@ impl Engine {
         timer_users.dedup();
         order.sort_unstable();
 
+        // One reference count per step, not per user visited.
+        let spec = self.core.spec.clone();
         let mut snapshot = TraceSnapshot::new(profiles);
         let mut readers = snapshot.reader();
         // Visit user hashes in order: those with arrivals merged with those
@@ -313,7 +315,7 @@ impl Engine {
                     }
                 });
                 self.core
-                    .advance_user(key, state, &mut mine, frontier, &mut readers, out);
+                    .advance_user(&spec, key, state, &mut mine, frontier, &mut readers, out);
                 if state.is_empty()
                     && let Ok(o) = self.users.find_entry(hash, |(u, _)| u == user)
                 {
@@ -340,8 +342,10 @@ impl Core {
     /// order; duplicates already dropped and erasures already applied to
     /// the event keys) and decides its candidates due before `frontier`, instant by
     /// instant.
+    #[allow(clippy::too_many_arguments)]
     fn advance_user<'a>(
         &mut self,
+        spec: &Spec,
         user: &UserKey,
         state: &mut UserState,
         arrivals: &mut impl Iterator<Item = Arrival>,
@@ -349,7 +353,6 @@ impl Core {
         readers: &mut Readers<'a>,
         out: &mut Vec<Decision>,
     ) {
-        let spec = self.spec.clone();
         let mut view = UserView {
             user,
             profile: None,
@@ -388,14 +391,14 @@ impl Core {
                 .min_by(|&i, &j| state.pending[i].cmp(&state.pending[j]))
             {
                 let c = state.pending.swap_remove(i);
-                self.decide_one(&spec, c, t, state, &mut view, readers, out);
+                self.decide_one(spec, c, t, state, &mut view, readers, out);
             }
         }
         if let Some(next) = state.pending.iter().map(|c| c.decision).min() {
             self.timers.insert((next, user.hash));
         }
         if frontier != Time::MAX && frontier >= state.next_expiry {
-            state.expire(&spec, self.longest_window, frontier);
+            state.expire(spec, self.longest_window, frontier);
         }
     }
 
