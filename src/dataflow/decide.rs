@@ -539,7 +539,7 @@ impl Core {
         // 7. dispatch
         state
             .caps
-            .record(t, channel, rule.purpose, spec.longest_window());
+            .record(t, channel, rule.purpose, self.longest_window);
         if let (Some(_), Some(key)) = (&rule.dedup, c.dedup_key.take()) {
             match state
                 .dedup
