@@ -163,7 +163,7 @@ impl Applied {
             hash: p.user,
             time: p.time,
             rank: 4,
-            fingerprint: p.fingerprint,
+            fingerprint: p.fingerprint(),
             seq: p.seq,
             index: PLAIN,
         }
@@ -696,12 +696,12 @@ channels = ["email"]
         };
         let (a, b) = (user("u-a"), user("u-b"));
         let plain = |u: &UserKey, key: &str, time: Time| {
-            Arrival::Plain(PlainArrival {
-                user: u.hash,
-                fingerprint: fingerprint(&u.user, key.as_bytes()),
+            Arrival::Plain(PlainArrival::new(
+                u.hash,
+                fingerprint(&u.user, key.as_bytes()),
                 time,
-                seq: time as u64,
-            })
+                time as u64,
+            ))
         };
         let fires = |u: &UserKey, key: &str, time: Time| {
             Arrival::Event(Box::new(EventArrival {

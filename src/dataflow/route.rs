@@ -71,16 +71,37 @@ pub struct RuleHit {
 
 /// An event that triggers and cancels nothing — most events. Only its key
 /// matters (DESIGN.md §4 "Duplicates"), so it travels as the fingerprint of
-/// user and key: 48 bytes, where user id and key strings took 88.
+/// user and key: 40 bytes, where user id and key strings took 88. (The
+/// fingerprint is kept as two words, so that an [`Arrival`] is 48 bytes,
+/// not the 64 a 16-byte-aligned `u128` would pad it to.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlainArrival {
     /// The user's routing hash.
     pub user: u64,
-    /// [`seen::fingerprint`] of the user and the key.
-    pub fingerprint: u128,
+    /// [`seen::fingerprint`] of the user and the key, low word first.
+    fingerprint: [u64; 2],
     pub time: Time,
     pub seq: u64,
 }
+
+impl PlainArrival {
+    pub fn new(user: u64, fingerprint: u128, time: Time, seq: u64) -> PlainArrival {
+        PlainArrival {
+            user,
+            fingerprint: [fingerprint as u64, (fingerprint >> 64) as u64],
+            time,
+            seq,
+        }
+    }
+
+    pub fn fingerprint(&self) -> u128 {
+        self.fingerprint[0] as u128 | (self.fingerprint[1] as u128) << 64
+    }
+}
+
+// Every stage moves arrivals several times (source buffers, exchange,
+// waiting), so their size counts.
+const _: () = assert!(std::mem::size_of::<Arrival>() == 48);
 
 /// What `decide` consumes, keyed by user.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,12 +227,12 @@ impl Router {
         let key_parts: [&[u8]; 3] = [e.source.as_bytes(), b"/", e.id.as_bytes()];
         let fingerprint = seen::fingerprint_parts(&e.subject, &key_parts);
         if fires.is_empty() && cancels == 0 {
-            return Arrival::Plain(PlainArrival {
-                user: crate::record::user_hash(&e.subject),
+            return Arrival::Plain(PlainArrival::new(
+                crate::record::user_hash(&e.subject),
                 fingerprint,
-                time: e.time,
+                e.time,
                 seq,
-            });
+            ));
         }
         Arrival::Event(Box::new(EventArrival {
             user: UserKey::new(&e.subject),
