@@ -232,6 +232,15 @@ struct Cursor {
     lower: Time,
 }
 
+/// Validates a line as UTF-8: SIMD for the common case (simdutf8), the
+/// standard library's checker for the error message when it fails.
+fn utf8(bytes: &[u8]) -> Result<&str, std::str::Utf8Error> {
+    match simdutf8::basic::from_utf8(bytes) {
+        Ok(text) => Ok(text),
+        Err(_) => std::str::from_utf8(bytes),
+    }
+}
+
 fn memchr_nl(bytes: &[u8]) -> Option<usize> {
     memchr::memchr(b'\n', bytes)
 }
@@ -269,7 +278,7 @@ fn parse_stripe(
         let bytes = &buf[pos..line_end];
         if !bytes.iter().all(u8::is_ascii_whitespace) {
             let offset = pos as u64;
-            let parsed = match std::str::from_utf8(bytes) {
+            let parsed = match utf8(bytes) {
                 Ok(text) if plan.stream == StreamKind::Events => {
                     parse_event_ref(text).map(|e| Input::Event(router.event(&e, offset)))
                 }
@@ -487,6 +496,21 @@ pub fn fixture_source<'s>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_that_are_not_utf8_get_the_standard_message() {
+        assert_eq!(
+            utf8("{\"id\":\"h\u{e9}llo\"}".as_bytes()),
+            Ok("{\"id\":\"h\u{e9}llo\"}")
+        );
+        let bad = b"{\"id\":\"\xff\"}";
+        let e = utf8(bad).unwrap_err();
+        assert_eq!(e, std::str::from_utf8(bad).unwrap_err());
+        assert_eq!(
+            e.to_string(),
+            "invalid utf-8 sequence of 1 bytes from index 7"
+        );
+    }
 
     #[test]
     fn open_finds_the_stream_files_and_rejects_what_it_cannot_read() {
