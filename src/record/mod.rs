@@ -89,7 +89,7 @@ pub struct Prefs {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct PrefsRecord {
-    pub user: String,
+    pub user: CompactString,
     pub time: Time,
     /// `None` deletes the user's preferences.
     pub prefs: Option<Prefs>,
@@ -97,7 +97,7 @@ pub struct PrefsRecord {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConsentRecord {
-    pub user: String,
+    pub user: CompactString,
     /// `None` is `"*"`: every channel.
     pub channel: Option<Channel>,
     pub purpose: Purpose,
@@ -107,7 +107,7 @@ pub struct ConsentRecord {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ErasureRecord {
-    pub user: String,
+    pub user: CompactString,
     pub time: Time,
 }
 
@@ -385,7 +385,7 @@ fn parse_channel(field: &str, s: &str) -> Result<Channel, String> {
 pub fn parse_prefs(line: &str) -> Result<PrefsRecord, String> {
     let raw: RawPrefs = serde_json::from_str(line).map_err(json_err)?;
     let time = time_field("time", &raw.time)?;
-    let user = raw.user.into_owned();
+    let user = CompactString::from(&*raw.user);
     let channels = match raw.channels {
         None => None,
         Some(list) => {
@@ -461,7 +461,7 @@ pub fn parse_consent(line: &str) -> Result<ConsentRecord, String> {
         )
     })?;
     Ok(ConsentRecord {
-        user: raw.user.into_owned(),
+        user: CompactString::from(&*raw.user),
         channel,
         purpose,
         granted: raw.granted,
@@ -481,7 +481,7 @@ pub fn parse_erasure(line: &str) -> Result<ErasureRecord, String> {
     let raw: RawErasure = serde_json::from_str(line).map_err(json_err)?;
     Ok(ErasureRecord {
         time: time_field("time", &raw.time)?,
-        user: raw.user.into_owned(),
+        user: CompactString::from(&*raw.user),
     })
 }
 

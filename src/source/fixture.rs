@@ -498,6 +498,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(invalid_from_utf8, reason = "the invalid line is the point")]
     fn lines_that_are_not_utf8_get_the_standard_message() {
         assert_eq!(
             utf8("{\"id\":\"h\u{e9}llo\"}".as_bytes()),
