@@ -152,6 +152,11 @@ struct Applied {
     index: u32,
 }
 
+/// [`Applied::rank`] of erasures, which come before events at an instant.
+const RANK_ERASURE: u8 = 0;
+/// [`Applied::rank`] of events, plain or not.
+const RANK_EVENT: u8 = 1;
+
 /// [`Applied::index`] of a plain event (kept nowhere: its key is all).
 const PLAIN: u32 = u32::MAX;
 /// [`Applied::index`] of an event found to be a duplicate.
@@ -162,7 +167,7 @@ impl Applied {
         Applied {
             hash: p.user,
             time: p.time,
-            rank: 4,
+            rank: RANK_EVENT,
             fingerprint: p.fingerprint(),
             seq: p.seq,
             index: PLAIN,
@@ -171,9 +176,9 @@ impl Applied {
 
     fn of(a: &Arrival, index: u32) -> Applied {
         let (hash, time, rank, fingerprint, seq) = match a {
-            Arrival::Erasure { user, time } => (user.hash, *time, 0, 0, 0),
-            Arrival::Plain(p) => return Applied::plain(p),
-            Arrival::Event(e) => (e.user.hash, e.time, 4, e.fingerprint, e.seq),
+            Arrival::Erasure { user, time } => (user.hash, *time, RANK_ERASURE, 0, 0),
+            Arrival::Event(e) => (e.user.hash, e.time, RANK_EVENT, e.fingerprint, e.seq),
+            Arrival::Plain(_) => unreachable!("plain events wait apart"),
             Arrival::Late(_) => unreachable!("late events are reported on arrival"),
         };
         Applied {
@@ -275,9 +280,9 @@ impl Engine {
             for o in run.iter_mut() {
                 if o.index == PLAIN {
                     self.core.is_duplicate(o.hash, o.fingerprint, o.time);
-                } else if o.rank == 0 {
+                } else if o.rank == RANK_ERASURE {
                     let Some(Arrival::Erasure { user, time }) = &ready[o.index as usize] else {
-                        unreachable!("rank 0 is an erasure")
+                        unreachable!("only erasures have their rank")
                     };
                     self.core.seen.erase(user, *time);
                     rest = true;
@@ -668,7 +673,7 @@ pub fn decide<'s>(
 mod tests {
     use super::*;
     use crate::dataflow::profile::{ProfileUpsert, arrange_profiles};
-    use crate::dataflow::route::{Fire, PlainArrival};
+    use crate::dataflow::route::Fire;
     use crate::dataflow::seen::fingerprint;
     use timely::dataflow::operators::Input;
 
