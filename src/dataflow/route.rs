@@ -222,7 +222,7 @@ impl Router {
     /// Routes one parsed event: the arrival `decide` needs, holding only what
     /// it needs (`data` only when a rule fired).
     pub fn event(&mut self, e: &EventRef<'_>, seq: u64) -> Arrival {
-        let data = e.data.map(|d| d.get()).filter(|d| *d != "null");
+        let data = e.data;
         let (fires, cancels) = self.evaluate(&e.kind, e.time, data);
         let key_parts: [&[u8]; 3] = [e.source.as_bytes(), b"/", e.id.as_bytes()];
         let fingerprint = seen::fingerprint_parts(&e.subject, &key_parts);

@@ -7,6 +7,7 @@
 //! letter (see [`output::DeadLetter`]).
 
 pub mod output;
+pub mod scan;
 
 use std::borrow::Cow;
 
@@ -274,7 +275,8 @@ pub struct EventRef<'a> {
     pub kind: Cow<'a, str>,
     pub subject: Cow<'a, str>,
     pub time: Time,
-    pub data: Option<&'a RawValue>,
+    /// The raw JSON text of `data`; `None` when absent or null.
+    pub data: Option<&'a str>,
 }
 
 impl EventRef<'_> {
@@ -288,28 +290,41 @@ impl EventRef<'_> {
     }
 }
 
+/// Parses an event line: with the scanner when the line has its common
+/// shape (`scan.rs`), else with serde_json, which also names what is wrong.
 pub fn parse_event_ref(line: &str) -> Result<EventRef<'_>, String> {
-    let raw: RawEvent = serde_json::from_str(line).map_err(json_err)?;
-    if let Some(data) = raw.data.filter(|d| needs_full_check(d.get().as_bytes())) {
-        serde_json::from_str::<Checked>(data.get()).map_err(|e| format!("field `data`: {e}"))?;
+    let (id, source, kind, subject, time, data) = match scan::scan_event(line) {
+        Some(f) => (
+            Cow::Borrowed(f.id),
+            Cow::Borrowed(f.source),
+            Cow::Borrowed(f.kind),
+            Cow::Borrowed(f.subject),
+            Cow::Borrowed(f.time),
+            f.data,
+        ),
+        None => {
+            let raw: RawEvent = serde_json::from_str(line).map_err(json_err)?;
+            let data = raw.data.map(RawValue::get).filter(|d| *d != "null");
+            (raw.id, raw.source, raw.kind, raw.subject, raw.time, data)
+        }
+    };
+    if let Some(data) = data.filter(|d| needs_full_check(d.as_bytes())) {
+        serde_json::from_str::<Checked>(data).map_err(|e| format!("field `data`: {e}"))?;
     }
     Ok(EventRef {
-        time: time_field("time", &raw.time)?,
-        id: raw.id,
-        source: raw.source,
-        kind: raw.kind,
-        subject: raw.subject,
-        data: raw.data,
+        time: time_field("time", &time)?,
+        id,
+        source,
+        kind,
+        subject,
+        data,
     })
 }
 
 pub fn parse_event(line: &str) -> Result<Event, String> {
     let e = parse_event_ref(line)?;
     let key = e.key().into();
-    let data = e
-        .data
-        .filter(|d| d.get() != "null")
-        .map(|d| Box::<str>::from(d.get()));
+    let data = e.data.map(Box::<str>::from);
     Ok(Event {
         user: e.subject.into_owned(),
         key,

@@ -1,0 +1,587 @@
+//! Scan: the fast path for event lines of the common shape, beside
+//! serde_json, which stays the reference.
+//!
+//! Parsing an event line with serde_json cost about 3,000 instructions, a
+//! third of the whole run (callgrind, README "Performance"): a line holds
+//! some twenty short strings, and serde_json pays a setup for each. Most
+//! lines have no escapes, no control characters and no whitespace but
+//! spaces; for those, a string is every byte up to the next `"`, and one
+//! pass over the line finds them all.
+//!
+//! [`scan_event`] accepts only lines it can prove are JSON that serde_json
+//! would read into the same fields, and answers `None` otherwise, for the
+//! caller to parse with serde_json (which then also writes the error text):
+//!
+//! - no byte below 0x20 and no backslash anywhere (so no escapes, and every
+//!   string ends at its next `"`); the caller has checked that the line is
+//!   UTF-8;
+//! - one object whose keys `id`, `source`, `type`, `subject` and `time`
+//!   each appear exactly once with a string value, and `data` at most once
+//!   with any value (null counts as absent, as for serde's `Option`);
+//! - every other value, at any depth, follows the JSON grammar exactly as
+//!   serde_json's skipping does (numbers without leading zeros, a digit
+//!   after `.` and after the exponent, literals spelled out);
+//! - nesting up to 64 levels, and nothing but spaces after the object.
+//!
+//! Property tests check it against serde_json on mutated lines (any line
+//! it accepts, serde_json accepts with the same fields) and on generated
+//! fixtures (it accepts them).
+
+/// The fields of an event line, borrowed from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventFields<'a> {
+    pub id: &'a str,
+    pub source: &'a str,
+    pub kind: &'a str,
+    pub subject: &'a str,
+    pub time: &'a str,
+    /// The raw JSON text of `data`, `None` when absent or null.
+    pub data: Option<&'a str>,
+}
+
+/// The quote marks of a line as bits (bit `i % 64` of word `i / 64` is
+/// set if byte `i` is `"`; `words` comes zeroed), or `None` if the line has
+/// what the scanner leaves to serde_json: a byte below 0x20 (control
+/// characters, tabs, line breaks) or a backslash. One pass over 16-byte
+/// blocks; strings are then found by bit scans, not byte by byte.
+fn quote_bits(bytes: &[u8], words: &mut [u64]) -> Option<()> {
+    let mut other = false;
+    let mut blocks = bytes.chunks_exact(16);
+    let mut put = |i: usize, quotes: u16| words[i / 4] |= (quotes as u64) << (i % 4 * 16);
+    let mut count = 0;
+    for block in blocks.by_ref() {
+        let (quotes, odd) = block_bits(block.try_into().expect("16 bytes"));
+        put(count, quotes);
+        other |= odd;
+        count += 1;
+    }
+    // The tail, padded with spaces (neither quotes nor control bytes).
+    let mut last = [b' '; 16];
+    last[..blocks.remainder().len()].copy_from_slice(blocks.remainder());
+    let (quotes, odd) = block_bits(&last);
+    put(count, quotes);
+    (!(other | odd)).then_some(())
+}
+
+/// Bit `i` set if byte `i` of `block` is `"`; and whether some byte is
+/// below 0x20 or a backslash.
+#[cfg(target_arch = "x86_64")]
+fn block_bits(block: &[u8; 16]) -> (u16, bool) {
+    use std::arch::x86_64::*;
+    // SAFETY: SSE2 is part of every x86_64 target, and the load reads the
+    // 16 bytes of `block` (it may be unaligned).
+    unsafe {
+        let v = _mm_loadu_si128(block.as_ptr().cast());
+        let quotes = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8)));
+        let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+        // b < 0x20 exactly when min(b, 0x1f) = b (unsigned).
+        let control = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
+        let other = _mm_movemask_epi8(_mm_or_si128(backslash, control));
+        (quotes as u16, other != 0)
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn block_bits(block: &[u8; 16]) -> (u16, bool) {
+    block_bits_portable(block)
+}
+
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn block_bits_portable(block: &[u8; 16]) -> (u16, bool) {
+    let mut quotes = 0u16;
+    let mut other = false;
+    for (i, &b) in block.iter().enumerate() {
+        quotes |= ((b == b'"') as u16) << i;
+        other |= (b < 0x20) | (b == b'\\');
+    }
+    (quotes, other)
+}
+
+struct Scanner<'a, 'q> {
+    text: &'a str,
+    at: usize,
+    /// [`quote_bits`] of `text`.
+    quotes: &'q [u64],
+}
+
+impl<'a> Scanner<'a, '_> {
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.at).copied()
+    }
+
+    fn spaces(&mut self) {
+        while self.peek() == Some(b' ') {
+            self.at += 1;
+        }
+    }
+
+    fn eat(&mut self, byte: u8) -> Option<()> {
+        (self.peek() == Some(byte)).then(|| self.at += 1)
+    }
+
+    /// A string at the cursor (its opening quote), without its quotes.
+    fn string(&mut self) -> Option<&'a str> {
+        self.eat(b'"')?;
+        let start = self.at;
+        // The next quote mark at or after `start`.
+        let mut word = start / 64;
+        let mut bits = *self.quotes.get(word)? & (u64::MAX << (start % 64));
+        while bits == 0 {
+            word += 1;
+            bits = *self.quotes.get(word)?;
+        }
+        let end = word * 64 + bits.trailing_zeros() as usize;
+        self.at = end + 1;
+        // Both ends are next to a `"`, so on character boundaries.
+        self.text.get(start..end)
+    }
+
+    fn digits(&mut self) -> usize {
+        let bytes = self.text.as_bytes();
+        let start = self.at;
+        while bytes.get(self.at).is_some_and(u8::is_ascii_digit) {
+            self.at += 1;
+        }
+        self.at - start
+    }
+
+    /// A number, in the JSON grammar.
+    fn number(&mut self) -> Option<()> {
+        let _ = self.eat(b'-');
+        match self.peek()? {
+            b'0' => self.at += 1,
+            b'1'..=b'9' => {
+                self.digits();
+            }
+            _ => return None,
+        }
+        if self.eat(b'.').is_some() && self.digits() == 0 {
+            return None;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.at += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.at += 1;
+            }
+            if self.digits() == 0 {
+                return None;
+            }
+        }
+        // "01" is not a number; neither is "1" followed by a digit after
+        // the grammar ends, which the caller rejects as a missing comma.
+        Some(())
+    }
+
+    fn literal(&mut self, word: &str) -> Option<()> {
+        let end = self.at + word.len();
+        (self.text.as_bytes().get(self.at..end) == Some(word.as_bytes())).then(|| self.at = end)
+    }
+
+    /// A scalar value at the cursor; `Some(open)` instead for `{` or `[`,
+    /// eaten.
+    fn scalar_or_open(&mut self) -> Option<Option<u8>> {
+        match self.peek()? {
+            b'"' => self.string().map(|_| None),
+            b't' => self.literal("true").map(|_| None),
+            b'f' => self.literal("false").map(|_| None),
+            b'n' => self.literal("null").map(|_| None),
+            b'-' | b'0'..=b'9' => self.number().map(|_| None),
+            open @ (b'{' | b'[') => {
+                self.at += 1;
+                Some(Some(open))
+            }
+            _ => None,
+        }
+    }
+
+    /// Any value at the cursor, nested up to 64 levels.
+    fn value(&mut self) -> Option<()> {
+        // Bit i of `stack`: level i+1 is an object (1) or an array (0).
+        let mut stack = 0u64;
+        let mut depth = 0u32;
+        // Whether the cursor is at a value (else after one, in a container).
+        let mut at_value = true;
+        loop {
+            if at_value {
+                match self.scalar_or_open()? {
+                    None => {}
+                    Some(open) => {
+                        if depth == 64 {
+                            return None;
+                        }
+                        stack = stack << 1 | (open == b'{') as u64;
+                        depth += 1;
+                        self.spaces();
+                        let close = if open == b'{' { b'}' } else { b']' };
+                        if self.eat(close).is_none() {
+                            if open == b'{' {
+                                self.member_key()?;
+                            }
+                            continue;
+                        }
+                        stack >>= 1;
+                        depth -= 1;
+                    }
+                }
+            }
+            // After a value.
+            if depth == 0 {
+                return Some(());
+            }
+            self.spaces();
+            let in_object = stack & 1 == 1;
+            match self.peek()? {
+                b',' => {
+                    self.at += 1;
+                    self.spaces();
+                    if in_object {
+                        self.member_key()?;
+                    }
+                    at_value = true;
+                }
+                b'}' if in_object => {
+                    self.at += 1;
+                    stack >>= 1;
+                    depth -= 1;
+                    at_value = false;
+                }
+                b']' if !in_object => {
+                    self.at += 1;
+                    stack >>= 1;
+                    depth -= 1;
+                    at_value = false;
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// `"key" :` and the spaces before the value.
+    fn member_key(&mut self) -> Option<()> {
+        self.string()?;
+        self.spaces();
+        self.eat(b':')?;
+        self.spaces();
+        Some(())
+    }
+}
+
+/// The fields of an event line of the common shape (module comment);
+/// `None` to leave the line to serde_json.
+pub fn scan_event(line: &str) -> Option<EventFields<'_>> {
+    // Lines of up to 512 bytes (nearly all) keep their bits on the stack.
+    let words = (line.len() + 1).div_ceil(64);
+    let (mut stack, mut heap) = ([0u64; 8], Vec::new());
+    let quotes: &mut [u64] = if words <= stack.len() {
+        &mut stack[..words]
+    } else {
+        heap.resize(words, 0);
+        &mut heap
+    };
+    quote_bits(line.as_bytes(), quotes)?;
+    let mut s = Scanner {
+        text: line,
+        at: 0,
+        quotes: &quotes,
+    };
+    s.spaces();
+    s.eat(b'{')?;
+    // id, source, type, subject, time.
+    let mut fields: [Option<&str>; 5] = [None; 5];
+    let mut data: Option<Option<&str>> = None;
+    s.spaces();
+    loop {
+        let key = s.string()?;
+        s.spaces();
+        s.eat(b':')?;
+        s.spaces();
+        let field = match key {
+            "id" => Some(0),
+            "source" => Some(1),
+            "type" => Some(2),
+            "subject" => Some(3),
+            "time" => Some(4),
+            _ => None,
+        };
+        match field {
+            Some(i) => {
+                if fields[i].is_some() {
+                    return None;
+                }
+                fields[i] = Some(s.string()?);
+            }
+            None if key == "data" => {
+                if data.is_some() {
+                    return None;
+                }
+                let start = s.at;
+                s.value()?;
+                let raw = &line[start..s.at];
+                data = Some((raw != "null").then_some(raw));
+            }
+            None => s.value()?,
+        }
+        s.spaces();
+        match s.peek()? {
+            b',' => {
+                s.at += 1;
+                s.spaces();
+            }
+            b'}' => {
+                s.at += 1;
+                break;
+            }
+            _ => return None,
+        }
+    }
+    s.spaces();
+    if s.at != line.len() {
+        return None;
+    }
+    let [id, source, kind, subject, time] = fields;
+    Some(EventFields {
+        id: id?,
+        source: source?,
+        kind: kind?,
+        subject: subject?,
+        time: time?,
+        data: data.flatten(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINE: &str = r#"{"specversion":"1.0","id":"e-1","source":"shop-app","type":"cart.abandoned","time":"2026-03-01T00:00:02.382Z","subject":"u-67660","data":{"cart_id":"c-1","cart_value":446.64,"items":[4,-0.5,true,false,null,{}],"segment":"ecommerce"}}"#;
+
+    #[test]
+    fn block_bits_agree_with_the_portable_loop() {
+        let mut block = [0u8; 16];
+        let mut x = 0x9e3779b97f4a7c15u64;
+        for _ in 0..20_000 {
+            for b in block.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Mostly the bytes that matter: quotes, backslashes, 0x1f-0x21.
+                *b = [b'"', b'\\', 0x1f, 0x20, 0x21, 0, 0xff, b'a'][(x % 8) as usize];
+            }
+            assert_eq!(block_bits(&block), block_bits_portable(&block), "{block:?}");
+        }
+    }
+
+    #[test]
+    fn a_plain_line_is_scanned_into_its_fields() {
+        let f = scan_event(LINE).unwrap();
+        assert_eq!(
+            (f.id, f.source, f.kind, f.subject, f.time),
+            (
+                "e-1",
+                "shop-app",
+                "cart.abandoned",
+                "u-67660",
+                "2026-03-01T00:00:02.382Z"
+            )
+        );
+        assert_eq!(
+            f.data,
+            Some(
+                r#"{"cart_id":"c-1","cart_value":446.64,"items":[4,-0.5,true,false,null,{}],"segment":"ecommerce"}"#
+            )
+        );
+        let spaced = r#" { "id" : "1" , "source":"s","type":"t","time":"x","subject":"é" , "data" : null , "n": [ 1 , { "a" : [ ] } ] } "#;
+        let f = scan_event(spaced).unwrap();
+        assert_eq!((f.id, f.subject, f.data), ("1", "é", None));
+    }
+
+    #[test]
+    fn what_serde_json_must_judge_is_left_to_it() {
+        let base = r#"{"id":"1","source":"s","type":"t","time":"x","subject":"u""#;
+        for rest in [r#"}"#] {
+            assert!(scan_event(&format!("{base}{rest}")).is_some(), "{rest}");
+        }
+        for rest in [
+            r#","id":"2"}"#,          // duplicate field
+            r#","data":1,"data":2}"#, // duplicate data
+            r#","x":01}"#,            // leading zero
+            r#","x":1.}"#,
+            r#","x":1e}"#,
+            r#","x":-}"#,
+            r#","x":tru}"#,
+            r#","x":[1,]}"#,
+            r#","x":{"a"}}"#,
+            r#","x":{"a":1,}}"#,
+            r#","x":[1 2]}"#,
+            r#","x":"a\"b"}"#, // escape
+            "\t}",             // tab
+            r#"} x"#,          // trailing text
+            r#"}}"#,
+            r#","#,
+            r#""#,
+        ] {
+            assert_eq!(scan_event(&format!("{base}{rest}")), None, "{rest}");
+        }
+        assert_eq!(
+            scan_event(r#"{"id":1,"source":"s","type":"t","time":"x","subject":"u"}"#),
+            None
+        );
+        assert_eq!(
+            scan_event(r#"{"source":"s","type":"t","time":"x","subject":"u"}"#),
+            None
+        );
+        assert_eq!(scan_event(r#"["1","s","t","u","x"]"#), None);
+        let deep = format!(r#"{base},"x":{}{}}}"#, "[".repeat(65), "]".repeat(65));
+        assert_eq!(scan_event(&deep), None);
+        let ok = format!(r#"{base},"x":{}{}}}"#, "[".repeat(64), "]".repeat(64));
+        assert!(scan_event(&ok).is_some());
+    }
+
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    /// What serde_json reads from a line, as `EventFields` (the reference).
+    fn serde_fields(line: &str) -> Option<EventFields<'_>> {
+        let raw: super::super::RawEvent = serde_json::from_str(line).ok()?;
+        let owned = |c: &std::borrow::Cow<'_, str>| matches!(c, std::borrow::Cow::Owned(_));
+        // Strings with escapes are owned; the scanner never accepts those.
+        if [&raw.id, &raw.source, &raw.kind, &raw.subject, &raw.time]
+            .into_iter()
+            .any(owned)
+        {
+            return None;
+        }
+        fn borrowed(c: std::borrow::Cow<'_, str>) -> &str {
+            match c {
+                std::borrow::Cow::Borrowed(s) => s,
+                std::borrow::Cow::Owned(_) => unreachable!(),
+            }
+        }
+        Some(EventFields {
+            id: borrowed(raw.id),
+            source: borrowed(raw.source),
+            kind: borrowed(raw.kind),
+            subject: borrowed(raw.subject),
+            time: borrowed(raw.time),
+            data: raw.data.map(|d| d.get()).filter(|d| *d != "null"),
+        })
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        "[a-z0-9 .:/é€😀-]{0,12}"
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i32>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            text().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((text(), inner), 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A JSON-significant character, for mutations.
+    fn mutation_char() -> impl Strategy<Value = char> {
+        prop::sample::select(vec![
+            '{', '}', '[', ']', ',', ':', '"', ' ', '\\', '\t', '0', '1', '.', 'e', '-', '+', 'n',
+            't', 'f', 'u', 'l', 'x', '\u{1}',
+        ])
+    }
+
+    /// An event line: the five required members and some others (`data`,
+    /// unknown keys, now and then a repeated member) in any order, with or
+    /// without spaces, and a few mutations.
+    fn line() -> impl Strategy<Value = (String, bool)> {
+        let json = |v: Value| v.to_string();
+        let required = ["id", "source", "type", "subject", "time"]
+            .map(|k| text().prop_map(move |v| (k.to_string(), json(Value::String(v)))));
+        let other = prop_oneof![
+            json_value().prop_map(move |v| ("data".to_string(), json(v))),
+            json_value().prop_map(move |v| ("specversion".to_string(), json(v))),
+            (text(), json_value().prop_map(json)),
+            // Tokens near the grammar's edges, as they are.
+            (
+                text(),
+                "-?0?[0-9]{0,2}(\\.[0-9]{0,2})?([eE][+-]?[0-9]{0,2})?|tru|true|nul|null|fals|false|\\[\\]|\\{\\}"
+            ),
+            (
+                "data".prop_map(String::from),
+                "\\[-?0?[0-9]{0,2}(\\.[0-9]?)?,?\\]"
+            ),
+            text().prop_map(move |v| ("id".to_string(), json(Value::String(v)))),
+            json_value().prop_map(move |v| ("time".to_string(), json(v))),
+        ];
+        let members = (required, prop::collection::vec(other, 0..3))
+            .prop_map(|(required, other)| {
+                let mut all: Vec<_> = required.into_iter().collect();
+                all.extend(other);
+                all
+            })
+            .prop_shuffle();
+        let edits = prop::collection::vec(
+            (any::<prop::sample::Index>(), mutation_char(), any::<bool>()),
+            0..3,
+        );
+        (members, any::<bool>(), prop::bool::weighted(0.6), edits).prop_map(
+            |(members, spaced, keep, edits)| {
+                let sep = if spaced { " , " } else { "," };
+                let body: Vec<String> = members
+                    .iter()
+                    .map(|(k, v)| format!("{}:{v}", Value::String(k.clone())))
+                    .collect();
+                let mut line = format!("{{{}}}", body.join(sep));
+                let edits = if keep { &edits[..0] } else { &edits[..] };
+                for (at, c, insert) in edits {
+                    let bounds: Vec<usize> = line.char_indices().map(|(i, _)| i).collect();
+                    let i = bounds[at.index(bounds.len())];
+                    if *insert {
+                        line.insert(i, *c);
+                    } else {
+                        line.remove(i);
+                    }
+                }
+                (line, edits.is_empty())
+            },
+        )
+    }
+
+    /// Whatever the scanner accepts, serde_json reads the same; and it
+    /// accepts every unmutated line that serde_json reads without escapes
+    /// (most of them: the fast path is taken).
+    #[test]
+    fn the_scanner_agrees_with_serde_json() {
+        let config = proptest::test_runner::Config {
+            cases: 4000,
+            ..Default::default()
+        };
+        let mut runner = proptest::test_runner::TestRunner::new(config);
+        let accepted = std::cell::Cell::new(0);
+        runner
+            .run(&line(), |(line, unmutated)| {
+                let scanned = scan_event(&line);
+                if let Some(fields) = scanned {
+                    accepted.set(accepted.get() + 1);
+                    prop_assert_eq!(Some(fields), serde_fields(&line), "{}", line);
+                }
+                let no_escapes = !line.contains('\\') && !line.bytes().any(|b| b < 0x20);
+                if unmutated && no_escapes && serde_fields(&line).is_some() {
+                    prop_assert!(scanned.is_some(), "{}", line);
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert!(
+            accepted.get() > 1000,
+            "only {} lines scanned",
+            accepted.get()
+        );
+    }
+}
