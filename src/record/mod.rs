@@ -335,6 +335,7 @@ pub fn parse_event(line: &str) -> Result<Event, String> {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct RawQuiet<'a> {
     #[serde(borrow)]
     start: Cow<'a, str>,
@@ -345,6 +346,7 @@ struct RawQuiet<'a> {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct RawPrefs<'a> {
     #[serde(borrow)]
     user: Cow<'a, str>,
@@ -398,7 +400,10 @@ fn parse_channel(field: &str, s: &str) -> Result<Channel, String> {
 }
 
 pub fn parse_prefs(line: &str) -> Result<PrefsRecord, String> {
-    let raw: RawPrefs = serde_json::from_str(line).map_err(json_err)?;
+    let raw: RawPrefs = match scan::scan_prefs(line) {
+        Some(raw) => raw,
+        None => serde_json::from_str(line).map_err(json_err)?,
+    };
     let time = time_field("time", &raw.time)?;
     let user = CompactString::from(&*raw.user);
     let channels = match raw.channels {
@@ -449,6 +454,7 @@ pub fn parse_prefs(line: &str) -> Result<PrefsRecord, String> {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct RawConsent<'a> {
     #[serde(borrow)]
     user: Cow<'a, str>,
@@ -462,7 +468,10 @@ struct RawConsent<'a> {
 }
 
 pub fn parse_consent(line: &str) -> Result<ConsentRecord, String> {
-    let raw: RawConsent = serde_json::from_str(line).map_err(json_err)?;
+    let raw: RawConsent = match scan::scan_consent(line) {
+        Some(raw) => raw,
+        None => serde_json::from_str(line).map_err(json_err)?,
+    };
     let time = time_field("time", &raw.time)?;
     let channel = if raw.channel == "*" {
         None

@@ -1,31 +1,38 @@
-//! Scan: the fast path for event lines of the common shape, beside
-//! serde_json, which stays the reference.
+//! Scan: the fast path for input lines of the common shape (events,
+//! consent, preferences), beside serde_json, which stays the reference.
 //!
 //! Parsing an event line with serde_json cost about 3,000 instructions, a
 //! third of the whole run (callgrind, README "Performance"): a line holds
 //! some twenty short strings, and serde_json pays a setup for each. Most
 //! lines have no escapes, no control characters and no whitespace but
-//! spaces; for those, a string is every byte up to the next `"`, and one
-//! pass over the line finds them all.
+//! spaces; for those, a string is every byte up to the next `"`: one
+//! 16-bytes-at-a-time pass marks every quote of the line in a bitmask, and
+//! each string is then found by a bit scan.
 //!
-//! [`scan_event`] accepts only lines it can prove are JSON that serde_json
-//! would read into the same fields, and answers `None` otherwise, for the
-//! caller to parse with serde_json (which then also writes the error text):
+//! [`scan_event`], [`scan_consent`] and [`scan_prefs`] accept only lines
+//! they can prove are JSON that serde_json would read into the same
+//! fields, and answer `None` otherwise, for the caller to parse with
+//! serde_json (which then also writes the error text):
 //!
 //! - no byte below 0x20 and no backslash anywhere (so no escapes, and every
 //!   string ends at its next `"`); the caller has checked that the line is
 //!   UTF-8;
-//! - one object whose keys `id`, `source`, `type`, `subject` and `time`
-//!   each appear exactly once with a string value, and `data` at most once
-//!   with any value (null counts as absent, as for serde's `Option`);
+//! - one object in which every field the record reads appears at most
+//!   once, with a value of its type (null counts as absent for optional
+//!   fields, as for serde's `Option`), and every required one is present
+//!   (for events `id`, `source`, `type`, `subject` and `time`, strings;
+//!   `data` any value);
 //! - every other value, at any depth, follows the JSON grammar exactly as
 //!   serde_json's skipping does (numbers without leading zeros, a digit
 //!   after `.` and after the exponent, literals spelled out);
-//! - nesting up to 64 levels, and nothing but spaces after the object.
+//! - nesting up to 64 levels, and nothing but spaces around the object.
 //!
-//! Property tests check it against serde_json on mutated lines (any line
-//! it accepts, serde_json accepts with the same fields) and on generated
-//! fixtures (it accepts them).
+//! Property tests check each against serde_json on generated and mutated
+//! lines: any line a scanner accepts, serde_json reads into the same
+//! fields, and the unmutated lines without escapes are accepted (so the
+//! fast path is taken).
+
+use std::borrow::Cow;
 
 /// The fields of an event line, borrowed from it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -264,12 +271,96 @@ impl<'a> Scanner<'a, '_> {
         self.spaces();
         Some(())
     }
+
+    /// An object at the cursor: `member` gets each key, with the cursor
+    /// at its value, and must scan the value.
+    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+        self.eat(b'{')?;
+        self.spaces();
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            let key = self.string()?;
+            self.spaces();
+            self.eat(b':')?;
+            self.spaces();
+            member(self, key)?;
+            self.spaces();
+            match self.peek()? {
+                b',' => {
+                    self.at += 1;
+                    self.spaces();
+                }
+                b'}' => {
+                    self.at += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// An array of strings at the cursor.
+    fn strings(&mut self) -> Option<Vec<&'a str>> {
+        self.eat(b'[')?;
+        self.spaces();
+        let mut items = Vec::new();
+        if self.eat(b']').is_some() {
+            return Some(items);
+        }
+        loop {
+            items.push(self.string()?);
+            self.spaces();
+            match self.peek()? {
+                b',' => {
+                    self.at += 1;
+                    self.spaces();
+                }
+                b']' => {
+                    self.at += 1;
+                    return Some(items);
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn bool(&mut self) -> Option<bool> {
+        match self.peek()? {
+            b't' => self.literal("true").map(|_| true),
+            b'f' => self.literal("false").map(|_| false),
+            _ => None,
+        }
+    }
+
+    /// A value read by `read`, or null (`None`), as serde reads an
+    /// `Option`.
+    fn nullable<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
+        if self.peek()? == b'n' {
+            return self.literal("null").map(|_| None);
+        }
+        read(self).map(Some)
+    }
 }
 
-/// The fields of an event line of the common shape (module comment);
-/// `None` to leave the line to serde_json.
-pub fn scan_event(line: &str) -> Option<EventFields<'_>> {
-    // Lines of up to 512 bytes (nearly all) keep their bits on the stack.
+/// Stores a field's value, failing on a repeated field (serde rejects
+/// those) or a value that did not scan.
+fn once<T>(slot: &mut Option<T>, value: Option<T>) -> Option<()> {
+    if slot.is_some() {
+        return None;
+    }
+    *slot = Some(value?);
+    Some(())
+}
+
+/// Runs `body` over a plain line (module comment): the whole line must be
+/// one value with nothing but spaces around it.
+fn scan_line<'a, T>(
+    line: &'a str,
+    body: impl FnOnce(&mut Scanner<'a, '_>) -> Option<T>,
+) -> Option<T> {
+    // Lines of up to 511 bytes (nearly all) keep their bits on the stack.
     let words = (line.len() + 1).div_ceil(64);
     let (mut stack, mut heap) = ([0u64; 8], Vec::new());
     let quotes: &mut [u64] = if words <= stack.len() {
@@ -282,70 +373,117 @@ pub fn scan_event(line: &str) -> Option<EventFields<'_>> {
     let mut s = Scanner {
         text: line,
         at: 0,
-        quotes: &quotes,
+        quotes,
     };
     s.spaces();
-    s.eat(b'{')?;
-    // id, source, type, subject, time.
-    let mut fields: [Option<&str>; 5] = [None; 5];
-    let mut data: Option<Option<&str>> = None;
+    let out = body(&mut s)?;
     s.spaces();
-    loop {
-        let key = s.string()?;
-        s.spaces();
-        s.eat(b':')?;
-        s.spaces();
-        let field = match key {
-            "id" => Some(0),
-            "source" => Some(1),
-            "type" => Some(2),
-            "subject" => Some(3),
-            "time" => Some(4),
-            _ => None,
-        };
-        match field {
-            Some(i) => {
-                if fields[i].is_some() {
-                    return None;
+    (s.at == line.len()).then_some(out)
+}
+
+/// The fields of an event line of the common shape (module comment);
+/// `None` to leave the line to serde_json.
+pub fn scan_event(line: &str) -> Option<EventFields<'_>> {
+    scan_line(line, |s| {
+        // id, source, type, subject, time.
+        let mut fields: [Option<&str>; 5] = [None; 5];
+        let mut data: Option<Option<&str>> = None;
+        s.object(|s, key| {
+            let field = match key {
+                "id" => 0,
+                "source" => 1,
+                "type" => 2,
+                "subject" => 3,
+                "time" => 4,
+                "data" => {
+                    let start = s.at;
+                    s.value()?;
+                    let raw = &line[start..s.at];
+                    return once(&mut data, Some((raw != "null").then_some(raw)));
                 }
-                fields[i] = Some(s.string()?);
-            }
-            None if key == "data" => {
-                if data.is_some() {
-                    return None;
-                }
-                let start = s.at;
-                s.value()?;
-                let raw = &line[start..s.at];
-                data = Some((raw != "null").then_some(raw));
-            }
-            None => s.value()?,
-        }
-        s.spaces();
-        match s.peek()? {
-            b',' => {
-                s.at += 1;
-                s.spaces();
-            }
-            b'}' => {
-                s.at += 1;
-                break;
-            }
-            _ => return None,
-        }
-    }
-    s.spaces();
-    if s.at != line.len() {
-        return None;
-    }
-    let [id, source, kind, subject, time] = fields;
-    Some(EventFields {
-        id: id?,
-        source: source?,
-        kind: kind?,
-        subject: subject?,
-        time: time?,
-        data: data.flatten(),
+                _ => return s.value(),
+            };
+            let value = s.string();
+            once(&mut fields[field], value)
+        })?;
+        let [id, source, kind, subject, time] = fields;
+        Some(EventFields {
+            id: id?,
+            source: source?,
+            kind: kind?,
+            subject: subject?,
+            time: time?,
+            data: data.flatten(),
+        })
+    })
+}
+
+/// A consent line of the common shape, as serde_json would read it.
+pub(super) fn scan_consent(line: &str) -> Option<super::RawConsent<'_>> {
+    scan_line(line, |s| {
+        let (mut user, mut channel, mut purpose, mut time, mut granted) =
+            (None, None, None, None, None);
+        s.object(|s, key| match key {
+            "user" => once(&mut user, s.string()),
+            "channel" => once(&mut channel, s.string()),
+            "purpose" => once(&mut purpose, s.string()),
+            "time" => once(&mut time, s.string()),
+            "granted" => once(&mut granted, s.bool()),
+            _ => s.value(),
+        })?;
+        Some(super::RawConsent {
+            user: Cow::Borrowed(user?),
+            channel: Cow::Borrowed(channel?),
+            purpose: Cow::Borrowed(purpose?),
+            granted: granted?,
+            time: Cow::Borrowed(time?),
+        })
+    })
+}
+
+/// A preference line of the common shape, as serde_json would read it.
+pub(super) fn scan_prefs(line: &str) -> Option<super::RawPrefs<'_>> {
+    scan_line(line, |s| {
+        let (mut user, mut time, mut deleted, mut channels) = (None, None, None, None);
+        let (mut quiet_hours, mut muted_rules, mut locale) = (None, None, None);
+        s.object(|s, key| match key {
+            "user" => once(&mut user, s.string()),
+            "time" => once(&mut time, s.string()),
+            "deleted" => once(&mut deleted, s.nullable(Scanner::bool)),
+            "channels" => once(&mut channels, s.nullable(Scanner::strings)),
+            "quiet_hours" => once(&mut quiet_hours, s.nullable(quiet)),
+            "muted_rules" => once(&mut muted_rules, s.nullable(Scanner::strings)),
+            "locale" => once(&mut locale, s.nullable(Scanner::string)),
+            _ => s.value(),
+        })?;
+        let owned = |list: Vec<&str>| list.into_iter().map(String::from).collect();
+        Some(super::RawPrefs {
+            user: Cow::Borrowed(user?),
+            time: Cow::Borrowed(time?),
+            deleted: deleted.flatten(),
+            channels: channels
+                .flatten()
+                .map(|list| list.into_iter().map(Cow::Borrowed).collect()),
+            quiet_hours: quiet_hours.flatten(),
+            muted_rules: muted_rules.flatten().map(owned),
+            locale: locale.flatten().map(String::from),
+        })
+    })
+}
+
+/// The `quiet_hours` object of a preference line.
+fn quiet<'a>(s: &mut Scanner<'a, '_>) -> Option<super::RawQuiet<'a>> {
+    let (mut start, mut end, mut tz) = (None, None, None);
+    s.object(|s, key| match key {
+        "start" => once(&mut start, s.string()),
+        "end" => once(&mut end, s.string()),
+        "tz" => once(&mut tz, s.nullable(Scanner::string)),
+        _ => s.value(),
+    })?;
+    Some(super::RawQuiet {
+        start: Cow::Borrowed(start?),
+        end: Cow::Borrowed(end?),
+        tz: tz.flatten().map(Cow::Borrowed),
     })
 }
 
@@ -496,32 +634,38 @@ mod tests {
         ])
     }
 
-    /// An event line: the five required members and some others (`data`,
-    /// unknown keys, now and then a repeated member) in any order, with or
-    /// without spaces, and a few mutations.
-    fn line() -> impl Strategy<Value = (String, bool)> {
-        let json = |v: Value| v.to_string();
-        let required = ["id", "source", "type", "subject", "time"]
-            .map(|k| text().prop_map(move |v| (k.to_string(), json(Value::String(v)))));
-        let other = prop_oneof![
-            json_value().prop_map(move |v| ("data".to_string(), json(v))),
-            json_value().prop_map(move |v| ("specversion".to_string(), json(v))),
+    fn json(v: Value) -> String {
+        v.to_string()
+    }
+
+    fn string_member(key: &'static str) -> BoxedStrategy<(String, String)> {
+        text()
+            .prop_map(move |v| (key.to_string(), json(Value::String(v))))
+            .boxed()
+    }
+
+    /// Members that any record may have: unknown keys with any value, and
+    /// tokens near the grammar's edges, as they are.
+    fn stray_member() -> BoxedStrategy<(String, String)> {
+        prop_oneof![
             (text(), json_value().prop_map(json)),
-            // Tokens near the grammar's edges, as they are.
             (
                 text(),
                 "-?0?[0-9]{0,2}(\\.[0-9]{0,2})?([eE][+-]?[0-9]{0,2})?|tru|true|nul|null|fals|false|\\[\\]|\\{\\}"
             ),
-            (
-                "data".prop_map(String::from),
-                "\\[-?0?[0-9]{0,2}(\\.[0-9]?)?,?\\]"
-            ),
-            text().prop_map(move |v| ("id".to_string(), json(Value::String(v)))),
-            json_value().prop_map(move |v| ("time".to_string(), json(v))),
-        ];
+        ]
+        .boxed()
+    }
+
+    /// A line of one object: `required` members, up to three of `other`,
+    /// in any order, with or without spaces, and in 40% of the lines a few
+    /// mutations. The flag says whether the line is unmutated.
+    fn object_line(
+        required: Vec<BoxedStrategy<(String, String)>>,
+        other: BoxedStrategy<(String, String)>,
+    ) -> impl Strategy<Value = (String, bool)> {
         let members = (required, prop::collection::vec(other, 0..3))
-            .prop_map(|(required, other)| {
-                let mut all: Vec<_> = required.into_iter().collect();
+            .prop_map(|(mut all, other)| {
                 all.extend(other);
                 all
             })
@@ -553,11 +697,31 @@ mod tests {
         )
     }
 
-    /// Whatever the scanner accepts, serde_json reads the same; and it
-    /// accepts every unmutated line that serde_json reads without escapes
-    /// (most of them: the fast path is taken).
-    #[test]
-    fn the_scanner_agrees_with_serde_json() {
+    /// An event line: the five required members and `data`, unknown keys
+    /// or a repeated member.
+    fn line() -> impl Strategy<Value = (String, bool)> {
+        let required = ["id", "source", "type", "subject", "time"].map(string_member);
+        let other = prop_oneof![
+            json_value().prop_map(|v| ("data".to_string(), json(v))),
+            json_value().prop_map(|v| ("specversion".to_string(), json(v))),
+            stray_member(),
+            (
+                "data".prop_map(String::from),
+                "\\[-?0?[0-9]{0,2}(\\.[0-9]?)?,?\\]"
+            ),
+            string_member("id"),
+            json_value().prop_map(|v| ("time".to_string(), json(v))),
+        ];
+        object_line(required.into(), other.boxed())
+    }
+
+    /// Runs `check` over 4000 lines of `lines`; `check` answers whether the
+    /// scanner accepted the line. Most lines must be accepted (the fast
+    /// path is taken, the test is not vacuous).
+    fn agree(
+        lines: impl Strategy<Value = (String, bool)>,
+        check: impl Fn(&str, bool) -> Result<bool, TestCaseError>,
+    ) {
         let config = proptest::test_runner::Config {
             cases: 4000,
             ..Default::default()
@@ -565,15 +729,9 @@ mod tests {
         let mut runner = proptest::test_runner::TestRunner::new(config);
         let accepted = std::cell::Cell::new(0);
         runner
-            .run(&line(), |(line, unmutated)| {
-                let scanned = scan_event(&line);
-                if let Some(fields) = scanned {
+            .run(&lines, |(line, unmutated)| {
+                if check(&line, unmutated)? {
                     accepted.set(accepted.get() + 1);
-                    prop_assert_eq!(Some(fields), serde_fields(&line), "{}", line);
-                }
-                let no_escapes = !line.contains('\\') && !line.bytes().any(|b| b < 0x20);
-                if unmutated && no_escapes && serde_fields(&line).is_some() {
-                    prop_assert!(scanned.is_some(), "{}", line);
                 }
                 Ok(())
             })
@@ -583,5 +741,122 @@ mod tests {
             "only {} lines scanned",
             accepted.get()
         );
+    }
+
+    fn no_escapes(line: &str) -> bool {
+        !line.contains('\\') && !line.bytes().any(|b| b < 0x20)
+    }
+
+    /// Whatever the scanner accepts, serde_json reads the same; and it
+    /// accepts every unmutated line serde_json reads without escapes.
+    fn agree_with_serde<'a, T: PartialEq + std::fmt::Debug + serde::Deserialize<'a>>(
+        line: &'a str,
+        unmutated: bool,
+        scan: fn(&'a str) -> Option<T>,
+    ) -> Result<bool, TestCaseError> {
+        let scanned = scan(line);
+        let reference = serde_json::from_str::<T>(line).ok();
+        if let Some(fields) = &scanned {
+            prop_assert_eq!(Some(fields), reference.as_ref(), "{}", line);
+        }
+        if unmutated && no_escapes(line) && reference.is_some() {
+            prop_assert!(scanned.is_some(), "{}", line);
+        }
+        Ok(scanned.is_some())
+    }
+
+    #[test]
+    fn consent_scans_as_serde_json_reads_it() {
+        let required = vec![
+            string_member("user"),
+            string_member("channel"),
+            string_member("purpose"),
+            string_member("time"),
+            prop_oneof![
+                3 => any::<bool>().prop_map(|b| b.to_string()),
+                1 => json_value().prop_map(json),
+            ]
+            .prop_map(|v| ("granted".to_string(), v))
+            .boxed(),
+        ];
+        let other = prop_oneof![
+            stray_member(),
+            string_member("user"),
+            json_value().prop_map(|v| ("granted".to_string(), json(v))),
+        ];
+        agree(object_line(required, other.boxed()), |line, unmutated| {
+            agree_with_serde(line, unmutated, scan_consent)
+        });
+    }
+
+    #[test]
+    fn prefs_scan_as_serde_json_reads_them() {
+        let strings = || {
+            prop_oneof![
+                prop::collection::vec(text(), 0..4).prop_map(|v| json(Value::from(v))),
+                Just("null".to_string()),
+                json_value().prop_map(json),
+            ]
+        };
+        let quiet = prop_oneof![
+            (
+                text(),
+                text(),
+                prop::option::of(text()),
+                prop::option::of(text())
+            )
+                .prop_map(|(start, end, tz, extra)| {
+                    let mut q = serde_json::json!({"start": start, "end": end});
+                    if let Some(tz) = tz {
+                        q["tz"] = tz.into();
+                    }
+                    if let Some(extra) = extra {
+                        q[extra] = Value::Null;
+                    }
+                    json(q)
+                }),
+            Just(r#"{"start":"22:00","tz":null,"end":"07:00","start":"1"}"#.to_string()),
+            Just("null".to_string()),
+            json_value().prop_map(json),
+        ];
+        let required = vec![string_member("user"), string_member("time")];
+        let other = prop_oneof![
+            stray_member(),
+            prop_oneof![
+                Just("true".to_string()),
+                Just("false".to_string()),
+                Just("null".to_string()),
+                json_value().prop_map(json)
+            ]
+            .prop_map(|v| ("deleted".to_string(), v)),
+            strings().prop_map(|v| ("channels".to_string(), v)),
+            strings().prop_map(|v| ("muted_rules".to_string(), v)),
+            quiet.prop_map(|v| ("quiet_hours".to_string(), v)),
+            prop_oneof![
+                text().prop_map(|t| json(Value::String(t))),
+                Just("null".into())
+            ]
+            .prop_map(|v| ("locale".to_string(), v)),
+            string_member("time"),
+        ];
+        agree(object_line(required, other.boxed()), |line, unmutated| {
+            agree_with_serde(line, unmutated, scan_prefs)
+        });
+    }
+
+    /// Whatever the scanner accepts, serde_json reads the same; and it
+    /// accepts every unmutated event line serde_json reads without escapes.
+    #[test]
+    fn events_scan_as_serde_json_reads_them() {
+        agree(line(), |line, unmutated| {
+            let scanned = scan_event(line);
+            if let Some(fields) = scanned {
+                prop_assert_eq!(Some(fields), serde_fields(line), "{}", line);
+            }
+            if unmutated && no_escapes(line) && serde_fields(line).is_some() {
+                prop_assert!(scanned.is_some(), "{}", line);
+            }
+            Ok(scanned.is_some())
+        });
     }
 }
