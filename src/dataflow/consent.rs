@@ -8,9 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::history::History;
+use super::history::Part;
 use super::profile::{ProfileEntry, ProfileVal};
-use crate::spec::{Channel, Purpose};
+use crate::spec::Purpose;
 use crate::time::Time;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -20,42 +20,20 @@ pub struct ConsentVal {
     pub granted: bool,
 }
 
-type KeyHistory<'a> = ((Option<Channel>, Purpose), History<'a, ProfileEntry>);
-
-/// One user's consent history, loaded from the trace.
-#[derive(Default)]
-pub struct UserConsent<'a> {
-    /// ((channel or `"*"`, purpose), history) of the user's keys.
-    keys: Vec<KeyHistory<'a>>,
+/// The consent value in force at `t` in the history of one consent slot.
+pub fn consent_as_of(slot: Part<'_, '_, ProfileEntry>, t: Time) -> Option<ConsentVal> {
+    match &slot.as_of(t)?.value {
+        ProfileVal::Consent(v) => Some(*v),
+        ProfileVal::Prefs(_) => unreachable!("consent slots hold consent"),
+    }
 }
 
-impl<'a> UserConsent<'a> {
-    pub fn add(
-        &mut self,
-        channel: Option<Channel>,
-        purpose: Purpose,
-        history: History<'a, ProfileEntry>,
-    ) {
-        self.keys.push(((channel, purpose), history));
-    }
-
-    fn value(&self, channel: Option<Channel>, purpose: Purpose, t: Time) -> Option<ConsentVal> {
-        let (_, h) = self.keys.iter().find(|(k, _)| *k == (channel, purpose))?;
-        match &h.as_of(t)?.value {
-            ProfileVal::Consent(v) => Some(*v),
-            ProfileVal::Prefs(_) => unreachable!("consent slots hold consent"),
-        }
-    }
-
-    /// Consent for `(channel, purpose)` as of `t`: the later of the channel's
-    /// and `"*"`'s records in force; with neither, transactional is granted
-    /// and marketing denied.
-    pub fn granted(&self, channel: Channel, purpose: Purpose, t: Time) -> bool {
-        let specific = self.value(Some(channel), purpose, t);
-        let any = self.value(None, purpose, t);
-        match specific.max(any) {
-            Some(v) => v.granted,
-            None => purpose == Purpose::Transactional,
-        }
+/// Consent for a channel and `purpose`, from the channel's and `"*"`'s
+/// values in force: the later of the two; with neither, transactional is
+/// granted and marketing denied.
+pub fn granted(specific: Option<ConsentVal>, any: Option<ConsentVal>, purpose: Purpose) -> bool {
+    match specific.max(any) {
+        Some(v) => v.granted,
+        None => purpose == Purpose::Transactional,
     }
 }

@@ -474,7 +474,7 @@ impl Core {
         let profile: &UserProfile<'a> = view
             .profile
             .get_or_insert_with(|| UserProfile::load(readers, user));
-        let prefs = profile.prefs.as_of(t);
+        let prefs = profile.prefs(t);
         // 1. muted
         if prefs.is_some_and(|p| p.muted_rules.contains(&rule.name)) {
             return out.push(suppress(user, &c, t, Reason::Muted));
@@ -509,7 +509,6 @@ impl Core {
             }
         }
         // 5. channel selection: consent as of t, channel caps.
-        let consent = &profile.consent;
         let preferred = prefs.and_then(|p| p.channels.as_ref());
         let mut order = rule
             .channels
@@ -525,7 +524,7 @@ impl Core {
             );
         let mut any_consent = false;
         let chosen = order.find(|&ch| {
-            let ok = consent.granted(ch, rule.purpose, t);
+            let ok = profile.granted(ch, rule.purpose, t);
             any_consent |= ok;
             ok && (critical || state.caps.channel_allows(spec, ch, t))
         });

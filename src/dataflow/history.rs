@@ -145,23 +145,42 @@ impl<V> Default for History<'_, V> {
 }
 
 impl<'a, V> History<'a, V> {
-    /// Splits a history into the runs of values that `same` groups (the
-    /// values come in order), each with its first value.
-    pub fn runs(
-        &self,
-        same: impl Fn(&V, &V) -> bool,
-    ) -> impl Iterator<Item = (&'a V, History<'a, V>)> {
+    /// The runs of values that `same` groups (the values come in order),
+    /// each with its first value and its range of updates (for [`part`]).
+    ///
+    /// [`part`]: History::part
+    pub fn runs<'h>(
+        &'h self,
+        same: impl Fn(&V, &V) -> bool + 'h,
+    ) -> impl Iterator<Item = (&'a V, std::ops::Range<usize>)> + 'h {
         self.updates
             .chunk_by(move |a, b| same(a.0, b.0))
-            .map(|run| {
-                let updates = run.to_vec();
-                (run[0].0, History { updates })
+            .scan(0, |at, run| {
+                let start = *at;
+                *at += run.len();
+                Some((run[0].0, start..*at))
             })
+    }
+
+    /// The updates in `range`, as a history of their own.
+    pub fn part(&self, range: std::ops::Range<usize>) -> Part<'_, 'a, V> {
+        Part(&self.updates[range])
     }
 
     /// The value present at `t` (an upsert collection holds at most one).
     pub fn as_of(&self, t: Time) -> Option<&'a V> {
-        let mut rest = &self.updates[..];
+        Part(&self.updates).as_of(t)
+    }
+}
+
+/// Part of a [`History`]: one key's updates, borrowed.
+#[derive(Clone, Copy)]
+pub struct Part<'h, 'a, V>(&'h [(&'a V, Time, isize)]);
+
+impl<'a, V> Part<'_, 'a, V> {
+    /// The value present at `t` (an upsert collection holds at most one).
+    pub fn as_of(self, t: Time) -> Option<&'a V> {
+        let mut rest = self.0;
         while let Some(&(value, _, _)) = rest.first() {
             let same = rest
                 .iter()

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-use super::history::History;
+use super::history::Part;
 use super::profile::{ProfileEntry, ProfileVal};
 use crate::record::Prefs;
 use crate::time::Time;
@@ -22,22 +22,11 @@ pub struct PrefsVal {
     pub prefs: Option<Arc<Prefs>>,
 }
 
-/// One user's preference history, loaded from the trace.
-#[derive(Default)]
-pub struct UserPrefs<'a> {
-    history: History<'a, ProfileEntry>,
-}
-
-impl<'a> UserPrefs<'a> {
-    pub fn new(history: History<'a, ProfileEntry>) -> Self {
-        UserPrefs { history }
-    }
-
-    /// The user's preferences in force at `t`, if any.
-    pub fn as_of(&self, t: Time) -> Option<&'a Prefs> {
-        match &self.history.as_of(t)?.value {
-            ProfileVal::Prefs(v) => v.prefs.as_deref(),
-            ProfileVal::Consent(_) => unreachable!("the prefs slot holds preferences"),
-        }
+/// The preferences in force at `t` in the history of a user's `Prefs`
+/// slot, if any.
+pub fn prefs_as_of<'a>(slot: Part<'_, 'a, ProfileEntry>, t: Time) -> Option<&'a Prefs> {
+    match &slot.as_of(t)?.value {
+        ProfileVal::Prefs(v) => v.prefs.as_deref(),
+        ProfileVal::Consent(_) => unreachable!("the prefs slot holds preferences"),
     }
 }

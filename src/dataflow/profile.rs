@@ -31,16 +31,18 @@
 //! the upsert operators and the trace merges.
 
 use std::hash::{Hash, Hasher};
+use std::ops::Range;
 
 use differential_dataflow::operators::arrange::Arranged;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
 use super::UserKey;
-use super::consent::{ConsentVal, UserConsent};
-use super::history::{Reader, Upsert, UpsertTrace, arrange_upserts};
-use super::preferences::{PrefsVal, UserPrefs};
+use super::consent::{ConsentVal, consent_as_of, granted};
+use super::history::{History, Reader, Upsert, UpsertTrace, arrange_upserts};
+use super::preferences::{PrefsVal, prefs_as_of};
 use super::seen;
+use crate::record::Prefs;
 use crate::spec::{Channel, Purpose};
 use crate::time::Time;
 
@@ -132,26 +134,57 @@ pub fn arrange_profiles<'s>(
     )
 }
 
-/// One user's preference and consent histories, loaded from the trace.
+/// The number of consent slots: `"*"` and each channel, for each purpose.
+const CONSENT_SLOTS: usize = 2 * (1 + Channel::ALL.len());
+
+fn consent_slot(channel: Option<Channel>, purpose: Purpose) -> usize {
+    channel.map_or(0, |c| 1 + c as usize) * 2 + purpose as usize
+}
+
+/// One user's preference and consent histories, loaded from the trace:
+/// all of the user's updates in one vector, and each slot's range of them.
 #[derive(Default)]
 pub struct UserProfile<'a> {
-    pub prefs: UserPrefs<'a>,
-    pub consent: UserConsent<'a>,
+    history: History<'a, ProfileEntry>,
+    prefs: Range<usize>,
+    consent: [Range<usize>; CONSENT_SLOTS],
 }
 
 impl<'a> UserProfile<'a> {
     pub fn load(reader: &mut Reader<'a, u64, ProfileEntry>, user: &UserKey) -> Self {
-        let mut profile = UserProfile::default();
-        let history = reader.get(&user.hash);
+        let mut profile = UserProfile {
+            history: reader.get(&user.hash),
+            ..UserProfile::default()
+        };
         let tag = user_tag(&user.user);
-        let slots = history.runs(|a, b| a.user == b.user && a.slot == b.slot);
-        for (entry, history) in slots.filter(|(e, _)| e.user == tag) {
+        let slots = profile
+            .history
+            .runs(|a, b| a.user == b.user && a.slot == b.slot)
+            .filter(|(e, _)| e.user == tag);
+        let (mut prefs, mut consent) = (0..0, <[Range<usize>; CONSENT_SLOTS]>::default());
+        for (entry, range) in slots {
             match entry.slot {
-                Slot::Prefs => profile.prefs = UserPrefs::new(history),
-                Slot::Consent(channel, purpose) => profile.consent.add(channel, purpose, history),
+                Slot::Prefs => prefs = range,
+                Slot::Consent(channel, purpose) => consent[consent_slot(channel, purpose)] = range,
             }
         }
+        (profile.prefs, profile.consent) = (prefs, consent);
         profile
+    }
+
+    /// The user's preferences in force at `t`, if any.
+    pub fn prefs(&self, t: Time) -> Option<&'a Prefs> {
+        prefs_as_of(self.history.part(self.prefs.clone()), t)
+    }
+
+    /// The user's consent for `channel` and `purpose` as of `t` (DESIGN.md
+    /// §4 step 5).
+    pub fn granted(&self, channel: Channel, purpose: Purpose, t: Time) -> bool {
+        let value = |channel| {
+            let range = self.consent[consent_slot(channel, purpose)].clone();
+            consent_as_of(self.history.part(range), t)
+        };
+        granted(value(Some(channel)), value(None), purpose)
     }
 }
 
@@ -207,8 +240,7 @@ mod tests {
             // One reader, as in `decide`: both users share the trace key.
             let mut reader = snapshot.reader();
             let marketing = |profile: &UserProfile<'_>, t| {
-                let c = &profile.consent;
-                c.granted(Channel::Push, Purpose::Marketing, t)
+                profile.granted(Channel::Push, Purpose::Marketing, t)
             };
             let pa = UserProfile::load(&mut reader, &a);
             let pb = UserProfile::load(&mut reader, &b);
