@@ -490,6 +490,8 @@ fn quiet<'a>(s: &mut Scanner<'a, '_>) -> Option<super::RawQuiet<'a>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use serde_json::Value;
 
     const LINE: &str = r#"{"specversion":"1.0","id":"e-1","source":"shop-app","type":"cart.abandoned","time":"2026-03-01T00:00:02.382Z","subject":"u-67660","data":{"cart_id":"c-1","cart_value":446.64,"items":[4,-0.5,true,false,null,{}],"segment":"ecommerce"}}"#;
 
@@ -536,9 +538,7 @@ mod tests {
     #[test]
     fn what_serde_json_must_judge_is_left_to_it() {
         let base = r#"{"id":"1","source":"s","type":"t","time":"x","subject":"u""#;
-        for rest in [r#"}"#] {
-            assert!(scan_event(&format!("{base}{rest}")).is_some(), "{rest}");
-        }
+        assert!(scan_event(&format!("{base}}}")).is_some());
         for rest in [
             r#","id":"2"}"#,          // duplicate field
             r#","data":1,"data":2}"#, // duplicate data
@@ -574,9 +574,6 @@ mod tests {
         let ok = format!(r#"{base},"x":{}{}}}"#, "[".repeat(64), "]".repeat(64));
         assert!(scan_event(&ok).is_some());
     }
-
-    use proptest::prelude::*;
-    use serde_json::Value;
 
     /// What serde_json reads from a line, as `EventFields` (the reference).
     fn serde_fields(line: &str) -> Option<EventFields<'_>> {
