@@ -713,9 +713,9 @@ mod tests {
     }
 
     /// Runs `check` over 4000 lines of `lines`; `check` answers whether the
-    /// scanner accepted the line. More than 400 must be accepted (the fast
-    /// path is taken, the test is not vacuous; of the generated
-    /// lines are: 27% to 54%, depending on the record kind).
+    /// scanner accepted the line. More than 400 must be accepted, so that
+    /// the fast path is taken and the test is not vacuous (27% to 54% of
+    /// the generated lines are, depending on the record kind).
     fn agree(
         lines: impl Strategy<Value = (String, bool)>,
         check: impl Fn(&str, bool) -> Result<bool, TestCaseError>,
