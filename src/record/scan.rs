@@ -535,6 +535,24 @@ mod tests {
         assert_eq!((f.id, f.subject, f.data), ("1", "é", None));
     }
 
+    /// Strings longer than a bitmask word, and lines longer than the
+    /// stack's 512 bytes.
+    #[test]
+    fn long_strings_and_long_lines() {
+        for len in [63, 64, 65, 200, 1000] {
+            let id = "i".repeat(len);
+            let data = format!(r#"{{"note":"{}","n":[1,2]}}"#, "é".repeat(len));
+            let line = format!(
+                r#"{{"id":"{id}","source":"s","type":"t","time":"x","subject":"u","data":{data}}}"#
+            );
+            let f = scan_event(&line).unwrap_or_else(|| panic!("{len}"));
+            assert_eq!((f.id, f.data), (id.as_str(), Some(data.as_str())), "{len}");
+            assert_eq!(Some(f), serde_fields(&line), "{len}");
+            let cut = &line[..line.len() - 2];
+            assert_eq!(scan_event(cut), None, "{len}");
+        }
+    }
+
     #[test]
     fn what_serde_json_must_judge_is_left_to_it() {
         let base = r#"{"id":"1","source":"s","type":"t","time":"x","subject":"u""#;
