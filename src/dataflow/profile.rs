@@ -143,7 +143,6 @@ fn consent_slot(channel: Option<Channel>, purpose: Purpose) -> usize {
 
 /// One user's preference and consent histories, loaded from the trace:
 /// all of the user's updates in one vector, and each slot's range of them.
-#[derive(Default)]
 pub struct UserProfile<'a> {
     history: History<'a, ProfileEntry>,
     prefs: Range<usize>,
@@ -152,24 +151,21 @@ pub struct UserProfile<'a> {
 
 impl<'a> UserProfile<'a> {
     pub fn load(reader: &mut Reader<'a, u64, ProfileEntry>, user: &UserKey) -> Self {
-        let mut profile = UserProfile {
-            history: reader.get(&user.hash),
-            ..UserProfile::default()
-        };
+        let history = reader.get(&user.hash);
         let tag = user_tag(&user.user);
-        let slots = profile
-            .history
-            .runs(|a, b| a.user == b.user && a.slot == b.slot)
-            .filter(|(e, _)| e.user == tag);
         let (mut prefs, mut consent) = (0..0, <[Range<usize>; CONSENT_SLOTS]>::default());
-        for (entry, range) in slots {
+        let slots = history.runs(|a, b| a.user == b.user && a.slot == b.slot);
+        for (entry, range) in slots.filter(|(e, _)| e.user == tag) {
             match entry.slot {
                 Slot::Prefs => prefs = range,
                 Slot::Consent(channel, purpose) => consent[consent_slot(channel, purpose)] = range,
             }
         }
-        (profile.prefs, profile.consent) = (prefs, consent);
-        profile
+        UserProfile {
+            history,
+            prefs,
+            consent,
+        }
     }
 
     /// The user's preferences in force at `t`, if any.

@@ -235,41 +235,44 @@ impl<'a> Scanner<'a, '_> {
             if depth == 0 {
                 return Some(());
             }
-            self.spaces();
             let in_object = stack & 1 == 1;
-            match self.peek()? {
-                b',' => {
-                    self.at += 1;
-                    self.spaces();
-                    if in_object {
-                        self.member_key()?;
-                    }
-                    at_value = true;
-                }
-                b'}' if in_object => {
-                    self.at += 1;
-                    stack >>= 1;
-                    depth -= 1;
-                    at_value = false;
-                }
-                b']' if !in_object => {
-                    self.at += 1;
-                    stack >>= 1;
-                    depth -= 1;
-                    at_value = false;
-                }
-                _ => return None,
+            at_value = self.separator(if in_object { b'}' } else { b']' })?;
+            if !at_value {
+                stack >>= 1;
+                depth -= 1;
+            } else if in_object {
+                self.member_key()?;
             }
         }
     }
 
-    /// `"key" :` and the spaces before the value.
-    fn member_key(&mut self) -> Option<()> {
-        self.string()?;
+    /// `"key" :` and the spaces before the value; the key.
+    #[inline(always)]
+    fn member_key(&mut self) -> Option<&'a str> {
+        let key = self.string()?;
         self.spaces();
         self.eat(b':')?;
         self.spaces();
-        Some(())
+        Some(key)
+    }
+
+    /// After an item of a container: `,` and the spaces after it (`true`:
+    /// another item follows), or the container's `close` (`false`).
+    #[inline(always)]
+    fn separator(&mut self, close: u8) -> Option<bool> {
+        self.spaces();
+        match self.peek()? {
+            b',' => {
+                self.at += 1;
+                self.spaces();
+                Some(true)
+            }
+            b if b == close => {
+                self.at += 1;
+                Some(false)
+            }
+            _ => None,
+        }
     }
 
     /// An object at the cursor: `member` gets each key, with the cursor
@@ -281,22 +284,10 @@ impl<'a> Scanner<'a, '_> {
             return Some(());
         }
         loop {
-            let key = self.string()?;
-            self.spaces();
-            self.eat(b':')?;
-            self.spaces();
+            let key = self.member_key()?;
             member(self, key)?;
-            self.spaces();
-            match self.peek()? {
-                b',' => {
-                    self.at += 1;
-                    self.spaces();
-                }
-                b'}' => {
-                    self.at += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if !self.separator(b'}')? {
+                return Some(());
             }
         }
     }
@@ -311,17 +302,8 @@ impl<'a> Scanner<'a, '_> {
         }
         loop {
             items.push(self.string()?);
-            self.spaces();
-            match self.peek()? {
-                b',' => {
-                    self.at += 1;
-                    self.spaces();
-                }
-                b']' => {
-                    self.at += 1;
-                    return Some(items);
-                }
-                _ => return None,
+            if !self.separator(b']')? {
+                return Some(items);
             }
         }
     }
