@@ -110,6 +110,7 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
             local_index: worker.index() % cluster.workers,
             local_workers: cluster.workers,
         };
+        let operator_times = operator_times::register(worker);
         let decisions = Rc::new(RefCell::new(Vec::new()));
         let report = Rc::new(RefCell::new(SourceReport::default()));
         let stats = Rc::new(RefCell::new(DecideStats::default()));
@@ -146,6 +147,9 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
         }
         if let Some(bar) = bar {
             bar.finish_and_clear();
+        }
+        if let Some(times) = operator_times {
+            times.report(worker.index());
         }
         // Let the dataflow finish, so that timely drops it and its state
         // (traces, per-user state, seen keys) before rendering: the freed
@@ -215,4 +219,72 @@ pub fn run_to_dir(opts: &ReplayOptions, out_dir: &std::path::Path) -> anyhow::Re
     )
     .with_context(|| format!("writing {}", out_dir.display()))?;
     Ok(out)
+}
+
+/// Time spent in each operator, per worker, logged at the end of a replay
+/// when `NUDGEFLOW_LOG` enables `debug` for `nudgeflow::replay` (from
+/// timely's schedule events; nothing is registered otherwise). For
+/// profiling: `NUDGEFLOW_LOG=nudgeflow::replay=debug nudgeflow replay ...`.
+mod operator_times {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    use timely::logging::{StartStop, TimelyEvent, TimelyEventBuilder};
+
+    #[derive(Default)]
+    struct Times {
+        names: BTreeMap<usize, String>,
+        started: BTreeMap<usize, Duration>,
+        /// Operator id → (time scheduled, times scheduled).
+        spent: BTreeMap<usize, (Duration, u64)>,
+    }
+
+    pub struct OperatorTimes(Rc<RefCell<Times>>);
+
+    /// Starts recording, if debug logging is on for this module.
+    pub fn register(worker: &mut timely::worker::Worker) -> Option<OperatorTimes> {
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return None;
+        }
+        let times = Rc::new(RefCell::new(Times::default()));
+        let sink = times.clone();
+        worker
+            .log_register()?
+            .insert::<TimelyEventBuilder, _>("timely", move |_, data| {
+                let Some(data) = data else { return };
+                let mut t = sink.borrow_mut();
+                for (at, event) in data.iter() {
+                    match event {
+                        TimelyEvent::Operates(o) => {
+                            t.names.insert(o.id, o.name.clone());
+                        }
+                        TimelyEvent::Schedule(s) if s.start_stop == StartStop::Start => {
+                            t.started.insert(s.id, *at);
+                        }
+                        TimelyEvent::Schedule(s) => {
+                            if let Some(start) = t.started.remove(&s.id) {
+                                let spent = t.spent.entry(s.id).or_default();
+                                spent.0 += at.saturating_sub(start);
+                                spent.1 += 1;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        Some(OperatorTimes(times))
+    }
+
+    impl OperatorTimes {
+        pub fn report(&self, worker: usize) {
+            let t = self.0.borrow();
+            for (id, (spent, calls)) in &t.spent {
+                let operator = t.names.get(id).map_or("?", String::as_str);
+                let ms = spent.as_secs_f64() * 1e3;
+                tracing::debug!(worker, operator, id, ms, calls, "operator time");
+            }
+        }
+    }
 }
