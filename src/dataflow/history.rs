@@ -4,16 +4,19 @@
 //! [`arrange_upserts`] builds a Differential collection replaced by key
 //! whose update times are the records' own exact times, arranged by a key
 //! of the caller's choosing (`arranged`; `profile` arranges by the user's
-//! hash, so that trace seeks compare integers): an `Upsert`
-//! operator turns each upsert into the collection's updates (retract the
-//! key's value in force, insert the new one) once its input frontier has
-//! passed the upsert's time, and differential's `arrange_core` arranges
-//! them. The operator remembers each key's current value in a hash map
-//! under a 128-bit fingerprint of the key (one probe per upsert; 48-byte
-//! entries for profile slots, where the key itself took 40 of 72), where
-//! differential's `arrange_from_upsert` would seek the key in the trace's
-//! batches; on this workload that seek and its priority queue cost more
-//! than the rest of the pipeline.
+//! hash, so that trace seeks compare integers). It is differential's
+//! `arrange_core` with a batcher of its own, [`UpsertBatcher`]: the batcher
+//! holds each upsert until the arrangement's input frontier has passed its
+//! time, then turns it into the collection's updates (retract the key's
+//! value in force, insert the new one), sorts them and builds the batch.
+//! It remembers each key's current value in a hash map under a 128-bit
+//! fingerprint of the key (one probe per upsert; 48-byte entries for
+//! profile slots, where the key itself took 40 of 72), where differential's
+//! `arrange_from_upsert` would seek the key in the trace's batches; on this
+//! workload that seek and its priority queue cost more than the rest of the
+//! pipeline. (A separate upsert operator in front of differential's merge
+//! batcher cost twice as much: another hop, and a chunked merge sort of
+//! updates that one sort produces here.)
 //!
 //! A [`TraceSnapshot`] holds the batches of a trace, taken once per
 //! activation of `decide`; its [`Reader`] walks them with one cursor that
@@ -25,13 +28,15 @@
 use differential_dataflow::operators::arrange::arrangement::arrange_core;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::cursor::{Cursor, CursorList, cursor_list};
-use differential_dataflow::trace::implementations::{ValBatcher, ValSpine};
-use differential_dataflow::trace::{Navigable, TraceReader};
+use differential_dataflow::batcher::merge::Sealer;
+use differential_dataflow::batcher::{Batcher, Extract};
+use differential_dataflow::trace::implementations::ValSpine;
+use differential_dataflow::trace::implementations::ord_neu::VecOrdValBuilder;
+use differential_dataflow::trace::{Builder, Navigable, TraceReader};
 use differential_dataflow::{ExchangeData, Hashable};
 use timely::dataflow::Stream;
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::Capability;
-use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::channels::pact::Exchange;
+use timely::progress::Antichain;
 use timely::progress::frontier::AntichainRef;
 
 use crate::time::Time;
@@ -40,6 +45,8 @@ use crate::time::Time;
 pub type Upsert<K, V> = (K, Option<V>, Time);
 /// The trace of an upsert collection.
 pub type UpsertTrace<K, V> = TraceAgent<ValSpine<K, V, Time, isize>>;
+type UpsertBuilder<K, V> = VecOrdValBuilder<K, V, Time, isize>;
+type UpsertBatch<K, V> = <UpsertBuilder<K, V> as Builder>::Output;
 
 /// Arranges `upserts` replaced by key: at each time a key holds its latest
 /// value (at equal times, the greatest; `None` deletes). Each `(key, value)`
@@ -61,73 +68,114 @@ where
     AV: ExchangeData,
 {
     let exchange = Exchange::new(|u: &Upsert<K, V>| u.0.hashed().into());
-    let updates = upserts.unary_frontier(exchange, &format!("{name}Upsert"), |_, _| {
-        let mut current: hashbrown::HashMap<u128, V, foldhash::fast::FixedState> =
-            Default::default();
-        let mut pending: Vec<Upsert<K, V>> = Vec::new();
-        // Scratch: the upserts whose time is complete, with their keys'
-        // identities, reused (collecting them afresh grew a new vector in
-        // fresh pages every time).
-        let mut ready: Vec<(u128, Upsert<K, V>)> = Vec::new();
-        // Held at or before the least time in `pending`.
-        let mut capability: Option<Capability<Time>> = None;
-        move |(input, frontier), output| {
-            input.for_each(|cap, data| {
-                if let Some(least) = cap.least()
-                    && capability.as_ref().is_none_or(|c| least < c.time())
-                {
-                    capability = cap.retain_least(0);
-                }
-                pending.append(data);
-            });
-            let Some(cap) = capability.as_mut() else {
-                return;
+    arrange_core::<_, _, _, ValSpine<AK, AV, Time, isize>>(upserts, exchange, name, move |_, _| {
+        UpsertBatcher {
+            pending: Vec::new(),
+            ready: Vec::new(),
+            current: Default::default(),
+            updates: Vec::new(),
+            lower: Antichain::new(),
+            identity,
+            arranged,
+        }
+    })
+}
+
+/// The batcher of an upsert arrangement: holds upserts until their time is
+/// complete, then turns them into the collection's updates (retract the
+/// key's value in force, insert the new one) and builds them into a batch.
+struct UpsertBatcher<K, V, AK, AV, I, A> {
+    /// Upserts at or after the last extracted upper.
+    pending: Vec<Upsert<K, V>>,
+    /// Scratch: the upserts being extracted, with their keys' identities
+    /// (reused: collecting them afresh grew a vector in fresh pages).
+    ready: Vec<(u128, Upsert<K, V>)>,
+    /// Each key's value in force, under its identity.
+    current: hashbrown::HashMap<u128, V, foldhash::fast::FixedState>,
+    /// Scratch: the updates of the batch being built.
+    updates: Vec<((AK, AV), Time, isize)>,
+    /// The least time in `pending`.
+    lower: Antichain<Time>,
+    identity: I,
+    arranged: A,
+}
+
+impl<K, V, AK, AV, I, A> Batcher<Vec<Upsert<K, V>>> for UpsertBatcher<K, V, AK, AV, I, A>
+where
+    V: Clone + Ord,
+    AK: Ord + Clone + 'static,
+    AV: Ord + Clone + 'static,
+    I: Fn(&K) -> u128,
+    A: Fn(&K, V) -> (AK, AV),
+{
+    fn insert(&mut self, container: &mut Vec<Upsert<K, V>>) {
+        self.pending.append(container);
+    }
+}
+
+impl<K, V, AK, AV, I, A> Extract for UpsertBatcher<K, V, AK, AV, I, A>
+where
+    V: Clone + Ord,
+    AK: Ord + Clone + 'static,
+    AV: Ord + Clone + 'static,
+    I: Fn(&K) -> u128,
+    A: Fn(&K, V) -> (AK, AV),
+{
+    type Time = Time;
+    type Output = UpsertBatch<AK, AV>;
+
+    fn extract<'a>(
+        &'a mut self,
+        upper: AntichainRef<'_, Time>,
+    ) -> (Option<Self::Output>, AntichainRef<'a, Time>) {
+        let upper = upper.first().copied().unwrap_or(Time::MAX);
+        let (identity, ready) = (&self.identity, &mut self.ready);
+        ready.clear();
+        ready.extend(
+            self.pending
+                .extract_if(.., |u| u.2 < upper)
+                .map(|u| (identity(&u.0), u)),
+        );
+        self.lower.clear();
+        if let Some(least) = self.pending.iter().map(|u| u.2).min() {
+            self.lower.insert(least);
+        }
+        // By key and time; at equal times the greatest value first, and
+        // only it is kept.
+        ready.sort_unstable_by(|(ia, a), (ib, b)| (ia, a.2, &b.1).cmp(&(ib, b.2, &a.1)));
+        ready.dedup_by(|(il, later), (if_, first)| il == if_ && later.2 == first.2);
+        let updates = &mut self.updates;
+        updates.clear();
+        for (id, (key, value, time)) in ready.drain(..) {
+            let previous = match &value {
+                Some(v) => self.current.insert(id, v.clone()),
+                None => self.current.remove(&id),
             };
-            let upper = frontier.frontier().first().copied().unwrap_or(Time::MAX);
-            ready.clear();
-            ready.extend(
-                pending
-                    .extract_if(.., |u| u.2 < upper)
-                    .map(|u| (identity(&u.0), u)),
-            );
-            if !ready.is_empty() {
-                // By key and time; at equal times the greatest value first,
-                // and only it is kept.
-                ready.sort_unstable_by(|(ia, a), (ib, b)| (ia, a.2, &b.1).cmp(&(ib, b.2, &a.1)));
-                ready.dedup_by(|(il, later), (if_, first)| il == if_ && later.2 == first.2);
-                let mut updates = Vec::with_capacity(ready.len() * 2);
-                for (id, (key, value, time)) in ready.drain(..) {
-                    let previous = match &value {
-                        Some(v) => current.insert(id, v.clone()),
-                        None => current.remove(&id),
-                    };
-                    if previous == value {
-                        continue;
-                    }
-                    if let Some(previous) = previous {
-                        updates.push((arranged(&key, previous), time, -1));
-                    }
-                    if let Some(value) = value {
-                        updates.push((arranged(&key, value), time, 1));
-                    }
-                }
-                if !updates.is_empty() {
-                    output.session(&*cap).give_container(&mut updates);
-                }
+            if previous == value {
+                continue;
             }
-            if pending.is_empty() {
-                capability = None;
-            } else if upper > *cap.time() {
-                cap.downgrade(&upper);
+            if let Some(previous) = previous {
+                updates.push(((self.arranged)(&key, previous), time, -1));
+            }
+            if let Some(value) = value {
+                updates.push(((self.arranged)(&key, value), time, 1));
             }
         }
-    });
-    arrange_core::<_, _, ValBatcher<AK, AV, Time, isize>, ValSpine<AK, AV, Time, isize>>(
-        updates,
-        Pipeline,
-        name,
-        ValBatcher::new,
-    )
+        // Distinct keys arrange as distinct pairs, and a key has at most
+        // one update per value and time: sorted, the updates are already
+        // consolidated.
+        updates.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        let batch = if updates.is_empty() {
+            None
+        } else {
+            let mut chain = vec![std::mem::take(updates)];
+            let batch = <UpsertBuilder<AK, AV> as Sealer<_>>::seal(&mut chain);
+            // The builder drained the vector: keep its allocation.
+            *updates = chain.pop().unwrap_or_default();
+            batch
+        };
+        (batch, self.lower.borrow())
+    }
 }
 
 /// One key's updates `(value, time, diff)`, grouped by value.

@@ -28,7 +28,7 @@
 //!
 //! Preferences and consent are separate collections in spirit (separate
 //! slots, separate histories); sharing one arrangement halves the seeks,
-//! the upsert operators and the trace merges.
+//! the upsert batchers and the trace merges.
 
 use std::hash::{Hash, Hasher};
 use std::ops::Range;
@@ -105,7 +105,7 @@ pub fn user_tag(user: &str) -> u64 {
 pub type ProfileUpsert = Upsert<ProfileKey, ProfileVal>;
 pub type ProfileTrace = UpsertTrace<u64, ProfileEntry>;
 
-/// The identity of a profile key in the upsert operator: the
+/// The identity of a profile key in the upsert batcher: the
 /// [`seen::fingerprint`] of the user id and the slot's two bytes.
 pub fn key_identity(key: &ProfileKey) -> u128 {
     let slot = match key.slot {
