@@ -47,58 +47,66 @@ pub struct EventFields<'a> {
 }
 
 /// The quote marks of a line as bits (bit `i % 64` of word `i / 64` is
-/// set if byte `i` is `"`; `words` comes zeroed), or `None` if the line has
-/// what the scanner leaves to serde_json: a byte below 0x20 (control
-/// characters, tabs, line breaks) or a backslash. One pass over 16-byte
-/// blocks; strings are then found by bit scans, not byte by byte.
+/// set if byte `i` is `"`), or `None` if the line has what the scanner
+/// leaves to serde_json: a byte below 0x20 (control characters, tabs, line
+/// breaks) or a backslash. One pass over 64-byte chunks, each one word of
+/// quote bits; strings are then found by bit scans, not byte by byte.
 fn quote_bits(bytes: &[u8], words: &mut [u64]) -> Option<()> {
+    let mut chunks = bytes.chunks_exact(64);
     let mut other = false;
-    let mut blocks = bytes.chunks_exact(16);
-    let mut put = |i: usize, quotes: u16| words[i / 4] |= (quotes as u64) << (i % 4 * 16);
-    let mut count = 0;
-    for block in blocks.by_ref() {
-        let (quotes, odd) = block_bits(block.try_into().expect("16 bytes"));
-        put(count, quotes);
+    for (word, chunk) in words.iter_mut().zip(chunks.by_ref()) {
+        let (quotes, odd) = chunk_bits(chunk.try_into().expect("64 bytes"));
+        *word = quotes;
         other |= odd;
-        count += 1;
     }
     // The tail, padded with spaces (neither quotes nor control bytes).
-    let mut last = [b' '; 16];
-    last[..blocks.remainder().len()].copy_from_slice(blocks.remainder());
-    let (quotes, odd) = block_bits(&last);
-    put(count, quotes);
+    let rest = chunks.remainder();
+    let mut last = [b' '; 64];
+    last[..rest.len()].copy_from_slice(rest);
+    let (quotes, odd) = chunk_bits(&last);
+    words[bytes.len() / 64] = quotes;
     (!(other | odd)).then_some(())
 }
 
-/// Bit `i` set if byte `i` of `block` is `"`; and whether some byte is
+/// Bit `i` set if byte `i` of `chunk` is `"`; and whether some byte is
 /// below 0x20 or a backslash.
 #[cfg(target_arch = "x86_64")]
-fn block_bits(block: &[u8; 16]) -> (u16, bool) {
+#[inline(always)]
+fn chunk_bits(chunk: &[u8; 64]) -> (u64, bool) {
     use std::arch::x86_64::*;
-    // SAFETY: SSE2 is part of every x86_64 target, and the load reads the
-    // 16 bytes of `block` (it may be unaligned).
+    // SAFETY: SSE2 is part of every x86_64 target, and each load reads 16
+    // of the 64 bytes of `chunk` (they may be unaligned).
     unsafe {
-        let v = _mm_loadu_si128(block.as_ptr().cast());
-        let quotes = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8)));
-        let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
-        // b < 0x20 exactly when min(b, 0x1f) = b (unsigned).
-        let control = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
-        let other = _mm_movemask_epi8(_mm_or_si128(backslash, control));
-        (quotes as u16, other != 0)
+        let (quote, backslash, below) = (
+            _mm_set1_epi8(b'"' as i8),
+            _mm_set1_epi8(b'\\' as i8),
+            _mm_set1_epi8(0x1f),
+        );
+        let mut quotes = 0u64;
+        let mut other = _mm_setzero_si128();
+        for i in 0..4 {
+            let v = _mm_loadu_si128(chunk.as_ptr().add(16 * i).cast());
+            let q = _mm_movemask_epi8(_mm_cmpeq_epi8(v, quote)) as u16;
+            quotes |= (q as u64) << (16 * i);
+            // b < 0x20 exactly when min(b, 0x1f) = b (unsigned).
+            let control = _mm_cmpeq_epi8(_mm_min_epu8(v, below), v);
+            other = _mm_or_si128(other, _mm_or_si128(_mm_cmpeq_epi8(v, backslash), control));
+        }
+        (quotes, _mm_movemask_epi8(other) != 0)
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn block_bits(block: &[u8; 16]) -> (u16, bool) {
-    block_bits_portable(block)
+fn chunk_bits(chunk: &[u8; 64]) -> (u64, bool) {
+    chunk_bits_portable(chunk)
 }
 
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
-fn block_bits_portable(block: &[u8; 16]) -> (u16, bool) {
-    let mut quotes = 0u16;
+fn chunk_bits_portable(chunk: &[u8; 64]) -> (u64, bool) {
+    let mut quotes = 0u64;
     let mut other = false;
-    for (i, &b) in block.iter().enumerate() {
-        quotes |= ((b == b'"') as u16) << i;
+    for (i, &b) in chunk.iter().enumerate() {
+        quotes |= ((b == b'"') as u64) << i;
         other |= (b < 0x20) | (b == b'\\');
     }
     (quotes, other)
@@ -139,8 +147,10 @@ impl<'a> Scanner<'a, '_> {
         }
         let end = word * 64 + bits.trailing_zeros() as usize;
         self.at = end + 1;
-        // Both ends are next to a `"`, so on character boundaries.
-        self.text.get(start..end)
+        // SAFETY: `start` is just after a `"` and `end` is at one (quote
+        // bits mark only the line's own bytes, so `end < len`): both are on
+        // character boundaries of the UTF-8 text, and `start <= end`.
+        Some(unsafe { self.text.get_unchecked(start..end) })
     }
 
     fn digits(&mut self) -> usize {
@@ -478,8 +488,8 @@ mod tests {
     const LINE: &str = r#"{"specversion":"1.0","id":"e-1","source":"shop-app","type":"cart.abandoned","time":"2026-03-01T00:00:02.382Z","subject":"u-67660","data":{"cart_id":"c-1","cart_value":446.64,"items":[4,-0.5,true,false,null,{}],"segment":"ecommerce"}}"#;
 
     #[test]
-    fn block_bits_agree_with_the_portable_loop() {
-        let mut block = [0u8; 16];
+    fn chunk_bits_agree_with_the_portable_loop() {
+        let mut block = [0u8; 64];
         let mut x = 0x9e3779b97f4a7c15u64;
         for _ in 0..20_000 {
             for b in block.iter_mut() {
@@ -489,7 +499,7 @@ mod tests {
                 // Mostly the bytes that matter: quotes, backslashes, 0x1f-0x21.
                 *b = [b'"', b'\\', 0x1f, 0x20, 0x21, 0, 0xff, b'a'][(x % 8) as usize];
             }
-            assert_eq!(block_bits(&block), block_bits_portable(&block), "{block:?}");
+            assert_eq!(chunk_bits(&block), chunk_bits_portable(&block), "{block:?}");
         }
     }
 
