@@ -66,10 +66,12 @@ pub struct DecideStats {
 struct Candidate {
     decision: Time,
     event_time: Time,
-    event_key: Rc<str>,
+    event_key: CompactString,
     rule: u16,
     dedup_key: Option<String>,
-    vars: Option<Rc<str>>,
+    /// The event's `data`, moved into the dispatch (copied only for the
+    /// second and later rules one event fires).
+    vars: Option<Box<str>>,
 }
 
 /// What `decide` keeps about a user who has candidates or dispatches in
@@ -432,7 +434,6 @@ impl Core {
             cancels,
             data,
         } = e.hit;
-        let key: Rc<str> = Rc::from(e.key);
         // Cancellation: pending candidates of a cancelling rule whose event
         // came strictly before this one (their decision time is ≥ t).
         if cancels != 0 {
@@ -444,16 +445,22 @@ impl Core {
                 !cancelled
             });
         }
-        let vars: Option<Rc<str>> = data.map(Rc::from);
         self.stats.borrow_mut().candidates += fires.len() as u64;
-        for fire in fires {
+        // The last fire takes the key and data; earlier ones copy them.
+        let (mut key, mut data) = (e.key, data);
+        let mut fires = fires.into_iter().peekable();
+        while let Some(fire) = fires.next() {
+            let (event_key, vars) = match fires.peek() {
+                None => (std::mem::take(&mut key), data.take()),
+                Some(_) => (key.clone(), data.clone()),
+            };
             state.pending.push(Candidate {
                 decision: fire.decision,
                 event_time: t,
-                event_key: key.clone(),
+                event_key,
                 rule: fire.rule,
                 dedup_key: fire.dedup_key,
-                vars: vars.clone(),
+                vars,
             });
         }
     }
@@ -559,11 +566,11 @@ impl Core {
             rule: c.rule,
             channel,
             attempt: 1,
-            event_key: CompactString::from(&*c.event_key),
+            event_key: c.event_key,
             event_time: c.event_time,
             decision_time: t,
             locale: prefs.and_then(|p| p.locale.clone()),
-            vars: c.vars.as_deref().map(Box::from),
+            vars: c.vars,
         }));
     }
 }
@@ -572,7 +579,7 @@ fn suppress(user: &UserKey, c: &Candidate, t: Time, reason: Reason) -> Decision 
     Decision::Suppression(Suppression {
         user: user.user.clone(),
         rule: Some(c.rule),
-        event_key: CompactString::from(&*c.event_key),
+        event_key: c.event_key.clone(),
         time: t,
         reason,
     })

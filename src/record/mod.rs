@@ -85,7 +85,8 @@ pub struct Prefs {
     pub channels: Option<Vec<Channel>>,
     pub quiet_hours: Option<QuietHours>,
     pub muted_rules: Vec<String>,
-    pub locale: Option<String>,
+    /// Inline up to 24 bytes: copied into every dispatch without allocating.
+    pub locale: Option<CompactString>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -361,7 +362,7 @@ struct RawPrefs<'a> {
     #[serde(default)]
     muted_rules: Option<Vec<String>>,
     #[serde(default)]
-    locale: Option<String>,
+    locale: Option<CompactString>,
 }
 
 fn parse_hhmm(field: &str, s: &str) -> Result<u16, String> {

@@ -52,7 +52,7 @@ pub struct Dispatch {
     pub event_key: CompactString,
     pub event_time: Time,
     pub decision_time: Time,
-    pub locale: Option<String>,
+    pub locale: Option<CompactString>,
     /// Raw JSON of the triggering event's `data` (`None` renders as null).
     pub vars: Option<Box<str>>,
 }

@@ -6,8 +6,8 @@
 //! some twenty short strings, and serde_json pays a setup for each. Most
 //! lines have no escapes, no control characters and no whitespace but
 //! spaces; for those, a string is every byte up to the next `"`: one
-//! 16-bytes-at-a-time pass marks every quote of the line in a bitmask, and
-//! each string is then found by a bit scan.
+//! SIMD pass, 64 bytes at a time, marks every quote of the line in a
+//! bitmask, and each string is then found by a bit scan.
 //!
 //! [`scan_event`], [`scan_consent`] and [`scan_prefs`] accept only lines
 //! they can prove are JSON that serde_json would read into the same
@@ -33,6 +33,8 @@
 //! fast path is taken).
 
 use std::borrow::Cow;
+
+use compact_str::CompactString;
 
 /// The fields of an event line, borrowed from it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -458,7 +460,7 @@ pub(super) fn scan_prefs(line: &str) -> Option<super::RawPrefs<'_>> {
                 .map(|list| list.into_iter().map(Cow::Borrowed).collect()),
             quiet_hours: quiet_hours.flatten(),
             muted_rules: muted_rules.flatten().map(owned),
-            locale: locale.flatten().map(String::from),
+            locale: locale.flatten().map(CompactString::from),
         })
     })
 }
