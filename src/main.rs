@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use nudgeflow::replay::{Cluster, ReplayOptions, run_to_dir};
 use nudgeflow::sink::files::Summary;
-use nudgeflow::source::fixture::DEFAULT_STRIPE_BYTES;
+use nudgeflow::source::fixture::{DEFAULT_STRIPE_BYTES, DEFAULT_STRIPES_PER_STEP};
 use nudgeflow::spec::Spec;
 
 #[global_allocator]
@@ -117,6 +117,9 @@ struct ReplayArgs {
     /// Bytes per read stripe (workers take stripes of each file in turn).
     #[arg(long, default_value_t = DEFAULT_STRIPE_BYTES, hide = true)]
     stripe_bytes: u64,
+    /// Stripes each worker reads per timely timestamp.
+    #[arg(long, default_value_t = DEFAULT_STRIPES_PER_STEP, hide = true)]
+    stripes_per_step: usize,
     /// Print nothing but errors.
     #[arg(short, long)]
     quiet: bool,
@@ -186,6 +189,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         fixture: args.fixture.clone(),
         cluster: args.workers.cluster(),
         stripe_bytes: args.stripe_bytes,
+        stripes_per_step: args.stripes_per_step,
         progress: !args.quiet,
     };
     let out = run_to_dir(&opts, &args.out)?;
@@ -233,6 +237,7 @@ fn demo(workers: usize) -> anyhow::Result<()> {
         fixture,
         cluster: Cluster::single(workers),
         stripe_bytes: DEFAULT_STRIPE_BYTES,
+        stripes_per_step: DEFAULT_STRIPES_PER_STEP,
         progress: false,
     };
     let out_dir = dir.join("out");

@@ -71,6 +71,7 @@ pub struct ReplayOptions {
     pub fixture: PathBuf,
     pub cluster: Cluster,
     pub stripe_bytes: u64,
+    pub stripes_per_step: usize,
     pub progress: bool,
 }
 
@@ -87,7 +88,7 @@ pub struct ReplayOutput {
 /// Runs the dataflow over the fixture and gathers every worker's output.
 pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
     let started = Instant::now();
-    let plan = Arc::new(FixturePlan::open(&opts.fixture, opts.stripe_bytes)?);
+    let plan = Arc::new(FixturePlan::open(&opts.fixture, opts.stripe_bytes, opts.stripes_per_step)?);
     tracing::info!(
         fixture = %opts.fixture.display(),
         files = plan.files.len(),

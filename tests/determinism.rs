@@ -1,6 +1,7 @@
 //! Determinism (DESIGN.md §6): the same input gives byte-identical sorted
-//! outputs for 1, 2 and 4 worker threads, any stripe size, and two
-//! processes (timely's cluster mode, the real binary over loopback).
+//! outputs for 1, 2 and 4 worker threads, any stripe size and number of
+//! stripes per timely step, and two processes (timely's cluster mode, the
+//! real binary over loopback).
 
 mod common;
 
@@ -71,13 +72,13 @@ fn same_output_for_any_workers_stripes_and_processes() {
                 .count()
                 >= 1
         );
-        for (workers, stripe) in [(2, 64 << 10), (4, 16 << 10)] {
-            let out = tmp.path().join(format!("{spec_name}-w{workers}"));
-            common::replay(&spec, &fixture, &out, workers, stripe);
+        for (workers, stripe, steps) in [(2, 64 << 10, 1), (2, 16 << 10, 4), (4, 16 << 10, 3)] {
+            let out = tmp.path().join(format!("{spec_name}-w{workers}-{steps}"));
+            common::replay_steps(&spec, &fixture, &out, workers, stripe, steps);
             for f in FILES {
                 assert!(
                     common::read(&base.join(f)) == common::read(&out.join(f)),
-                    "{spec_name}: {f} differs between -w 1 and -w {workers}"
+                    "{spec_name}: {f} differs between -w 1 and -w {workers} ({steps} stripes per step)"
                 );
             }
         }

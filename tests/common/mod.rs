@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nudgeflow::replay::{Cluster, ReplayOptions, run_to_dir};
+use nudgeflow::source::fixture::DEFAULT_STRIPES_PER_STEP;
 use nudgeflow::spec::Spec;
 
 pub fn repo() -> PathBuf {
@@ -12,13 +13,26 @@ pub fn repo() -> PathBuf {
 }
 
 /// Replays `fixture` with `spec` on `workers` threads and `stripe` bytes per
-/// stripe into `out`.
+/// stripe into `out` (with the default stripes per step).
 pub fn replay(spec: &Arc<Spec>, fixture: &Path, out: &Path, workers: usize, stripe: u64) {
+    replay_steps(spec, fixture, out, workers, stripe, DEFAULT_STRIPES_PER_STEP);
+}
+
+/// [`replay`] with `steps` stripes per timely timestamp.
+pub fn replay_steps(
+    spec: &Arc<Spec>,
+    fixture: &Path,
+    out: &Path,
+    workers: usize,
+    stripe: u64,
+    steps: usize,
+) {
     let opts = ReplayOptions {
         spec: spec.clone(),
         fixture: fixture.to_path_buf(),
         cluster: Cluster::single(workers),
         stripe_bytes: stripe,
+        stripes_per_step: steps,
         progress: false,
     };
     run_to_dir(&opts, out)
