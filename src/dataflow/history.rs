@@ -71,7 +71,6 @@ where
     arrange_core::<_, _, _, ValSpine<AK, AV, Time, isize>>(upserts, exchange, name, move |_, _| {
         UpsertBatcher {
             pending: Vec::new(),
-            ready: Vec::new(),
             current: Default::default(),
             updates: Vec::new(),
             lower: Antichain::new(),
@@ -87,9 +86,6 @@ where
 struct UpsertBatcher<K, V, AK, AV, I, A> {
     /// Upserts at or after the last extracted upper.
     pending: Vec<Upsert<K, V>>,
-    /// Scratch: the upserts being extracted, with their keys' identities
-    /// (reused: collecting them afresh grew a vector in fresh pages).
-    ready: Vec<(u128, Upsert<K, V>)>,
     /// Each key's value in force, under its identity.
     current: hashbrown::HashMap<u128, V, foldhash::fast::FixedState>,
     /// Scratch: the updates of the batch being built.
@@ -102,6 +98,7 @@ struct UpsertBatcher<K, V, AK, AV, I, A> {
 
 impl<K, V, AK, AV, I, A> Batcher<Vec<Upsert<K, V>>> for UpsertBatcher<K, V, AK, AV, I, A>
 where
+    K: Ord,
     V: Clone + Ord,
     AK: Ord + Clone + 'static,
     AV: Ord + Clone + 'static,
@@ -115,6 +112,7 @@ where
 
 impl<K, V, AK, AV, I, A> Extract for UpsertBatcher<K, V, AK, AV, I, A>
 where
+    K: Ord,
     V: Clone + Ord,
     AK: Ord + Clone + 'static,
     AV: Ord + Clone + 'static,
@@ -129,37 +127,45 @@ where
         upper: AntichainRef<'_, Time>,
     ) -> (Option<Self::Output>, AntichainRef<'a, Time>) {
         let upper = upper.first().copied().unwrap_or(Time::MAX);
-        let (identity, ready) = (&self.identity, &mut self.ready);
-        ready.clear();
-        ready.extend(
-            self.pending
-                .extract_if(.., |u| u.2 < upper)
-                .map(|u| (identity(&u.0), u)),
-        );
+        // The upserts whose time is complete, moved to the front of
+        // `pending` (in place: the first extraction holds the whole initial
+        // load, and a copy of it was the largest allocation of the run).
+        let pending = &mut self.pending;
+        let mut ready = 0;
+        for i in 0..pending.len() {
+            if pending[i].2 < upper {
+                pending.swap(ready, i);
+                ready += 1;
+            }
+        }
         self.lower.clear();
-        if let Some(least) = self.pending.iter().map(|u| u.2).min() {
+        if let Some(least) = pending[ready..].iter().map(|u| u.2).min() {
             self.lower.insert(least);
         }
         // By key and time; at equal times the greatest value first, and
         // only it is kept.
-        ready.sort_unstable_by(|(ia, a), (ib, b)| (ia, a.2, &b.1).cmp(&(ib, b.2, &a.1)));
-        ready.dedup_by(|(il, later), (if_, first)| il == if_ && later.2 == first.2);
+        pending[..ready].sort_unstable_by(|a, b| (&a.0, a.2, &b.1).cmp(&(&b.0, b.2, &a.1)));
         let updates = &mut self.updates;
         updates.clear();
-        for (id, (key, value, time)) in ready.drain(..) {
+        let mut last: Option<(K, Time)> = None;
+        for (key, value, time) in pending.drain(..ready) {
+            if last.as_ref().is_some_and(|(k, t)| *k == key && *t == time) {
+                continue;
+            }
+            let id = (self.identity)(&key);
             let previous = match &value {
                 Some(v) => self.current.insert(id, v.clone()),
                 None => self.current.remove(&id),
             };
-            if previous == value {
-                continue;
+            if previous != value {
+                if let Some(previous) = previous {
+                    updates.push(((self.arranged)(&key, previous), time, -1));
+                }
+                if let Some(value) = value {
+                    updates.push(((self.arranged)(&key, value), time, 1));
+                }
             }
-            if let Some(previous) = previous {
-                updates.push(((self.arranged)(&key, previous), time, -1));
-            }
-            if let Some(value) = value {
-                updates.push(((self.arranged)(&key, value), time, 1));
-            }
+            last = Some((key, time));
         }
         // Distinct keys arrange as distinct pairs, and a key has at most
         // one update per value and time: sorted, the updates are already
