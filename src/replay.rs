@@ -88,7 +88,11 @@ pub struct ReplayOutput {
 /// Runs the dataflow over the fixture and gathers every worker's output.
 pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
     let started = Instant::now();
-    let plan = Arc::new(FixturePlan::open(&opts.fixture, opts.stripe_bytes, opts.stripes_per_step)?);
+    let plan = Arc::new(FixturePlan::open(
+        &opts.fixture,
+        opts.stripe_bytes,
+        opts.stripes_per_step,
+    )?);
     tracing::info!(
         fixture = %opts.fixture.display(),
         files = plan.files.len(),

@@ -25,11 +25,11 @@
 //! update times and diffs, so that the value in force at any `t` not before
 //! the trace's compaction frontier can be read off.
 
+use differential_dataflow::batcher::merge::Sealer;
+use differential_dataflow::batcher::{Batcher, Extract};
 use differential_dataflow::operators::arrange::arrangement::arrange_core;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::cursor::{Cursor, CursorList, cursor_list};
-use differential_dataflow::batcher::merge::Sealer;
-use differential_dataflow::batcher::{Batcher, Extract};
 use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::trace::implementations::ord_neu::VecOrdValBuilder;
 use differential_dataflow::trace::{Builder, Navigable, TraceReader};

@@ -15,7 +15,14 @@ pub fn repo() -> PathBuf {
 /// Replays `fixture` with `spec` on `workers` threads and `stripe` bytes per
 /// stripe into `out` (with the default stripes per step).
 pub fn replay(spec: &Arc<Spec>, fixture: &Path, out: &Path, workers: usize, stripe: u64) {
-    replay_steps(spec, fixture, out, workers, stripe, DEFAULT_STRIPES_PER_STEP);
+    replay_steps(
+        spec,
+        fixture,
+        out,
+        workers,
+        stripe,
+        DEFAULT_STRIPES_PER_STEP,
+    );
 }
 
 /// [`replay`] with `steps` stripes per timely timestamp.
