@@ -68,35 +68,43 @@ impl Summary {
         spec: &Spec,
         decisions: impl IntoIterator<Item = &'d Decision>,
     ) {
+        // Tallied by index and static name first: a `String` key per
+        // decision allocated and compared a string for every decision.
+        let mut rules = vec![RuleCounts::default(); spec.rules.len()];
+        let mut channels: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let mut reasons: BTreeMap<&'static str, u64> = BTreeMap::new();
         for d in decisions {
             match d {
                 Decision::Dispatch(d) => {
                     self.dispatches += 1;
-                    *self
-                        .by_channel
-                        .entry(d.channel.as_str().into())
-                        .or_default() += 1;
-                    self.by_rule
-                        .entry(spec.rules[d.rule as usize].name.clone())
-                        .or_default()
-                        .dispatched += 1;
+                    *channels.entry(d.channel.as_str()).or_default() += 1;
+                    rules[d.rule as usize].dispatched += 1;
                 }
                 Decision::Suppression(s) => {
                     self.suppressions += 1;
-                    *self.by_reason.entry(s.reason.as_str().into()).or_default() += 1;
+                    *reasons.entry(s.reason.as_str()).or_default() += 1;
                     if let Some(r) = s.rule {
-                        self.by_rule
-                            .entry(spec.rules[r as usize].name.clone())
-                            .or_default()
-                            .suppressed += 1;
+                        rules[r as usize].suppressed += 1;
                     }
                 }
+            }
+        }
+        for (channel, n) in channels {
+            *self.by_channel.entry(channel.into()).or_default() += n;
+        }
+        for (reason, n) in reasons {
+            *self.by_reason.entry(reason.into()).or_default() += n;
+        }
+        for (rule, counts) in spec.rules.iter().zip(rules) {
+            if counts.dispatched + counts.suppressed > 0 {
+                let e = self.by_rule.entry(rule.name.clone()).or_default();
+                e.dispatched += counts.dispatched;
+                e.suppressed += counts.suppressed;
             }
         }
     }
 }
 
-/// Output lines with the times they sort by.
 pub type Lines = Vec<(Time, String)>;
 
 /// Renders decisions as JSON lines: (dispatches, suppressions). Each worker
