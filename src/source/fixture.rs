@@ -49,10 +49,11 @@ use crate::spec::Spec;
 use crate::time::{Time, format_rfc3339};
 
 /// The default stripe size: large enough that each step of the dataflow
-/// (one per stripe) visits many users, so that the per-user stages walk
-/// their state and the consent and preference traces in dense key order
-/// (1 MiB → 4 MiB cut replay time by about a quarter, `scripts/bench.sh`),
-/// small enough to keep workers close in event time and memory modest.
+/// (one per [`DEFAULT_STRIPES_PER_STEP`] stripes) visits many users, so
+/// that the per-user stages walk their state and the consent and
+/// preference traces in dense key order (1 MiB → 4 MiB cut replay time by
+/// about a quarter, `scripts/bench.sh`), small enough to keep workers close
+/// in event time and memory modest.
 pub const DEFAULT_STRIPE_BYTES: u64 = 4 << 20;
 
 /// The default number of stripes a worker finalises per timestamp: four
