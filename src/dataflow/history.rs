@@ -53,7 +53,7 @@ type UpsertBatch<K, V> = <UpsertBuilder<K, V> as Builder>::Output;
 /// is arranged as `arranged(key, value)`, which must keep the key's
 /// identity (distinct keys, distinct arranged pairs). `identity(key)` is a
 /// 128-bit fingerprint of the key (distinct keys must not collide in
-/// practice): the operator remembers current values under it, an integer
+/// practice): the batcher remembers current values under it, an integer
 /// to hash and compare, instead of under a copy of the key.
 pub fn arrange_upserts<'s, K, V, AK, AV>(
     upserts: Stream<'s, Time, Vec<Upsert<K, V>>>,
