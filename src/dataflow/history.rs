@@ -98,12 +98,7 @@ struct UpsertBatcher<K, V, AK, AV, I, A> {
 
 impl<K, V, AK, AV, I, A> Batcher<Vec<Upsert<K, V>>> for UpsertBatcher<K, V, AK, AV, I, A>
 where
-    K: Ord,
-    V: Clone + Ord,
-    AK: Ord + Clone + 'static,
-    AV: Ord + Clone + 'static,
-    I: Fn(&K) -> u128,
-    A: Fn(&K, V) -> (AK, AV),
+    Self: Extract,
 {
     fn insert(&mut self, container: &mut Vec<Upsert<K, V>>) {
         self.pending.append(container);

@@ -201,6 +201,87 @@ pub fn write_outputs(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::output::{Dispatch, Reason, Suppression};
+    use crate::spec::Channel;
+
+    /// Counts by channel, reason and rule name, added to what a summary
+    /// already holds; a rule without decisions is not listed.
+    #[test]
+    fn decisions_are_counted_by_channel_reason_and_rule() {
+        let spec = Spec::parse(
+            "t.toml",
+            r#"
+[[rule]]
+name = "a"
+on = "x"
+purpose = "transactional"
+channels = ["email", "push"]
+
+[[rule]]
+name = "b"
+on = "y"
+purpose = "transactional"
+channels = ["email"]
+
+[[rule]]
+name = "unused"
+on = "z"
+purpose = "transactional"
+channels = ["email"]
+"#,
+        )
+        .unwrap();
+        let dispatch = |rule, channel| {
+            Decision::Dispatch(Dispatch {
+                user: "u".into(),
+                rule,
+                channel,
+                attempt: 1,
+                event_key: "s/1".into(),
+                event_time: 0,
+                decision_time: 0,
+                locale: None,
+                vars: None,
+            })
+        };
+        let suppression = |rule, reason| {
+            Decision::Suppression(Suppression {
+                user: "u".into(),
+                rule,
+                event_key: "s/1".into(),
+                time: 0,
+                reason,
+            })
+        };
+        let decisions = [
+            dispatch(0, Channel::Email),
+            dispatch(0, Channel::Push),
+            dispatch(1, Channel::Email),
+            suppression(Some(1), Reason::Muted),
+            suppression(Some(0), Reason::Muted),
+            suppression(None, Reason::Late),
+        ];
+        let mut summary = Summary::default();
+        summary.count_decisions(&spec, &decisions[..3]);
+        summary.count_decisions(&spec, &decisions[3..]);
+        assert_eq!((summary.dispatches, summary.suppressions), (3, 3));
+        let names =
+            |m: &BTreeMap<String, u64>| m.iter().map(|(k, v)| (k.clone(), *v)).collect::<Vec<_>>();
+        assert_eq!(
+            names(&summary.by_channel),
+            [("email".to_string(), 2), ("push".to_string(), 1)]
+        );
+        assert_eq!(
+            names(&summary.by_reason),
+            [("late".to_string(), 1), ("muted".to_string(), 2)]
+        );
+        let rules: Vec<_> = summary
+            .by_rule
+            .iter()
+            .map(|(k, c)| (k.as_str(), c.dispatched, c.suppressed))
+            .collect();
+        assert_eq!(rules, [("a", 2, 1), ("b", 1, 1)]);
+    }
 
     /// Lines sorted by time then bytes, one per line, whatever the count
     /// (the two halves meet at the right offset).
