@@ -12,7 +12,7 @@ use anyhow::Context;
 
 use crate::dataflow::{self, DecideStats};
 use crate::record::output::DeadLetter;
-use crate::sink::files::{Lines, Summary, render, write_outputs};
+use crate::sink::files::{Lines, OutputFiles, Rendered, Summary, render_lines};
 use crate::source::Placement;
 use crate::source::fixture::{FixturePlan, SourceReport, fixture_source};
 use crate::spec::Spec;
@@ -77,9 +77,9 @@ pub struct ReplayOptions {
 
 /// What a replay decided (this process's share in a cluster).
 pub struct ReplayOutput {
-    /// Rendered dispatch and suppression lines, sorted per worker (not overall).
-    pub dispatches: Lines,
-    pub suppressions: Lines,
+    /// Rendered dispatch and suppression lines, one sorted part per worker.
+    pub dispatches: Vec<Lines>,
+    pub suppressions: Vec<Lines>,
     pub dead_letters: Vec<DeadLetter>,
     pub summary: Summary,
     pub elapsed: Duration,
@@ -116,7 +116,7 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
             local_workers: cluster.workers,
         };
         let operator_times = operator_times::register(worker);
-        let decisions = Rc::new(RefCell::new(Vec::new()));
+        let rendered = Rc::new(RefCell::new(Rendered::new(&spec)));
         let report = Rc::new(RefCell::new(SourceReport::default()));
         let stats = Rc::new(RefCell::new(DecideStats::default()));
         let probe = worker.dataflow::<Time, _, _>(|scope| {
@@ -128,7 +128,7 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
                 report.clone(),
             );
             let out = dataflow::build(records, spec.clone(), stats.clone());
-            crate::sink::collect(out, decisions.clone())
+            render_lines(out, spec.clone(), rendered.clone())
         });
         let bar = (progress && worker.index() == 0).then(|| {
             let bar = indicatif::ProgressBar::new(worker_plan.total_bytes);
@@ -157,11 +157,14 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
             times.report(worker.index());
         }
         // Let the dataflow finish, so that timely drops it and its state
-        // (traces, per-user state, seen keys) before rendering: the freed
-        // memory is reused for the output lines instead of fresh pages.
+        // (traces, per-user state, seen keys).
         while worker.step_or_park(Some(Duration::from_millis(1))) {}
-        // Each worker counts and renders its own decisions, in parallel.
-        let decisions = decisions.take();
+        let tail = Instant::now();
+        let Rendered {
+            mut dispatches,
+            mut suppressions,
+            tally,
+        } = rendered.take();
         let (report, stats) = (report.take(), stats.take());
         let mut summary = Summary {
             records: report.records,
@@ -172,17 +175,21 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
             deferrals: stats.deferrals,
             ..Summary::default()
         };
-        summary.count_decisions(&spec, decisions.iter().flatten());
+        tally.add_to(&spec, &mut summary);
         tracing::info!(
             worker = worker.index(),
             records = summary.records,
             decisions = summary.dispatches + summary.suppressions,
             "worker done"
         );
-        let (mut dispatches, mut suppressions) = render(&spec, decisions.iter().flatten());
-        // Sorted here, in parallel; the writer merges the workers' runs.
-        dispatches.sort_unstable();
-        suppressions.sort_unstable();
+        // Sorted here, in parallel; the writer merges the workers' parts.
+        dispatches.sort();
+        suppressions.sort();
+        tracing::debug!(
+            worker = worker.index(),
+            ms = tail.elapsed().as_secs_f64() * 1e3,
+            "lines sorted"
+        );
         (dispatches, suppressions, report.dead_letters, summary)
     })
     .map_err(|e| anyhow::anyhow!("cannot start timely workers: {e}"))?;
@@ -197,8 +204,8 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
     for result in guards.join() {
         let (dispatches, suppressions, dead_letters, summary) =
             result.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))?;
-        out.dispatches.extend(dispatches);
-        out.suppressions.extend(suppressions);
+        out.dispatches.push(dispatches);
+        out.suppressions.push(suppressions);
         out.dead_letters.extend(dead_letters);
         out.summary.absorb(summary);
     }
@@ -212,17 +219,30 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
     Ok(out)
 }
 
-/// Runs and writes `out_dir`.
+/// Runs and writes `out_dir`. Its files are opened first (an unwritable
+/// directory fails before the run) and emptied while the dataflow runs.
 pub fn run_to_dir(opts: &ReplayOptions, out_dir: &std::path::Path) -> anyhow::Result<ReplayOutput> {
-    let mut out = run(opts)?;
-    write_outputs(
-        out_dir,
-        &mut out.dispatches,
-        &mut out.suppressions,
-        &out.dead_letters,
-        &out.summary,
-    )
-    .with_context(|| format!("writing {}", out_dir.display()))?;
+    let files = OutputFiles::open(out_dir)?;
+    let (out, emptied) = std::thread::scope(|s| {
+        let emptying = s.spawn(|| files.empty());
+        let out = run(opts);
+        (out, emptying.join().expect("emptying files does not panic"))
+    });
+    let out = out?;
+    emptied?;
+    let writing = Instant::now();
+    files
+        .write(
+            &out.dispatches,
+            &out.suppressions,
+            &out.dead_letters,
+            &out.summary,
+        )
+        .with_context(|| format!("writing {}", out_dir.display()))?;
+    tracing::debug!(
+        ms = writing.elapsed().as_secs_f64() * 1e3,
+        "outputs written"
+    );
     Ok(out)
 }
 

@@ -96,16 +96,39 @@ pub fn dispatch_id(user: &str, event_key: &str, rule: &str, attempt: u32) -> Uui
     for part in ["nudgeflow:dispatch:", user, ":", event_key, ":", rule, ":"] {
         sha.update(part.as_bytes());
     }
-    sha.update(attempt.to_string().as_bytes());
+    let mut digits = [0u8; 10];
+    sha.update(decimal(attempt as u64, &mut digits));
     let digest = sha.finalize();
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
     uuid::Builder::from_sha1_bytes(bytes).into_uuid()
 }
 
-/// Appends `s` as a JSON string literal (serde_json's escaping).
+/// Appends `s` as a JSON string literal, escaped as serde_json escapes
+/// (it is called for strings that need it: quotes, backslashes and control
+/// characters, the only bytes serde_json escapes, are rare in ids).
 pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
-    serde_json::to_writer(out, s).expect("writing to a Vec cannot fail");
+    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        serde_json::to_writer(out, s).expect("writing to a Vec cannot fail");
+    } else {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
+}
+
+/// The decimal digits of `v`, written at the end of `buf`.
+fn decimal(mut v: u64, buf: &mut [u8]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            return &buf[at..];
+        }
+    }
 }
 
 fn push_key(out: &mut Vec<u8>, key: &str) {
@@ -124,8 +147,7 @@ fn push_time(out: &mut Vec<u8>, t: Time) {
 }
 
 fn push_int(out: &mut Vec<u8>, v: u64) {
-    use std::io::Write;
-    let _ = write!(out, "{v}");
+    out.extend_from_slice(decimal(v, &mut [0u8; 20]));
 }
 
 fn finish(out: Vec<u8>) -> String {
@@ -144,19 +166,32 @@ impl Decision {
     }
 
     pub fn to_json_line(&self, spec: &Spec) -> String {
+        let mut out = Vec::with_capacity(400);
+        self.write_json(spec, &mut out);
+        finish(out)
+    }
+
+    /// Appends the JSON line (without its newline) to `out`.
+    pub fn write_json(&self, spec: &Spec, out: &mut Vec<u8>) {
         match self {
-            Decision::Dispatch(d) => d.to_json_line(spec),
-            Decision::Suppression(s) => s.to_json_line(spec),
+            Decision::Dispatch(d) => d.write_json(spec, out),
+            Decision::Suppression(s) => s.write_json(spec, out),
         }
     }
 }
 
 impl Dispatch {
     pub fn to_json_line(&self, spec: &Spec) -> String {
+        let mut out = Vec::with_capacity(400);
+        self.write_json(spec, &mut out);
+        finish(out)
+    }
+
+    /// Appends the JSON line (without its newline) to `out`.
+    pub fn write_json(&self, spec: &Spec, out: &mut Vec<u8>) {
         let rule = &spec.rules[self.rule as usize];
-        let mut out = Vec::with_capacity(320);
         out.push(b'{');
-        push_key(&mut out, "dispatch_id");
+        push_key(out, "dispatch_id");
         out.push(b'"');
         let id = dispatch_id(&self.user, &self.event_key, &rule.name, self.attempt);
         out.extend_from_slice(
@@ -165,57 +200,61 @@ impl Dispatch {
                 .as_bytes(),
         );
         out.push(b'"');
-        push_key(&mut out, "user");
-        push_json_str(&mut out, &self.user);
-        push_key(&mut out, "rule");
-        push_json_str(&mut out, &rule.name);
-        push_key(&mut out, "template");
-        push_json_str(&mut out, &rule.template);
-        push_key(&mut out, "channel");
-        push_json_str(&mut out, self.channel.as_str());
-        push_key(&mut out, "purpose");
-        push_json_str(&mut out, rule.purpose.as_str());
-        push_key(&mut out, "priority");
-        push_json_str(&mut out, rule.priority.as_str());
-        push_key(&mut out, "attempt");
-        push_int(&mut out, self.attempt as u64);
-        push_key(&mut out, "event_key");
-        push_json_str(&mut out, &self.event_key);
-        push_key(&mut out, "event_time");
-        push_time(&mut out, self.event_time);
-        push_key(&mut out, "decision_time");
-        push_time(&mut out, self.decision_time);
-        push_key(&mut out, "locale");
+        push_key(out, "user");
+        push_json_str(out, &self.user);
+        push_key(out, "rule");
+        push_json_str(out, &rule.name);
+        push_key(out, "template");
+        push_json_str(out, &rule.template);
+        push_key(out, "channel");
+        push_json_str(out, self.channel.as_str());
+        push_key(out, "purpose");
+        push_json_str(out, rule.purpose.as_str());
+        push_key(out, "priority");
+        push_json_str(out, rule.priority.as_str());
+        push_key(out, "attempt");
+        push_int(out, self.attempt as u64);
+        push_key(out, "event_key");
+        push_json_str(out, &self.event_key);
+        push_key(out, "event_time");
+        push_time(out, self.event_time);
+        push_key(out, "decision_time");
+        push_time(out, self.decision_time);
+        push_key(out, "locale");
         match &self.locale {
-            Some(l) => push_json_str(&mut out, l),
+            Some(l) => push_json_str(out, l),
             None => out.extend_from_slice(b"null"),
         }
-        push_key(&mut out, "vars");
+        push_key(out, "vars");
         out.extend_from_slice(self.vars.as_deref().unwrap_or("null").as_bytes());
         out.push(b'}');
-        finish(out)
     }
 }
 
 impl Suppression {
     pub fn to_json_line(&self, spec: &Spec) -> String {
         let mut out = Vec::with_capacity(160);
+        self.write_json(spec, &mut out);
+        finish(out)
+    }
+
+    /// Appends the JSON line (without its newline) to `out`.
+    pub fn write_json(&self, spec: &Spec, out: &mut Vec<u8>) {
         out.push(b'{');
-        push_key(&mut out, "user");
-        push_json_str(&mut out, &self.user);
-        push_key(&mut out, "rule");
+        push_key(out, "user");
+        push_json_str(out, &self.user);
+        push_key(out, "rule");
         match self.rule {
-            Some(r) => push_json_str(&mut out, &spec.rules[r as usize].name),
+            Some(r) => push_json_str(out, &spec.rules[r as usize].name),
             None => out.extend_from_slice(b"null"),
         }
-        push_key(&mut out, "event_key");
-        push_json_str(&mut out, &self.event_key);
-        push_key(&mut out, "time");
-        push_time(&mut out, self.time);
-        push_key(&mut out, "reason");
-        push_json_str(&mut out, self.reason.as_str());
+        push_key(out, "event_key");
+        push_json_str(out, &self.event_key);
+        push_key(out, "time");
+        push_time(out, self.time);
+        push_key(out, "reason");
+        push_json_str(out, self.reason.as_str());
         out.push(b'}');
-        finish(out)
     }
 }
 
@@ -295,5 +334,33 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&s.to_json_line(&spec)).unwrap();
         assert_eq!(v["rule"], serde_json::Value::Null);
         assert_eq!(v["reason"], "late");
+    }
+
+    /// Strings are escaped exactly as serde_json escapes them, on the fast
+    /// path (nothing to escape) and off it; numbers as `Display` writes them.
+    #[test]
+    fn strings_and_numbers_render_as_serde_json_does() {
+        for text in [
+            "",
+            "u-1",
+            "shop/é-ü",
+            "q\"uote",
+            "back\\slash",
+            "tab\t",
+            "\u{1}",
+            "\u{7f}del",
+            "emoji 🎉",
+            "</script>",
+        ] {
+            let mut out = Vec::new();
+            push_json_str(&mut out, text);
+            assert_eq!(out, serde_json::to_vec(text).unwrap(), "{text:?}");
+        }
+        for v in [0u64, 7, 10, 99, 1234567890, u64::MAX] {
+            let mut out = Vec::new();
+            push_int(&mut out, v);
+            assert_eq!(out, v.to_string().as_bytes());
+        }
+        assert_eq!(decimal(u32::MAX as u64, &mut [0u8; 10]), b"4294967295");
     }
 }

@@ -2,14 +2,24 @@
 //! `dead_letters.jsonl` (DESIGN.md §3 records, one JSON object per line) and
 //! `summary.json` (counts by channel, rule and reason).
 //!
-//! Lines are sorted by time, then by their bytes, so that a run's files are
+//! Each worker renders its decisions as they come ([`render_lines`]); the
+//! lines are sorted by time, then by their bytes, so that a run's files are
 //! byte-identical for any number of workers and processes.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
 
 use anyhow::Context;
 use serde::Serialize;
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Probe;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::probe::Handle;
 
 use crate::record::output::{DeadLetter, Decision};
 use crate::spec::Spec;
@@ -68,36 +78,65 @@ impl Summary {
         spec: &Spec,
         decisions: impl IntoIterator<Item = &'d Decision>,
     ) {
-        // Tallied by index and static name first: a `String` key per
-        // decision allocated and compared a string for every decision.
-        let mut rules = vec![RuleCounts::default(); spec.rules.len()];
-        let mut channels: BTreeMap<&'static str, u64> = BTreeMap::new();
-        let mut reasons: BTreeMap<&'static str, u64> = BTreeMap::new();
-        for d in decisions {
-            match d {
-                Decision::Dispatch(d) => {
-                    self.dispatches += 1;
-                    *channels.entry(d.channel.as_str()).or_default() += 1;
-                    rules[d.rule as usize].dispatched += 1;
-                }
-                Decision::Suppression(s) => {
-                    self.suppressions += 1;
-                    *reasons.entry(s.reason.as_str()).or_default() += 1;
-                    if let Some(r) = s.rule {
-                        rules[r as usize].suppressed += 1;
-                    }
+        let mut tally = Tally::new(spec);
+        decisions.into_iter().for_each(|d| tally.add(d));
+        tally.add_to(spec, self);
+    }
+}
+
+/// Decision counts by rule index and static names, added to a [`Summary`]
+/// once at the end (a `String` key per decision allocated and compared a
+/// string for every decision).
+#[derive(Default)]
+pub struct Tally {
+    dispatches: u64,
+    suppressions: u64,
+    rules: Vec<RuleCounts>,
+    channels: BTreeMap<&'static str, u64>,
+    reasons: BTreeMap<&'static str, u64>,
+}
+
+impl Tally {
+    pub fn new(spec: &Spec) -> Tally {
+        Tally {
+            dispatches: 0,
+            suppressions: 0,
+            rules: vec![RuleCounts::default(); spec.rules.len()],
+            channels: BTreeMap::new(),
+            reasons: BTreeMap::new(),
+        }
+    }
+
+    pub fn add(&mut self, d: &Decision) {
+        match d {
+            Decision::Dispatch(d) => {
+                self.dispatches += 1;
+                *self.channels.entry(d.channel.as_str()).or_default() += 1;
+                self.rules[d.rule as usize].dispatched += 1;
+            }
+            Decision::Suppression(s) => {
+                self.suppressions += 1;
+                *self.reasons.entry(s.reason.as_str()).or_default() += 1;
+                if let Some(r) = s.rule {
+                    self.rules[r as usize].suppressed += 1;
                 }
             }
         }
-        for (channel, n) in channels {
-            *self.by_channel.entry(channel.into()).or_default() += n;
+    }
+
+    /// Adds the counts to `summary`; rules without decisions are not listed.
+    pub fn add_to(self, spec: &Spec, summary: &mut Summary) {
+        summary.dispatches += self.dispatches;
+        summary.suppressions += self.suppressions;
+        for (channel, n) in self.channels {
+            *summary.by_channel.entry(channel.into()).or_default() += n;
         }
-        for (reason, n) in reasons {
-            *self.by_reason.entry(reason.into()).or_default() += n;
+        for (reason, n) in self.reasons {
+            *summary.by_reason.entry(reason.into()).or_default() += n;
         }
-        for (rule, counts) in spec.rules.iter().zip(rules) {
+        for (rule, counts) in spec.rules.iter().zip(self.rules) {
             if counts.dispatched + counts.suppressed > 0 {
-                let e = self.by_rule.entry(rule.name.clone()).or_default();
+                let e = summary.by_rule.entry(rule.name.clone()).or_default();
                 e.dispatched += counts.dispatched;
                 e.suppressed += counts.suppressed;
             }
@@ -105,47 +144,153 @@ impl Summary {
     }
 }
 
-pub type Lines = Vec<(Time, String)>;
-
-/// Renders decisions as JSON lines: (dispatches, suppressions). Each worker
-/// renders its own, in parallel.
-pub fn render<'d>(
-    spec: &Spec,
-    decisions: impl IntoIterator<Item = &'d Decision>,
-) -> (Lines, Lines) {
-    let (mut dispatches, mut suppressions) = (Vec::new(), Vec::new());
-    for d in decisions {
-        let line = (d.time(), d.to_json_line(spec));
-        match d {
-            Decision::Dispatch(_) => dispatches.push(line),
-            Decision::Suppression(_) => suppressions.push(line),
-        }
-    }
-    (dispatches, suppressions)
+/// JSON lines rendered back to back into large chunks (no allocation per
+/// line, no buffer regrown and copied), each line with its time and place.
+#[derive(Default)]
+pub struct Lines {
+    chunks: Vec<Vec<u8>>,
+    index: Vec<Line>,
 }
 
-fn write_lines(path: &Path, lines: &mut Lines) -> anyhow::Result<()> {
-    // Stable sort finds and merges runs: each worker's lines come sorted.
+#[derive(Clone, Copy)]
+struct Line {
+    time: Time,
+    chunk: u32,
+    start: u32,
+    len: u32,
+}
+
+/// Bytes per chunk of [`Lines`]; a new chunk is started when less than
+/// [`CHUNK_ROOM`] is left (a longer line grows its chunk, which is correct,
+/// only slower).
+const CHUNK_BYTES: usize = 1 << 20;
+const CHUNK_ROOM: usize = 16 << 10;
+
+impl Lines {
+    /// Appends a line at `time`, rendered by `render` (without newline).
+    pub fn push(&mut self, time: Time, render: impl FnOnce(&mut Vec<u8>)) {
+        if self
+            .chunks
+            .last()
+            .is_none_or(|c| c.capacity() - c.len() < CHUNK_ROOM)
+        {
+            self.chunks.push(Vec::with_capacity(CHUNK_BYTES));
+        }
+        let chunk = self.chunks.len() - 1;
+        let bytes = &mut self.chunks[chunk];
+        let start = bytes.len();
+        render(bytes);
+        let len = bytes.len() - start;
+        let (Ok(start), Ok(len)) = (u32::try_from(start), u32::try_from(len)) else {
+            panic!("a JSON line of {len} bytes (at {start}) does not fit in 4 GiB")
+        };
+        self.index.push(Line {
+            time,
+            chunk: chunk as u32,
+            start,
+            len,
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    fn bytes(&self, l: &Line) -> &[u8] {
+        let start = l.start as usize;
+        &self.chunks[l.chunk as usize][start..start + l.len as usize]
+    }
+
+    /// Sorts the lines by time, then by their bytes.
+    pub fn sort(&mut self) {
+        let mut index = std::mem::take(&mut self.index);
+        index.sort_unstable_by(|a, b| {
+            a.time
+                .cmp(&b.time)
+                .then_with(|| self.bytes(a).cmp(self.bytes(b)))
+        });
+        self.index = index;
+    }
+
+    /// The lines in their order, with their times.
+    pub fn iter(&self) -> impl Iterator<Item = (Time, &[u8])> {
+        self.index.iter().map(|l| (l.time, self.bytes(l)))
+    }
+}
+
+/// One worker's rendered decisions and their counts.
+#[derive(Default)]
+pub struct Rendered {
+    pub dispatches: Lines,
+    pub suppressions: Lines,
+    pub tally: Tally,
+}
+
+impl Rendered {
+    pub fn new(spec: &Spec) -> Rendered {
+        Rendered {
+            dispatches: Lines::default(),
+            suppressions: Lines::default(),
+            tally: Tally::new(spec),
+        }
+    }
+
+    /// Counts and renders one decision.
+    pub fn add(&mut self, spec: &Spec, d: &Decision) {
+        self.tally.add(d);
+        let lines = match d {
+            Decision::Dispatch(_) => &mut self.dispatches,
+            Decision::Suppression(_) => &mut self.suppressions,
+        };
+        lines.push(d.time(), |out| d.write_json(spec, out));
+    }
+}
+
+/// The file sink of a worker: renders and counts each batch of decisions
+/// as it arrives, in the worker's thread, and drops the decisions (rendered
+/// lines are about as large, and no decision waits for the end of the run).
+/// The probe tells when every decision up to a time is in.
+pub fn render_lines<'s>(
+    decisions: Stream<'s, Time, Vec<Decision>>,
+    spec: Arc<Spec>,
+    into: Rc<RefCell<Rendered>>,
+) -> Handle<Time> {
+    let (probe, decisions) = decisions.probe();
+    decisions.sink(Pipeline, "RenderLines", move |(input, _frontier)| {
+        let mut into = into.borrow_mut();
+        input.for_each(|_cap, data| {
+            for d in data.drain(..) {
+                into.add(&spec, &d);
+            }
+        });
+    });
+    probe
+}
+
+/// Writes `lines` (each part sorted) merged in order (time, then bytes)
+/// into `file`, which is empty.
+fn write_lines(file: &File, parts: &[&Lines]) -> std::io::Result<()> {
+    let mut lines: Vec<(Time, &[u8])> = Vec::with_capacity(parts.iter().map(|l| l.len()).sum());
+    parts.iter().for_each(|l| lines.extend(l.iter()));
+    // Stable sort finds and merges the parts' sorted runs.
     lines.sort();
-    let file =
-        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    write_halves(&file, lines).with_context(|| format!("cannot write {}", path.display()))
+    write_halves(file, &lines)
 }
 
 /// Writes `lines` with two threads, each half at its own offset: copying
 /// tens of MiB into fresh page-cache pages is slow on small VMs, and was
 /// the longest serial step of a large replay.
 #[cfg(unix)]
-fn write_halves(file: &std::fs::File, lines: &[(Time, String)]) -> std::io::Result<()> {
+fn write_halves(file: &File, lines: &[(Time, &[u8])]) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
-    fn write_at(
-        file: &std::fs::File,
-        lines: &[(Time, String)],
-        mut at: u64,
-    ) -> std::io::Result<()> {
+    fn write_at(file: &File, lines: &[(Time, &[u8])], mut at: u64) -> std::io::Result<()> {
         let mut buf = Vec::with_capacity(1 << 20);
         for (_, line) in lines {
-            buf.extend_from_slice(line.as_bytes());
+            buf.extend_from_slice(line);
             buf.push(b'\n');
             if buf.len() >= 1 << 20 {
                 file.write_all_at(&buf, at)?;
@@ -165,37 +310,95 @@ fn write_halves(file: &std::fs::File, lines: &[(Time, String)]) -> std::io::Resu
 }
 
 #[cfg(not(unix))]
-fn write_halves(file: &std::fs::File, lines: &[(Time, String)]) -> std::io::Result<()> {
+fn write_halves(file: &File, lines: &[(Time, &[u8])]) -> std::io::Result<()> {
     use std::io::Write;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
     for (_, line) in lines {
-        w.write_all(line.as_bytes())?;
+        w.write_all(line)?;
         w.write_all(b"\n")?;
     }
     w.flush()
 }
 
-/// Writes the output directory (created if missing), sorting the lines in
-/// place.
-pub fn write_outputs(
-    dir: &Path,
-    dispatches: &mut Lines,
-    suppressions: &mut Lines,
-    dead_letters: &[DeadLetter],
-    summary: &Summary,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    write_lines(&dir.join("dispatches.jsonl"), dispatches)?;
-    write_lines(&dir.join("suppressions.jsonl"), suppressions)?;
-    let mut letters: Vec<_> = dead_letters.iter().collect();
-    letters.sort_by(|a, b| (a.stream.file_name(), a.line).cmp(&(b.stream.file_name(), b.line)));
-    write_lines(
-        &dir.join("dead_letters.jsonl"),
-        &mut letters.iter().map(|d| (0, d.to_json_line())).collect(),
-    )?;
-    let json = serde_json::to_string_pretty(summary)? + "\n";
-    std::fs::write(dir.join("summary.json"), json)
-        .with_context(|| format!("cannot write {}/summary.json", dir.display()))
+/// The output files of a replay, opened before it runs: a directory that
+/// cannot be written is reported at once, and emptying the previous run's
+/// files (tens of MiB for the file system to free) can happen while the
+/// dataflow runs ([`OutputFiles::empty`]).
+pub struct OutputFiles {
+    dir: PathBuf,
+    dispatches: File,
+    suppressions: File,
+    dead_letters: File,
+}
+
+impl OutputFiles {
+    /// Creates `dir` if missing and opens (or creates) its output files,
+    /// without emptying them yet.
+    pub fn open(dir: &Path) -> anyhow::Result<OutputFiles> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let open = |name: &str| {
+            let path = dir.join(name);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .with_context(|| format!("cannot create {}", path.display()))
+        };
+        Ok(OutputFiles {
+            dir: dir.to_path_buf(),
+            dispatches: open("dispatches.jsonl")?,
+            suppressions: open("suppressions.jsonl")?,
+            dead_letters: open("dead_letters.jsonl")?,
+        })
+    }
+
+    /// Empties the files (of a previous run's lines).
+    pub fn empty(&self) -> anyhow::Result<()> {
+        for (file, name) in [
+            (&self.dispatches, "dispatches.jsonl"),
+            (&self.suppressions, "suppressions.jsonl"),
+            (&self.dead_letters, "dead_letters.jsonl"),
+        ] {
+            file.set_len(0)
+                .with_context(|| format!("cannot empty {}", self.dir.join(name).display()))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the outputs into the emptied files, each file's lines merged
+    /// from the workers' sorted parts, and `summary.json`.
+    pub fn write(
+        &self,
+        dispatches: &[Lines],
+        suppressions: &[Lines],
+        dead_letters: &[DeadLetter],
+        summary: &Summary,
+    ) -> anyhow::Result<()> {
+        fn parts(lines: &[Lines]) -> Vec<&Lines> {
+            lines.iter().collect()
+        }
+        let mut letters = Lines::default();
+        for d in dead_letters {
+            letters.push(0, |out| out.extend_from_slice(d.to_json_line().as_bytes()));
+        }
+        letters.sort();
+        for (file, name, parts) in [
+            (&self.dispatches, "dispatches.jsonl", parts(dispatches)),
+            (
+                &self.suppressions,
+                "suppressions.jsonl",
+                parts(suppressions),
+            ),
+            (&self.dead_letters, "dead_letters.jsonl", vec![&letters]),
+        ] {
+            write_lines(file, &parts)
+                .with_context(|| format!("cannot write {}", self.dir.join(name).display()))?;
+        }
+        let json = serde_json::to_string_pretty(summary)? + "\n";
+        let path = self.dir.join("summary.json");
+        std::fs::write(&path, json).with_context(|| format!("cannot write {}", path.display()))
+    }
 }
 
 #[cfg(test)]
@@ -284,30 +487,70 @@ channels = ["email"]
     }
 
     /// Lines sorted by time then bytes, one per line, whatever the count
-    /// (the two halves meet at the right offset).
+    /// and however they are split into parts and chunks (the two halves
+    /// meet at the right offset; lines longer than a chunk's spare room
+    /// stay whole).
     #[test]
     fn lines_are_written_sorted_and_whole() {
         let dir = tempfile::tempdir().unwrap();
-        for n in [0usize, 1, 2, 5, 3000] {
-            let mut lines: Lines = (0..n)
-                .map(|i| {
-                    (
-                        (i % 7) as Time,
-                        format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(i % 300)),
-                    )
-                })
-                .rev()
-                .collect();
-            let path = dir.path().join(format!("out-{n}.jsonl"));
-            write_lines(&path, &mut lines).unwrap();
-            let mut expected: Vec<(Time, String)> = lines.clone();
+        for (n, parts) in [
+            (0usize, 1usize),
+            (1, 1),
+            (2, 2),
+            (5, 3),
+            (3000, 1),
+            (9000, 2),
+        ] {
+            let line = |i: usize| {
+                let pad = if i % 1000 == 999 { 40_000 } else { i % 300 };
+                format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(pad))
+            };
+            let mut split: Vec<Lines> = (0..parts).map(|_| Lines::default()).collect();
+            let mut expected = Vec::new();
+            for i in (0..n).rev() {
+                let (time, text) = ((i % 7) as Time, line(i));
+                split[i % parts].push(time, |out| out.extend_from_slice(text.as_bytes()));
+                expected.push((time, text));
+            }
+            split.iter_mut().for_each(Lines::sort);
+            let path = dir.path().join(format!("out-{n}-{parts}.jsonl"));
+            let file = File::create(&path).unwrap();
+            write_lines(&file, &split.iter().collect::<Vec<_>>()).unwrap();
             expected.sort();
             let expected: String = expected.iter().map(|(_, l)| format!("{l}\n")).collect();
-            assert_eq!(
-                std::fs::read_to_string(&path).unwrap(),
-                expected,
-                "{n} lines"
+            assert!(
+                std::fs::read_to_string(&path).unwrap() == expected,
+                "{n} lines in {parts} parts"
             );
         }
+    }
+
+    /// Files of an earlier, larger run are replaced, not overwritten in
+    /// part: what they held beyond the new lines is gone.
+    #[test]
+    fn outputs_replace_a_previous_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let stale = "x".repeat(10_000) + "\n";
+        for name in [
+            "dispatches.jsonl",
+            "suppressions.jsonl",
+            "dead_letters.jsonl",
+        ] {
+            std::fs::write(dir.path().join(name), &stale).unwrap();
+        }
+        let mut lines = Lines::default();
+        lines.push(3, |out| out.extend_from_slice(b"{\"b\":1}"));
+        lines.push(1, |out| out.extend_from_slice(b"{\"a\":1}"));
+        lines.sort();
+        let files = OutputFiles::open(dir.path()).unwrap();
+        files.empty().unwrap();
+        files
+            .write(&[lines], &[], &[], &Summary::default())
+            .unwrap();
+        let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+        assert_eq!(read("dispatches.jsonl"), "{\"a\":1}\n{\"b\":1}\n");
+        assert_eq!(read("suppressions.jsonl"), "");
+        assert_eq!(read("dead_letters.jsonl"), "");
+        assert!(read("summary.json").contains("\"dispatches\": 0"));
     }
 }
