@@ -48,9 +48,11 @@ enum Command {
     ///
     /// Reads DIR/{events,preferences,consent,receipts,erasures}.jsonl (any
     /// subset) and writes dispatches.jsonl, suppressions.jsonl,
-    /// dead_letters.jsonl and summary.json into --out. In a cluster (-n > 1)
-    /// each process writes the decisions of its own workers; the union over
-    /// processes is the whole output.
+    /// dead_letters.jsonl and summary.json into --out, replacing what an
+    /// earlier run left there (the files are opened, and emptied, as the
+    /// replay starts). In a cluster (-n > 1) each process writes the
+    /// decisions of its own workers; the union over processes is the whole
+    /// output.
     Replay(ReplayArgs),
     /// Validate specs; print what is wrong with each, with file and line.
     Check {

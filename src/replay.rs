@@ -220,7 +220,9 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
 }
 
 /// Runs and writes `out_dir`. Its files are opened first (an unwritable
-/// directory fails before the run) and emptied while the dataflow runs.
+/// directory fails before the run) and emptied while the dataflow runs, so
+/// a run that fails leaves them empty rather than holding an older run's
+/// lines.
 pub fn run_to_dir(opts: &ReplayOptions, out_dir: &std::path::Path) -> anyhow::Result<ReplayOutput> {
     let files = OutputFiles::open(out_dir)?;
     let (out, emptied) = std::thread::scope(|s| {
