@@ -224,7 +224,7 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
 /// a run that fails leaves them empty rather than holding an older run's
 /// lines.
 pub fn run_to_dir(opts: &ReplayOptions, out_dir: &std::path::Path) -> anyhow::Result<ReplayOutput> {
-    let files = OutputFiles::open(out_dir)?;
+    let mut files = OutputFiles::open(out_dir)?;
     let (out, emptied) = std::thread::scope(|s| {
         let emptying = s.spawn(|| files.empty());
         let out = run(opts);

@@ -320,6 +320,16 @@ fn write_halves(file: &File, lines: &[(Time, &[u8])]) -> std::io::Result<()> {
     w.flush()
 }
 
+/// Opens (or creates) an output file for writing, keeping what it holds.
+fn create(path: &Path) -> anyhow::Result<File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))
+}
+
 /// The output files of a replay, opened before it runs: a directory that
 /// cannot be written is reported at once, and emptying the previous run's
 /// files (tens of MiB for the file system to free) can happen while the
@@ -336,15 +346,7 @@ impl OutputFiles {
     /// without emptying them yet.
     pub fn open(dir: &Path) -> anyhow::Result<OutputFiles> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let open = |name: &str| {
-            let path = dir.join(name);
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .with_context(|| format!("cannot create {}", path.display()))
-        };
+        let open = |name: &str| create(&dir.join(name));
         Ok(OutputFiles {
             dir: dir.to_path_buf(),
             dispatches: open("dispatches.jsonl")?,
@@ -353,15 +355,27 @@ impl OutputFiles {
         })
     }
 
-    /// Empties the files (of a previous run's lines).
-    pub fn empty(&self) -> anyhow::Result<()> {
+    /// Empties the files (of a previous run's lines). A file that holds
+    /// lines is replaced by a new empty one rather than truncated: on ext4 a
+    /// file truncated to zero is flushed when it is closed (`auto_da_alloc`),
+    /// which cost the end of every run 20–35 ms. An empty file is left as is.
+    pub fn empty(&mut self) -> anyhow::Result<()> {
+        let dir = &self.dir;
         for (file, name) in [
-            (&self.dispatches, "dispatches.jsonl"),
-            (&self.suppressions, "suppressions.jsonl"),
-            (&self.dead_letters, "dead_letters.jsonl"),
+            (&mut self.dispatches, "dispatches.jsonl"),
+            (&mut self.suppressions, "suppressions.jsonl"),
+            (&mut self.dead_letters, "dead_letters.jsonl"),
         ] {
-            file.set_len(0)
-                .with_context(|| format!("cannot empty {}", self.dir.join(name).display()))?;
+            let path = dir.join(name);
+            let held = file
+                .metadata()
+                .with_context(|| format!("cannot read {}", path.display()))?
+                .len();
+            if held > 0 {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("cannot empty {}", path.display()))?;
+                *file = create(&path)?;
+            }
         }
         Ok(())
     }
@@ -542,7 +556,7 @@ channels = ["email"]
         lines.push(3, |out| out.extend_from_slice(b"{\"b\":1}"));
         lines.push(1, |out| out.extend_from_slice(b"{\"a\":1}"));
         lines.sort();
-        let files = OutputFiles::open(dir.path()).unwrap();
+        let mut files = OutputFiles::open(dir.path()).unwrap();
         files.empty().unwrap();
         files
             .write(&[lines], &[], &[], &Summary::default())
