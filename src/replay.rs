@@ -4,8 +4,9 @@
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -83,6 +84,53 @@ pub struct ReplayOutput {
     pub dead_letters: Vec<DeadLetter>,
     pub summary: Summary,
     pub elapsed: Duration,
+    /// The worker threads, waiting to exit until this is dropped.
+    _workers: Workers,
+}
+
+/// What one worker hands over: its sorted dispatch and suppression lines,
+/// its dead letters and its summary.
+type Part = (Lines, Lines, Vec<DeadLetter>, Summary);
+
+/// The worker threads of a replay once they have handed over their output.
+/// In a single process they wait here instead of exiting: a thread's exit
+/// makes the allocator walk every page the thread used (its heap is
+/// collected and abandoned), 20–25 ms of two threads at the end of the
+/// 1M-event benchmark, which a process that ends next need not pay. Dropping
+/// this releases and joins them; `nudgeflow replay` exits without doing so.
+struct Workers {
+    release: Arc<(Mutex<bool>, Condvar)>,
+    guards: Option<timely::communication::WorkerGuards<()>>,
+}
+
+impl Workers {
+    /// Blocks the calling worker thread until the replay releases it.
+    fn wait(release: &(Mutex<bool>, Condvar)) {
+        let (released, signal) = release;
+        let mut go = released.lock().unwrap_or_else(|e| e.into_inner());
+        while !*go {
+            go = signal.wait(go).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Releases the threads and joins them; the first failure, if any.
+    fn join(&mut self) -> Result<(), String> {
+        let (released, signal) = &*self.release;
+        *released.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        signal.notify_all();
+        match self.guards.take() {
+            Some(guards) => guards.join().into_iter().collect(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        if let Err(e) = self.join() {
+            tracing::error!(error = %e, "a worker failed after handing over its output");
+        }
+    }
 }
 
 /// Runs the dataflow over the fixture and gathers every worker's output.
@@ -107,6 +155,11 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
     let cluster = opts.cluster.clone();
     let progress = opts.progress && plan.total_bytes >= 8 << 20;
     let worker_plan = plan.clone();
+    let (parts, handed) = mpsc::channel::<(usize, Part)>();
+    let release = Arc::new((Mutex::new(false), Condvar::new()));
+    let worker_release = release.clone();
+    let wait_for_release = cluster.processes == 1;
+    let workers = cluster.workers;
 
     let guards = timely::execute(config, move |worker| {
         let placement = Placement {
@@ -190,9 +243,35 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
             ms = tail.elapsed().as_secs_f64() * 1e3,
             "lines sorted"
         );
-        (dispatches, suppressions, report.dead_letters, summary)
+        let part = (dispatches, suppressions, report.dead_letters, summary);
+        // The receiver lives until every part is in, or a worker failed.
+        let _ = parts.send((worker.index() % cluster.workers, part));
+        if wait_for_release {
+            Workers::wait(&worker_release);
+        }
     })
     .map_err(|e| anyhow::anyhow!("cannot start timely workers: {e}"))?;
+    let mut threads = Workers {
+        release,
+        guards: Some(guards),
+    };
+
+    // A worker that ends without handing over its part has failed: the
+    // others are released and joined, and the failure is the replay's.
+    let ended = || {
+        threads
+            .guards
+            .as_ref()
+            .map(|g| g.guards().iter().map(|t| t.is_finished()).collect())
+            .unwrap_or_default()
+    };
+    let Some(received) = gather(&handed, workers, ended) else {
+        let failure = threads.join().err();
+        anyhow::bail!(
+            "a worker failed: {}",
+            failure.unwrap_or_else(|| "it ended without its output".into())
+        );
+    };
 
     let mut out = ReplayOutput {
         dispatches: Vec::new(),
@@ -200,10 +279,9 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
         dead_letters: Vec::new(),
         summary: Summary::default(),
         elapsed: Duration::ZERO,
+        _workers: threads,
     };
-    for result in guards.join() {
-        let (dispatches, suppressions, dead_letters, summary) =
-            result.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))?;
+    for (dispatches, suppressions, dead_letters, summary) in received {
         out.dispatches.push(dispatches);
         out.suppressions.push(suppressions);
         out.dead_letters.extend(dead_letters);
@@ -217,6 +295,38 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
         "replay done"
     );
     Ok(out)
+}
+
+/// Receives each of `workers` parts, tagged with their worker's index, and
+/// returns them in worker order; `None` as soon as a worker has ended
+/// (`ended`, per worker) without handing over its part.
+fn gather<P>(
+    handed: &mpsc::Receiver<(usize, P)>,
+    workers: usize,
+    ended: impl Fn() -> Vec<bool>,
+) -> Option<Vec<P>> {
+    let mut received: Vec<Option<P>> = (0..workers).map(|_| None).collect();
+    let mut missing = workers;
+    while missing > 0 {
+        match handed.recv_timeout(Duration::from_millis(20)) {
+            Ok((index, part)) => {
+                received[index] = Some(part);
+                missing -= 1;
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                let ended = ended();
+                // A part sent before its thread ended is in the channel now.
+                for (index, part) in handed.try_iter() {
+                    received[index] = Some(part);
+                    missing -= 1;
+                }
+                if ended.iter().zip(&received).any(|(&e, p)| e && p.is_none()) {
+                    return None;
+                }
+            }
+        }
+    }
+    received.into_iter().collect()
 }
 
 /// Runs and writes `out_dir`. Its files are opened first (an unwritable
@@ -313,5 +423,36 @@ mod operator_times {
                 tracing::debug!(worker, operator, id, ms, calls, "operator time");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parts come back in worker order whatever order they arrive in, and
+    /// a worker that dies without its part ends the wait instead of
+    /// hanging it.
+    #[test]
+    fn gathering_parts_ends_when_a_worker_fails() {
+        let (tx, rx) = mpsc::channel();
+        let threads: Vec<_> = [2, 0, 1]
+            .into_iter()
+            .map(|i| {
+                let tx = tx.clone();
+                std::thread::spawn(move || tx.send((i, i * 10)).unwrap())
+            })
+            .collect();
+        let ended = || threads.iter().map(|t| t.is_finished()).collect();
+        assert_eq!(gather(&rx, 3, ended), Some(vec![0, 10, 20]));
+
+        let sent = {
+            let tx = tx.clone();
+            std::thread::spawn(move || tx.send((0, 7)).unwrap())
+        };
+        let failed = std::thread::spawn(|| panic!("a worker fails"));
+        let threads = [sent, failed];
+        let ended = || threads.iter().map(|t| t.is_finished()).collect();
+        assert_eq!(gather(&rx, 2, ended), None);
     }
 }
