@@ -272,6 +272,13 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
             failure.unwrap_or_else(|| "it ended without its output".into())
         );
     };
+    // In a cluster the workers shut their connections down as they exit:
+    // a process that ended first would cut its peers' connections.
+    if !wait_for_release {
+        threads
+            .join()
+            .map_err(|e| anyhow::anyhow!("a worker failed: {e}"))?;
+    }
 
     let mut out = ReplayOutput {
         dispatches: Vec::new(),
