@@ -181,8 +181,14 @@ fn canonical(v: &Value, out: &mut String) {
             Num::Int(i) => {
                 let _ = write!(out, "{i}");
             }
-            // An integral float within exact range is written as the integer.
-            Num::Float(f) if f.fract() == 0.0 && f.abs() < 1.0e18 => {
+            // An integral float is written as the integer it equals when
+            // JSON integers of that size exist (serde_json reads integers
+            // in [i64::MIN, u64::MAX] as integers, larger ones as floats).
+            Num::Float(f)
+                if f.fract() == 0.0
+                    && f >= -9.223_372_036_854_775_808e18
+                    && f < 1.844_674_407_370_955_161_6e19 =>
+            {
                 let _ = write!(out, "{}", f as i128);
             }
             Num::Float(f) => {
@@ -273,6 +279,26 @@ mod tests {
             canonical_key(Some(&json!("1")))
         );
         assert_eq!(canonical_key(None), "none");
+        // Equal by value at every magnitude: 1e18 and 2^63 as floats.
+        for (int, float) in [
+            (json!(1_000_000_000_000_000_000u64), json!(1e18)),
+            (json!(-1_000_000_000_000_000_000i64), json!(-1e18)),
+            (
+                json!(9_223_372_036_854_775_808u64),
+                json!(9.223372036854775808e18),
+            ),
+            (json!(i64::MIN), json!(-9.223372036854775808e18)),
+        ] {
+            assert_eq!(
+                canonical_key(Some(&int)),
+                canonical_key(Some(&float)),
+                "{int} = {float}"
+            );
+        }
+        assert_ne!(
+            canonical_key(Some(&json!(1_000_000_000_000_000_001u64))),
+            canonical_key(Some(&json!(1e18)))
+        );
         assert_eq!(
             canonical_key(Some(&json!([7]))),
             canonical_key(Some(&json!([7.0])))
