@@ -119,6 +119,7 @@ Oracle author's own choices (DESIGN.md and the decisions above are silent):
 
 import argparse
 import bisect
+import decimal
 import heapq
 import json
 import os
@@ -452,7 +453,9 @@ def load_spec(path):
     h = doc.get("holdout", 0.0)
     if not is_num(h) or not (0 <= h <= 1):
         raise SpecError("holdout must be a number in [0, 1]")
-    sp.holdout_bp = int((float(h) * 10000 + 0.5) // 1)
+    # On the decimal as written (the shortest repr of the float), not in
+    # binary floating point, where 0.00015 * 10000 + 0.5 < 2.
+    sp.holdout_bp = int((decimal.Decimal(repr(float(h))) * 10000 + decimal.Decimal("0.5")) // 1)
     sp.rules = []
     names = set()
     for i, r in enumerate(doc.get("rule", [])):
@@ -902,7 +905,9 @@ class Engine:
                         continue
                     dt = max(t, at_t - ru.at[1])
                 else:
-                    dt = t + ru.delay
+                    # The engine's choice (README, Times): a delay past the
+                    # last representable instant decides at that instant.
+                    dt = min(t + ru.delay, MS_MAX)
                 c = Candidate()
                 c.rule, c.user, c.event, c.dt, c.alive = ru, user, r, dt, True
                 if ru.dedup is None:

@@ -23,7 +23,7 @@ pub use condition::{Condition, Op};
 pub use glob::Glob;
 pub use vocab::{Channel, Priority, Purpose};
 
-use crate::time::{MS_PER_DAY, Time, parse_duration, parse_rfc3339};
+use crate::time::{MAX_TIME, MS_PER_DAY, Time, parse_duration, parse_rfc3339};
 
 /// A compiled, validated spec.
 #[derive(Clone, Debug)]
@@ -125,7 +125,7 @@ impl Rule {
             return None;
         }
         match &self.timing {
-            Timing::Delay(d) => Some(event_time.saturating_add(*d)),
+            Timing::Delay(d) => Some(event_time.saturating_add(*d).min(MAX_TIME)),
             Timing::At { path, before } => {
                 let at = condition::lookup(data, path)?.as_str()?;
                 let at = parse_rfc3339(at).ok()?;
@@ -322,7 +322,7 @@ impl Compiler<'_> {
                 if !(0.0..=1.0).contains(&v) {
                     return Err(self.err(&h.span(), "holdout", format!("{v} is not a fraction; write a number from 0.0 to 1.0, e.g. 0.05 for 5%")));
                 }
-                (v * 10000.0 + 0.5).floor() as u64
+                basis_points(v)
             }
             None => 0,
         };
@@ -614,6 +614,23 @@ impl Compiler<'_> {
     }
 }
 
+/// floor(`v` × 10000 + 0.5) for a fraction `v` in [0, 1], computed on the
+/// decimal the spec wrote (the shortest decimal that reads back as `v`)
+/// rather than in binary floating point, where 0.00015 × 10000 + 0.5 is
+/// 1.9999999999999998 and would round half a basis point down.
+fn basis_points(v: f64) -> u64 {
+    let text = format!("{v}");
+    let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
+    let digit = |i: usize| {
+        fraction
+            .as_bytes()
+            .get(i)
+            .map_or(0, |d| u64::from(d - b'0'))
+    };
+    let whole: u64 = whole.parse().unwrap_or(0);
+    whole * 10_000 + (0..4).fold(0, |bp, i| bp * 10 + digit(i)) + u64::from(digit(4) >= 5)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -621,6 +638,28 @@ mod tests {
 
     fn parse(text: &str) -> Result<Spec, SpecError> {
         Spec::parse("test.toml", text)
+    }
+
+    /// Half a basis point rounds up on the decimal as written, where
+    /// binary floating point would round 0.00015 and 0.00145 down.
+    #[test]
+    fn holdout_basis_points_round_the_written_decimal() {
+        for (h, bp) in [
+            (0.0, 0),
+            (1.0, 10_000),
+            (0.05, 500),
+            (0.00015, 2),
+            (0.00145, 15),
+            (0.01045, 105),
+            (0.00014999, 1),
+            (0.123456, 1235),
+            (1e-7, 0),
+            (0.99995, 10_000),
+        ] {
+            assert_eq!(basis_points(h), bp, "holdout {h}");
+        }
+        let spec = parse("holdout = 0.00015\n").unwrap();
+        assert_eq!(spec.holdout_bp, 2);
     }
 
     #[test]
