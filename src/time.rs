@@ -14,15 +14,29 @@ pub const MS_PER_MIN: i64 = 60 * MS_PER_SEC;
 pub const MS_PER_HOUR: i64 = 60 * MS_PER_MIN;
 pub const MS_PER_DAY: i64 = 24 * MS_PER_HOUR;
 
+/// The range of accepted instants: RFC 3339's four-digit years, in UTC
+/// (0000-01-01T00:00:00.000Z to 9999-12-31T23:59:59.999Z). A record or
+/// `data` time outside it is not a time (a dead letter, or a rule's `at`
+/// that does not match); a decision time that a delay would push past the
+/// end is the end ([`MAX_TIME`]), so that every output time can be written.
+pub const MIN_TIME: Time = -719_528 * MS_PER_DAY;
+pub const MAX_TIME: Time = 2_932_897 * MS_PER_DAY - 1;
+
 /// Parses an RFC 3339 `date-time` (section 5.6): `YYYY-MM-DDTHH:MM:SS`,
 /// optional fraction of any length, then `Z` or `±HH:MM`. `T` and `Z` may be
 /// lower case. Not accepted: a space for `T`, a missing offset, leap second
 /// `:60` (no instant to map it to), and the ISO 8601 forms outside RFC 3339
 /// (basic format, `+HHMM`, no seconds, comma decimals).
 pub fn parse_rfc3339(s: &str) -> Result<Time, String> {
-    parse_bytes(s.as_bytes()).ok_or_else(|| {
-        format!("{s:?} is not an RFC 3339 time; write e.g. \"2026-03-01T10:15:00Z\" or \"2026-03-01T11:15:00.250+01:00\"")
-    })
+    match parse_bytes(s.as_bytes()) {
+        Some(t) if (MIN_TIME..=MAX_TIME).contains(&t) => Ok(t),
+        Some(_) => Err(format!(
+            "{s:?} is outside the years 0000 to 9999 in UTC; write a time from \"0000-01-01T00:00:00Z\" to \"9999-12-31T23:59:59.999Z\""
+        )),
+        None => Err(format!(
+            "{s:?} is not an RFC 3339 time; write e.g. \"2026-03-01T10:15:00Z\" or \"2026-03-01T11:15:00.250+01:00\""
+        )),
+    }
 }
 
 fn digits(b: &[u8], at: usize, n: usize) -> Option<i64> {
@@ -209,6 +223,26 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Accepted instants are the years 0000 to 9999 in UTC, whatever the
+    /// offset written; both ends write back as they read.
+    #[test]
+    fn accepts_exactly_the_four_digit_years_in_utc() {
+        for (s, t) in [
+            ("0000-01-01T00:00:00Z", MIN_TIME),
+            ("0000-01-01T01:00:00+01:00", MIN_TIME),
+            ("9999-12-31T23:59:59.999Z", MAX_TIME),
+            ("9999-12-31T22:59:59.999-01:00", MAX_TIME),
+        ] {
+            assert_eq!(parse_rfc3339(s), Ok(t), "{s}");
+        }
+        assert_eq!(format_rfc3339(MIN_TIME), "0000-01-01T00:00:00.000Z");
+        assert_eq!(format_rfc3339(MAX_TIME), "9999-12-31T23:59:59.999Z");
+        for s in ["0000-01-01T00:59:59+01:00", "9999-12-31T23:00:00-01:00"] {
+            let e = parse_rfc3339(s).unwrap_err();
+            assert!(e.contains("outside the years 0000 to 9999"), "{s}: {e}");
+        }
+    }
 
     #[test]
     fn parses_offsets_and_floors_sub_milliseconds() {

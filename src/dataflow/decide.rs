@@ -508,8 +508,10 @@ impl Core {
             let tz = self.zones.entry(q.tz.clone()).or_insert_with(|| {
                 jiff::tz::TimeZone::get(&q.tz).expect("zones are validated when parsed")
             });
-            if in_quiet_hours(q, tz, t) {
-                c.decision = quiet_hours_end(q, tz, t);
+            if in_quiet_hours(q, tz, t)
+                && let Some(end) = quiet_hours_end(q, tz, t)
+            {
+                c.decision = end;
                 self.stats.borrow_mut().deferrals += 1;
                 state.pending.push(c);
                 return;

@@ -6,27 +6,31 @@
 //! means none. A deferred candidate moves to the first instant after `t` at
 //! which local time reads `end`: when a clock change repeats `end`, the first
 //! occurrence after `t`; when it skips `end`, the instant the clocks jump.
+//!
+//! The tz database's calendar ends at 9999-12-30T22:00Z: at later instants
+//! (only decision times near the end of the accepted range, see
+//! [`crate::time::MAX_TIME`]) no quiet hours apply.
 
-use jiff::civil::date;
+use jiff::civil::Date;
 use jiff::tz::{AmbiguousOffset, TimeZone};
 
 use crate::record::QuietHours;
-use crate::time::{MS_PER_DAY, MS_PER_MIN, Time, civil_from_days};
+use crate::time::{MAX_TIME, MS_PER_DAY, MS_PER_MIN, Time, civil_from_days};
 
-fn timestamp(t: Time) -> jiff::Timestamp {
-    jiff::Timestamp::from_millisecond(t).expect("times are within jiff's range")
+fn timestamp(t: Time) -> Option<jiff::Timestamp> {
+    jiff::Timestamp::from_millisecond(t).ok()
 }
 
-fn offset_ms(tz: &TimeZone, t: Time) -> i64 {
-    tz.to_offset(timestamp(t)).seconds() as i64 * 1000
+fn offset_ms(tz: &TimeZone, t: jiff::Timestamp) -> i64 {
+    tz.to_offset(t).seconds() as i64 * 1000
 }
 
 /// Is `t` within `q` in zone `tz`?
 pub fn in_quiet_hours(q: &QuietHours, tz: &TimeZone, t: Time) -> bool {
-    if q.start_min == q.end_min {
+    let Some(at) = timestamp(t).filter(|_| q.start_min != q.end_min) else {
         return false;
-    }
-    let local = (t + offset_ms(tz, t)).rem_euclid(MS_PER_DAY);
+    };
+    let local = (t + offset_ms(tz, at)).rem_euclid(MS_PER_DAY);
     let (start, end) = (
         q.start_min as i64 * MS_PER_MIN,
         q.end_min as i64 * MS_PER_MIN,
@@ -38,21 +42,21 @@ pub fn in_quiet_hours(q: &QuietHours, tz: &TimeZone, t: Time) -> bool {
     }
 }
 
-/// The first instant strictly after `t` at which local time is `q.end_min`.
-pub fn quiet_hours_end(q: &QuietHours, tz: &TimeZone, t: Time) -> Time {
+/// The first instant strictly after `t` at which local time is `q.end_min`;
+/// `None` past the end of the tz database's calendar, or if that instant
+/// would be after [`MAX_TIME`].
+pub fn quiet_hours_end(q: &QuietHours, tz: &TimeZone, t: Time) -> Option<Time> {
     let end = q.end_min as i64 * MS_PER_MIN;
-    let local_day = (t + offset_ms(tz, t)).div_euclid(MS_PER_DAY);
+    let local_day = (t + offset_ms(tz, timestamp(t)?)).div_euclid(MS_PER_DAY);
     let mut best: Option<Time> = None;
     // The answer lies on the local day of `t` or the next; neighbours cover
     // zones whose offsets change by whole days.
     for day in local_day - 1..=local_day + 2 {
         let (y, m, d) = civil_from_days(day);
-        let civil = date(y as i16, m as i8, d as i8).at(
-            (q.end_min / 60) as i8,
-            (q.end_min % 60) as i8,
-            0,
-            0,
-        );
+        let Ok(civil) = Date::new(y as i16, m as i8, d as i8) else {
+            continue;
+        };
+        let civil = civil.at((q.end_min / 60) as i8, (q.end_min % 60) as i8, 0, 0);
         let local = day * MS_PER_DAY + end;
         let candidates: [Option<Time>; 2] = match tz.to_ambiguous_timestamp(civil).offset() {
             AmbiguousOffset::Unambiguous { offset } => {
@@ -64,11 +68,11 @@ pub fn quiet_hours_end(q: &QuietHours, tz: &TimeZone, t: Time) -> Time {
             ],
             AmbiguousOffset::Gap { after, .. } => {
                 // The jump happens in (local − after, local − before].
-                let from = timestamp(local - after.seconds() as i64 * 1000);
-                let jump = tz
-                    .following(from)
-                    .next()
-                    .map(|tr| tr.timestamp().as_millisecond());
+                let jump = timestamp(local - after.seconds() as i64 * 1000).and_then(|from| {
+                    tz.following(from)
+                        .next()
+                        .map(|tr| tr.timestamp().as_millisecond())
+                });
                 [jump, None]
             }
         };
@@ -78,7 +82,7 @@ pub fn quiet_hours_end(q: &QuietHours, tz: &TimeZone, t: Time) -> Time {
             }
         }
     }
-    best.expect("local time reaches `end` within two days")
+    best.filter(|&b| b <= MAX_TIME)
 }
 
 #[cfg(test)]
@@ -109,11 +113,11 @@ mod tests {
         assert!(!in_quiet_hours(&q, &tz, t("2026-03-02T07:00:00+01:00")));
         assert!(!in_quiet_hours(&q, &tz, t("2026-03-01T21:59:59.999+01:00")));
         assert_eq!(
-            format_rfc3339(quiet_hours_end(&q, &tz, t("2026-03-01T23:00:00+01:00"))),
+            format_rfc3339(quiet_hours_end(&q, &tz, t("2026-03-01T23:00:00+01:00")).unwrap()),
             "2026-03-02T06:00:00.000Z"
         );
         assert_eq!(
-            format_rfc3339(quiet_hours_end(&q, &tz, t("2026-03-02T01:00:00+01:00"))),
+            format_rfc3339(quiet_hours_end(&q, &tz, t("2026-03-02T01:00:00+01:00")).unwrap()),
             "2026-03-02T06:00:00.000Z"
         );
         let (none, tz) = self::q("07:00", "07:00", "UTC");
@@ -124,18 +128,43 @@ mod tests {
     fn end_skipped_by_spring_forward_is_the_jump() {
         // Berlin jumps 02:00 → 03:00 on 2026-03-29 (at 01:00Z); 02:30 does not exist.
         let (q, tz) = q("22:00", "02:30", "Europe/Berlin");
-        let at = quiet_hours_end(&q, &tz, t("2026-03-28T23:00:00+01:00"));
+        let at = quiet_hours_end(&q, &tz, t("2026-03-28T23:00:00+01:00")).unwrap();
         assert_eq!(format_rfc3339(at), "2026-03-29T01:00:00.000Z");
+    }
+
+    /// Past the end of the tz database's calendar (9999-12-30T22:00Z) no
+    /// quiet hours apply; before it they end as usual, up to the last
+    /// accepted instant.
+    #[test]
+    fn no_quiet_hours_past_the_calendar() {
+        let (q, tz) = q("00:00", "23:00", "UTC");
+        assert!(in_quiet_hours(&q, &tz, t("9999-12-30T21:00:00Z")));
+        assert_eq!(
+            format_rfc3339(quiet_hours_end(&q, &tz, t("9999-12-30T21:00:00Z")).unwrap()),
+            "9999-12-30T23:00:00.000Z"
+        );
+        assert!(!in_quiet_hours(&q, &tz, t("9999-12-31T12:00:00Z")));
+        assert_eq!(quiet_hours_end(&q, &tz, t("9999-12-31T12:00:00Z")), None);
+        // The next 07:00 at +14:00 is on the local date 10000-01-01, which
+        // the calendar does not have (though it is 9999-12-31T17:00Z); at
+        // −10:00 the next 07:00 is on 9999-12-31 local, 17:00Z.
+        let (q, tz) = self::q("22:00", "07:00", "Pacific/Kiritimati");
+        assert_eq!(quiet_hours_end(&q, &tz, t("9999-12-30T20:00:00Z")), None);
+        let (q, tz) = self::q("22:00", "07:00", "Pacific/Honolulu");
+        assert_eq!(
+            format_rfc3339(quiet_hours_end(&q, &tz, t("9999-12-30T21:00:00Z")).unwrap()),
+            "9999-12-31T17:00:00.000Z"
+        );
     }
 
     #[test]
     fn end_repeated_by_fall_back_is_the_first_after_t() {
         // Berlin falls back 03:00 → 02:00 on 2026-10-25 (at 01:00Z); 02:30 happens twice.
         let (q, tz) = q("01:00", "02:30", "Europe/Berlin");
-        let first = quiet_hours_end(&q, &tz, t("2026-10-25T01:30:00+02:00"));
+        let first = quiet_hours_end(&q, &tz, t("2026-10-25T01:30:00+02:00")).unwrap();
         assert_eq!(format_rfc3339(first), "2026-10-25T00:30:00.000Z");
         // In the repeated hour, after the first 02:30: the second one.
-        let second = quiet_hours_end(&q, &tz, t("2026-10-25T02:00:00+01:00"));
+        let second = quiet_hours_end(&q, &tz, t("2026-10-25T02:00:00+01:00")).unwrap();
         assert!(in_quiet_hours(&q, &tz, t("2026-10-25T02:00:00+01:00")));
         assert_eq!(format_rfc3339(second), "2026-10-25T01:30:00.000Z");
     }
@@ -145,12 +174,12 @@ mod tests {
         let (q, tz) = q("21:00", "08:00", "America/New_York");
         assert!(in_quiet_hours(&q, &tz, t("2026-07-01T02:00:00Z")));
         assert_eq!(
-            format_rfc3339(quiet_hours_end(&q, &tz, t("2026-07-01T02:00:00Z"))),
+            format_rfc3339(quiet_hours_end(&q, &tz, t("2026-07-01T02:00:00Z")).unwrap()),
             "2026-07-01T12:00:00.000Z"
         );
         let (q, tz) = self::q("22:00", "06:30", "Asia/Kolkata");
         assert_eq!(
-            format_rfc3339(quiet_hours_end(&q, &tz, t("2026-07-01T17:00:00Z"))),
+            format_rfc3339(quiet_hours_end(&q, &tz, t("2026-07-01T17:00:00Z")).unwrap()),
             "2026-07-02T01:00:00.000Z"
         );
     }
