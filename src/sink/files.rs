@@ -392,9 +392,15 @@ impl OutputFiles {
         fn parts(lines: &[Lines]) -> Vec<&Lines> {
             lines.iter().collect()
         }
+        // Dead letters in order of file and line (then of the whole line).
+        let mut ordered: Vec<(&str, u64, String)> = dead_letters
+            .iter()
+            .map(|d| (d.file.as_str(), d.line, d.to_json_line()))
+            .collect();
+        ordered.sort_unstable();
         let mut letters = Lines::default();
-        for d in dead_letters {
-            letters.push(0, |out| out.extend_from_slice(d.to_json_line().as_bytes()));
+        for (place, (_, _, line)) in ordered.iter().enumerate() {
+            letters.push(place as Time, |out| out.extend_from_slice(line.as_bytes()));
         }
         letters.sort();
         for (file, name, parts) in [
