@@ -32,17 +32,19 @@ EMPTY=target/bench/empty
 mkdir -p "$EMPTY" && : > "$EMPTY/events.jsonl"
 base_kb=$(/usr/bin/time -f "%M" "$BIN" replay --spec dataflows/core.toml --fixture "$EMPTY" --out target/bench/out-empty -q -w "$WORKERS" 2>&1 >/dev/null | tail -1)
 
+# Each run's wall time, peak RSS and CPU time (user + system: on this shared
+# VM the same binary's CPU time drifts by up to 1.6x over an hour, so it
+# tells a slow machine from a slow build).
 for spec in core ecommerce; do
   out=target/bench/out-$spec
   best=""
   for run in 1 2 3; do
-    stats=$(/usr/bin/time -f "%e %M" "$BIN" replay --spec "dataflows/$spec.toml" --fixture "$DATA" --out "$out" -q -w "$WORKERS" 2>&1 >/dev/null | tail -1)
-    wall=${stats% *}
-    if [ -z "$best" ] || awk "BEGIN{exit !($wall < ${best% *})}"; then best=$stats; fi
+    stats=$(/usr/bin/time -f "%e %M %U %S" "$BIN" replay --spec "dataflows/$spec.toml" --fixture "$DATA" --out "$out" -q -w "$WORKERS" 2>&1 >/dev/null | tail -1)
+    if [ -z "$best" ] || awk "BEGIN{exit !(${stats%% *} < ${best%% *})}"; then best=$stats; fi
   done
-  wall=${best% *}; peak_kb=${best#* }
+  read -r wall peak_kb user sys <<< "$best"
   dispatches=$(wc -l < "$out/dispatches.jsonl")
-  awk -v spec="$spec" -v ev="$EVENTS" -v rec="$records" -v wall="$wall" -v peak="$peak_kb" -v base="$base_kb" -v users="$USERS" -v d="$dispatches" 'BEGIN {
-    printf "%-10s %9.0f events/s  %9.0f records/s  wall %.2f s (best of 3, whole process incl. writing outputs)  peak RSS %.0f MiB  state/user <= %.0f B  dispatches %d\n",
-      spec, ev / wall, rec / wall, wall, peak / 1024, (peak - base) * 1024 / users, d }'
+  awk -v spec="$spec" -v ev="$EVENTS" -v rec="$records" -v wall="$wall" -v peak="$peak_kb" -v base="$base_kb" -v users="$USERS" -v d="$dispatches" -v cpu="$(awk "BEGIN{print $user + $sys}")" 'BEGIN {
+    printf "%-10s %9.0f events/s  %9.0f records/s  wall %.2f s (best of 3, whole process incl. writing outputs)  cpu %.2f s  peak RSS %.0f MiB  state/user <= %.0f B  dispatches %d\n",
+      spec, ev / wall, rec / wall, wall, cpu, peak / 1024, (peak - base) * 1024 / users, d }'
 done
