@@ -244,6 +244,29 @@ mod tests {
         }
     }
 
+    /// Every byte of the fixed part is checked: any other byte at a digit's
+    /// place, and anything but the separator at a separator's, is rejected.
+    #[test]
+    fn every_place_of_the_fixed_part_is_checked() {
+        const DIGITS: [usize; 14] = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18];
+        let valid = *b"2026-04-01T10:00:00Z";
+        assert!(parse_bytes(&valid).is_some());
+        for place in 0..19 {
+            for byte in 0..=255u8 {
+                let mut line = valid;
+                line[place] = byte;
+                let allowed = if DIGITS.contains(&place) {
+                    byte.is_ascii_digit()
+                } else {
+                    byte == valid[place] || (place == 10 && byte == b't')
+                };
+                if !allowed {
+                    assert!(parse_bytes(&line).is_none(), "{}", line.escape_ascii());
+                }
+            }
+        }
+    }
+
     #[test]
     fn parses_offsets_and_floors_sub_milliseconds() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z").unwrap(), 0);
