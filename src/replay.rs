@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -133,6 +133,40 @@ impl Drop for Workers {
     }
 }
 
+/// The first failure of any worker, and a flag the others poll: in one
+/// process a worker that panics leaves the others waiting forever for its
+/// part of the frontier (timely's in-process channels do not report a peer
+/// that is gone), so they stop too when they see the flag.
+#[derive(Default)]
+struct Failure {
+    failed: AtomicBool,
+    first: Mutex<Option<String>>,
+}
+
+impl Failure {
+    fn record(&self, payload: &(dyn std::any::Any + Send)) {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a worker panicked".into());
+        let mut first = self.first.lock().unwrap_or_else(|e| e.into_inner());
+        first.get_or_insert(message);
+        self.failed.store(true, Ordering::SeqCst);
+    }
+
+    /// Panics (to unwind this worker) if another worker has failed.
+    fn check(&self) {
+        if self.failed.load(Ordering::Relaxed) {
+            panic!("stopped because another worker failed");
+        }
+    }
+
+    fn message(&self) -> Option<String> {
+        self.first.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// Runs the dataflow over the fixture and gathers every worker's output.
 pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
     let started = Instant::now();
@@ -160,90 +194,111 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
     let worker_release = release.clone();
     let wait_for_release = cluster.processes == 1;
     let workers = cluster.workers;
+    let failure = Arc::new(Failure::default());
+    let worker_failure = failure.clone();
+    #[cfg(test)]
+    let inject = tests::injected_failure(&opts.fixture);
 
     let guards = timely::execute(config, move |worker| {
-        let placement = Placement {
-            process: cluster.process,
-            processes: cluster.processes,
-            local_index: worker.index() % cluster.workers,
-            local_workers: cluster.workers,
-        };
-        let operator_times = operator_times::register(worker);
-        let rendered = Rc::new(RefCell::new(Rendered::new(&spec)));
-        let report = Rc::new(RefCell::new(SourceReport::default()));
-        let stats = Rc::new(RefCell::new(DecideStats::default()));
-        let probe = worker.dataflow::<Time, _, _>(|scope| {
-            let records = fixture_source(
-                scope,
-                worker_plan.clone(),
-                spec.clone(),
-                placement,
-                report.clone(),
-            );
-            let out = dataflow::build(records, spec.clone(), stats.clone());
-            render_lines(out, spec.clone(), rendered.clone())
-        });
-        let bar = (progress && worker.index() == 0).then(|| {
-            let bar = indicatif::ProgressBar::new(worker_plan.total_bytes);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "replaying {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                )
-                .expect("a valid template"),
-            );
-            bar
-        });
-        let mut last_tick = Instant::now();
-        while !probe.done() {
-            worker.step();
-            if let Some(bar) = &bar
-                && last_tick.elapsed() > Duration::from_millis(100)
-            {
-                bar.set_position(worker_plan.bytes_done.load(Ordering::Relaxed));
-                last_tick = Instant::now();
+        let failure = &worker_failure;
+        let work = std::panic::AssertUnwindSafe(|| {
+            let placement = Placement {
+                process: cluster.process,
+                processes: cluster.processes,
+                local_index: worker.index() % cluster.workers,
+                local_workers: cluster.workers,
+            };
+            let operator_times = operator_times::register(worker);
+            let rendered = Rc::new(RefCell::new(Rendered::new(&spec)));
+            let report = Rc::new(RefCell::new(SourceReport::default()));
+            let stats = Rc::new(RefCell::new(DecideStats::default()));
+            let probe = worker.dataflow::<Time, _, _>(|scope| {
+                let records = fixture_source(
+                    scope,
+                    worker_plan.clone(),
+                    spec.clone(),
+                    placement,
+                    report.clone(),
+                );
+                let out = dataflow::build(records, spec.clone(), stats.clone());
+                render_lines(out, spec.clone(), rendered.clone())
+            });
+            let bar = (progress && worker.index() == 0).then(|| {
+                let bar = indicatif::ProgressBar::new(worker_plan.total_bytes);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "replaying {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                    )
+                    .expect("a valid template"),
+                );
+                bar
+            });
+            let mut last_tick = Instant::now();
+            while !probe.done() {
+                failure.check();
+                #[cfg(test)]
+                if inject == Some(worker.index()) {
+                    panic!("injected failure");
+                }
+                worker.step();
+                if let Some(bar) = &bar
+                    && last_tick.elapsed() > Duration::from_millis(100)
+                {
+                    bar.set_position(worker_plan.bytes_done.load(Ordering::Relaxed));
+                    last_tick = Instant::now();
+                }
             }
-        }
-        if let Some(bar) = bar {
-            bar.finish_and_clear();
-        }
-        if let Some(times) = operator_times {
-            times.report(worker.index());
-        }
-        // Let the dataflow finish, so that timely drops it and its state
-        // (traces, per-user state, seen keys).
-        while worker.step_or_park(Some(Duration::from_millis(1))) {}
-        let tail = Instant::now();
-        let Rendered {
-            mut dispatches,
-            mut suppressions,
-            tally,
-        } = rendered.take();
-        let (report, stats) = (report.take(), stats.take());
-        let mut summary = Summary {
-            records: report.records,
-            late_events: report.late,
-            events: stats.events,
-            duplicates_dropped: stats.duplicates,
-            candidates: stats.candidates,
-            deferrals: stats.deferrals,
-            ..Summary::default()
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            if let Some(times) = operator_times {
+                times.report(worker.index());
+            }
+            // Let the dataflow finish, so that timely drops it and its state
+            // (traces, per-user state, seen keys).
+            while worker.step_or_park(Some(Duration::from_millis(1))) {
+                failure.check();
+            }
+            let tail = Instant::now();
+            let Rendered {
+                mut dispatches,
+                mut suppressions,
+                tally,
+            } = rendered.take();
+            let (report, stats) = (report.take(), stats.take());
+            let mut summary = Summary {
+                records: report.records,
+                late_events: report.late,
+                events: stats.events,
+                duplicates_dropped: stats.duplicates,
+                candidates: stats.candidates,
+                deferrals: stats.deferrals,
+                ..Summary::default()
+            };
+            tally.add_to(&spec, &mut summary);
+            tracing::info!(
+                worker = worker.index(),
+                records = summary.records,
+                decisions = summary.dispatches + summary.suppressions,
+                "worker done"
+            );
+            // Sorted here, in parallel; the writer merges the workers' parts.
+            dispatches.sort();
+            suppressions.sort();
+            tracing::debug!(
+                worker = worker.index(),
+                ms = tail.elapsed().as_secs_f64() * 1e3,
+                "lines sorted"
+            );
+            (dispatches, suppressions, report.dead_letters, summary)
+        });
+        let part = match std::panic::catch_unwind(work) {
+            Ok(part) => part,
+            Err(payload) => {
+                failure.record(&*payload);
+                std::panic::resume_unwind(payload);
+            }
         };
-        tally.add_to(&spec, &mut summary);
-        tracing::info!(
-            worker = worker.index(),
-            records = summary.records,
-            decisions = summary.dispatches + summary.suppressions,
-            "worker done"
-        );
-        // Sorted here, in parallel; the writer merges the workers' parts.
-        dispatches.sort();
-        suppressions.sort();
-        tracing::debug!(
-            worker = worker.index(),
-            ms = tail.elapsed().as_secs_f64() * 1e3,
-            "lines sorted"
-        );
-        let part = (dispatches, suppressions, report.dead_letters, summary);
         // The receiver lives until every part is in, or a worker failed.
         let _ = parts.send((worker.index() % cluster.workers, part));
         if wait_for_release {
@@ -256,29 +311,30 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
         guards: Some(guards),
     };
 
-    // A worker that ends without handing over its part has failed: the
-    // others are released and joined, and the failure is the replay's.
-    let ended = || {
-        threads
-            .guards
-            .as_ref()
-            .map(|g| g.guards().iter().map(|t| t.is_finished()).collect())
-            .unwrap_or_default()
+    // In a cluster the workers shut their connections down as they exit: a
+    // process that ended first would cut its peers' connections. They are
+    // joined first (and every part is in the channel then).
+    let joined = if wait_for_release {
+        Ok(())
+    } else {
+        threads.join()
     };
-    let Some(received) = gather(&handed, workers, ended) else {
-        let failure = threads.join().err();
+    // A worker that ends without handing over its part has failed: the
+    // others stop (see `Failure`) and are joined, and the failure is the
+    // replay's.
+    let ended = || match &threads.guards {
+        Some(g) => g.guards().iter().map(|t| t.is_finished()).collect(),
+        None => vec![true; workers],
+    };
+    let received = gather(&handed, workers, ended).filter(|_| joined.is_ok());
+    let Some(received) = received else {
+        let joined = threads.join().and(joined);
+        let why = failure.message().or(joined.err());
         anyhow::bail!(
             "a worker failed: {}",
-            failure.unwrap_or_else(|| "it ended without its output".into())
+            why.unwrap_or_else(|| "it ended without its output".into())
         );
     };
-    // In a cluster the workers shut their connections down as they exit:
-    // a process that ended first would cut its peers' connections.
-    if !wait_for_release {
-        threads
-            .join()
-            .map_err(|e| anyhow::anyhow!("a worker failed: {e}"))?;
-    }
 
     let mut out = ReplayOutput {
         dispatches: Vec::new(),
@@ -436,6 +492,55 @@ mod operator_times {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fixture directory whose replay has a worker fail, and which one.
+    static INJECT: Mutex<Option<(PathBuf, usize)>> = Mutex::new(None);
+
+    pub(super) fn injected_failure(fixture: &std::path::Path) -> Option<usize> {
+        let inject = INJECT.lock().unwrap();
+        inject
+            .as_ref()
+            .filter(|(f, _)| f == fixture)
+            .map(|(_, w)| *w)
+    }
+
+    /// A worker that fails in the middle of the dataflow fails the replay,
+    /// with its own message: the other workers, which would wait forever
+    /// for its share of the frontier, stop too.
+    #[test]
+    fn a_failing_worker_fails_the_replay_instead_of_hanging_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut events = String::new();
+        for i in 0..200 {
+            events += &format!(
+                "{{\"id\":\"e-{i}\",\"source\":\"s\",\"type\":\"t\",\"time\":\"2026-04-01T10:00:00Z\",\"subject\":\"u-{i}\"}}\n"
+            );
+        }
+        std::fs::write(dir.path().join("events.jsonl"), events).unwrap();
+        let spec = Spec::parse(
+            "t.toml",
+            "[[rule]]\nname = \"n\"\non = \"t\"\npurpose = \"transactional\"\nchannels = [\"push\"]\n",
+        )
+        .unwrap();
+        let opts = ReplayOptions {
+            spec: Arc::new(spec),
+            fixture: dir.path().to_path_buf(),
+            cluster: Cluster::single(3),
+            stripe_bytes: 1 << 10,
+            stripes_per_step: 1,
+            progress: false,
+        };
+        assert!(run(&opts).is_ok());
+        *INJECT.lock().unwrap() = Some((dir.path().to_path_buf(), 1));
+        // In a thread: a hang fails the test instead of stalling the suite.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || tx.send(run(&opts).err().map(|e| e.to_string())));
+        let failed = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the replay ends")
+            .expect("the replay fails");
+        assert!(failed.to_string().contains("injected failure"), "{failed}");
+    }
 
     /// Parts come back in worker order whatever order they arrive in, and
     /// a worker that dies without its part ends the wait instead of
