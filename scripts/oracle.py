@@ -107,7 +107,11 @@ Oracle author's own choices (DESIGN.md and the decisions above are silent):
      Non-ASCII is written as raw UTF-8 (ensure_ascii=False).
  B13. Time-zone data is the host's (zoneinfo / tzdata); local-time
      computations outside Python's datetime range (years 1-9999) are treated
-     as "not in quiet hours".
+     as "not in quiet hours", and so are instants after 9999-12-30T22:00Z,
+     where the engine's tz database ends; a quiet-hours end on a local date
+     past 9999-12-31 or after the last instant defers nothing.  Known
+     difference: in the year 0000 the engine applies quiet hours, the oracle
+     (no year 0 in Python) does not.
  B15. Outputs are not de-duplicated: e.g. the same event re-sent after the
      dedup horizon and then cancelled yields two identical suppression lines.
  B16. A `data` that is not an object makes every `where`/`at`/dedup-key field
@@ -178,6 +182,9 @@ def civil_from_days(z):
 
 MS_MIN = days_from_civil(0, 1, 1) * 86400000
 MS_MAX = days_from_civil(10000, 1, 1) * 86400000 - 1
+# The engine's tz database (jiff) ends at 9999-12-30T22:00:00.999Z: after that
+# instant no quiet hours apply (README, Times).
+TZ_CALENDAR_END = days_from_civil(9999, 12, 30) * 86400000 + 22 * 3600000 + 999
 
 RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})",
@@ -305,9 +312,13 @@ def next_wall_time(t, minute_of_day, zone):
     best = None
     k = -1
     while True:
-        day = d0 + timedelta(days=k)
-        for inst in wall_instants(day, minute_of_day, zone):
-            if inst > t and (best is None or inst < best):
+        try:
+            day = d0 + timedelta(days=k)
+            insts = wall_instants(day, minute_of_day, zone)
+        except (OverflowError, ValueError):
+            insts = []  # a local date past year 9999: no end there
+        for inst in insts:
+            if t < inst <= MS_MAX and (best is None or inst < best):
                 best = inst
         if best is not None and k >= 2:
             return best
@@ -971,6 +982,8 @@ class Engine:
             start, end, zone = prefs["quiet"]
             if start != end:
                 try:
+                    if t > TZ_CALENDAR_END:
+                        raise OverflowError("past the tz calendar (the engine's choice)")
                     lt = local_ms_of_day(t, zone)
                     s_ms, e_ms = start * 60000, end * 60000
                     inq = (s_ms <= lt < e_ms) if start < end else (lt >= s_ms or lt < e_ms)

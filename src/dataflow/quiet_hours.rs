@@ -7,9 +7,11 @@
 //! which local time reads `end`: when a clock change repeats `end`, the first
 //! occurrence after `t`; when it skips `end`, the instant the clocks jump.
 //!
-//! The tz database's calendar ends at 9999-12-30T22:00Z: at later instants
-//! (only decision times near the end of the accepted range, see
-//! [`crate::time::MAX_TIME`]) no quiet hours apply.
+//! The tz database's calendar ends at 9999-12-30T22:00:00.999Z: at later
+//! instants (only decision times near the end of the accepted range, see
+//! [`crate::time::MAX_TIME`]) no quiet hours apply, and quiet hours whose
+//! end falls on a local date after 9999-12-31, or after `MAX_TIME`, defer
+//! nothing.
 
 use jiff::civil::Date;
 use jiff::tz::{AmbiguousOffset, TimeZone};
