@@ -18,7 +18,8 @@ pub struct CapHistory {
 }
 
 fn holds(caps: &[Cap], t: Time, count_since: impl Fn(Time) -> usize) -> bool {
-    caps.iter().all(|c| count_since(t - c.per) < c.max as usize)
+    caps.iter()
+        .all(|c| count_since(t.saturating_sub(c.per)) < c.max as usize)
 }
 
 impl CapHistory {
@@ -46,7 +47,11 @@ impl CapHistory {
     /// Records a first-attempt dispatch at `t`, forgetting what no cap of
     /// `spec` can see any more.
     pub fn record(&mut self, t: Time, channel: Channel, purpose: Purpose, horizon: Time) {
-        while self.sent.front().is_some_and(|(s, _, _)| *s <= t - horizon) {
+        while self
+            .sent
+            .front()
+            .is_some_and(|(s, _, _)| *s <= t.saturating_sub(horizon))
+        {
             self.sent.pop_front();
         }
         if horizon > 0 {
@@ -56,7 +61,11 @@ impl CapHistory {
 
     /// Drops entries no cap window reaching back `horizon` from `t` can see.
     pub fn expire(&mut self, t: Time, horizon: Time) {
-        while self.sent.front().is_some_and(|(s, _, _)| *s <= t - horizon) {
+        while self
+            .sent
+            .front()
+            .is_some_and(|(s, _, _)| *s <= t.saturating_sub(horizon))
+        {
             self.sent.pop_front();
         }
     }

@@ -98,7 +98,7 @@ impl UserState {
                 .dedup
                 .as_ref()
                 .map_or(0, |d| d.window);
-            *t > from - window
+            *t > from.saturating_sub(window)
         });
         self.caps.expire(from, longest_window);
         self.next_expiry = from.saturating_add(longest_window.max(1) / 2);
@@ -492,10 +492,9 @@ impl Core {
         }
         // 3. per-rule dedup
         if let (Some(dedup), Some(key)) = (&rule.dedup, &c.dedup_key)
-            && state
-                .dedup
-                .iter()
-                .any(|(r, k, last)| *r == c.rule && k == key && *last > t - dedup.window)
+            && state.dedup.iter().any(|(r, k, last)| {
+                *r == c.rule && k == key && *last > t.saturating_sub(dedup.window)
+            })
         {
             return out.push(suppress(user, &c, t, Reason::Duplicate));
         }

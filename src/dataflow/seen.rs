@@ -114,7 +114,7 @@ impl SeenKeys {
                 let forgotten = !self.erased.is_empty()
                     && self.erased.get(&user).is_some_and(|at| seen.time < *at);
                 let previous = std::mem::replace(&mut seen.time, t);
-                !forgotten && previous > t - self.horizon
+                !forgotten && previous > t.saturating_sub(self.horizon)
             }
             None => {
                 self.table.insert_unique(
