@@ -9,6 +9,7 @@
 
 pub mod condition;
 pub mod glob;
+mod toml_errors;
 pub mod vocab;
 
 use std::fmt;
@@ -86,7 +87,9 @@ pub struct SpecError {
 
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.message)
+        } else if self.field.is_empty() {
             write!(f, "{}:{}: {}", self.file, self.line, self.message)
         } else {
             write!(
@@ -299,13 +302,8 @@ impl Compiler<'_> {
     fn compile(&self) -> Result<Spec, SpecError> {
         let raw: RawSpec = toml::from_str(self.text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
-            let message = e.message().trim().to_string();
-            let hint = if message.contains("unknown field") {
-                "; see the README's spec reference for the keys each table accepts"
-            } else {
-                ""
-            };
-            self.err(&span, "", format!("{message}{hint}"))
+            let (field, message) = toml_errors::explain(self.text, &span, e.message().trim());
+            self.err(&span, field, message)
         })?;
 
         let dedup_horizon = match &raw.dedup_horizon {

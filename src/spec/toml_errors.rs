@@ -1,0 +1,224 @@
+//! Errors from the TOML reader, said in the spec's terms: which table and
+//! key, what is wrong, and what to write instead.
+//!
+//! The reader (`toml` + serde) knows the byte span of the problem and
+//! speaks of Rust types ("expected a sequence", "untagged enum OneOrMany",
+//! "struct RawAt"). Here the span finds the key (on its line) and the table
+//! (the nearest header above it), and the key finds an example of what it
+//! takes.
+
+use std::ops::Range;
+
+/// Where a span is: its table (`rule`, `cap`, `rule.dedup`, …, or `""` at
+/// the top), the rule's name if known, and the key on the span's line.
+struct Place<'a> {
+    table: String,
+    rule_name: Option<&'a str>,
+    key: Option<&'a str>,
+}
+
+fn place<'a>(text: &'a str, span: &Range<usize>) -> Place<'a> {
+    let start = span.start.min(text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let line = text[line_start..line_end].trim();
+    // `key = value` (the key may be quoted or dotted), or a header.
+    let key = (!line.starts_with('['))
+        .then(|| {
+            line.split_once('=')
+                .map(|(k, _)| k.trim().trim_matches('"'))
+        })
+        .flatten()
+        .filter(|k| !k.is_empty());
+    // The nearest header at or above the line, and the rule name after it.
+    let mut table = String::new();
+    let mut header_at = 0;
+    for (at, l) in lines_before(text, line_end) {
+        let l = l.trim();
+        if l.starts_with('[') {
+            table = l.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+            header_at = at;
+        }
+    }
+    let rule_name = (table == "rule")
+        .then(|| {
+            text[header_at..]
+                .lines()
+                .skip(1)
+                .take_while(|l| !l.trim().starts_with('['))
+                .find_map(|l| {
+                    let (k, v) = l.split_once('=')?;
+                    (k.trim() == "name").then(|| v.trim().trim_matches('"'))
+                })
+        })
+        .flatten();
+    Place {
+        table,
+        rule_name,
+        key,
+    }
+}
+
+/// Lines (with their byte offsets) that start before `end`.
+fn lines_before(text: &str, end: usize) -> impl Iterator<Item = (usize, &str)> {
+    let mut at = 0;
+    text.split_inclusive('\n').map_while(move |l| {
+        let start = at;
+        at += l.len();
+        (start <= end).then_some((start, l))
+    })
+}
+
+/// What a key takes, as something to write.
+fn example(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "name" => "a string, e.g. name = \"cart-recovery\"",
+        "on" | "cancel_on" => {
+            "an event type or a list of them (`*` matches any run of characters), e.g. on = \"cart.*\" or on = [\"order.placed\", \"order.paid\"]"
+        }
+        "template" => "a string, e.g. template = \"cart-reminder\"",
+        "purpose" => "purpose = \"marketing\" or purpose = \"transactional\"",
+        "priority" => "priority = \"normal\", \"high\" or \"critical\"",
+        "channels" | "channel" => {
+            "channel names: push, email, sms, in_app, webhook, e.g. channels = [\"push\", \"email\"]"
+        }
+        "delay" | "fallback_after" | "dedup_horizon" | "allowed_lateness" | "per" | "window"
+        | "before" => "a duration string, e.g. \"30m\", \"24h\" or \"1h30m\"",
+        "at" => "at = { field = \"starts_at\", before = \"24h\" }",
+        "dedup" => "dedup = { window = \"24h\", key = \"order_id\" }",
+        "where" => "where = [{ field = \"cart_value\", op = \">\", value = 50 }]",
+        "field" | "key" => "a path into the event's data, e.g. \"cart_value\" or \"order.id\"",
+        "op" => "one of =, !=, <, <=, >, >=, in, exists, not_exists",
+        "value" => "a string, a number, a boolean or a list of them",
+        "max" => "a whole number, e.g. max = 3",
+        "holdout" => "a fraction from 0.0 to 1.0, e.g. holdout = 0.05",
+        "rule" => "rules as [[rule]] tables (two brackets: a list of tables)",
+        "cap" => "caps as [[cap]] tables (two brackets: a list of tables)",
+        _ => return None,
+    })
+}
+
+/// The field as errors name it: `rule \`a\`: delay`, `cap: max`, `holdout`.
+fn field_name(place: &Place<'_>, key: &str) -> String {
+    let table = match (place.table.as_str(), place.rule_name) {
+        ("", _) => return key.to_string(),
+        ("rule", Some(name)) => format!("rule `{name}`"),
+        (t, _) => t.to_string(),
+    };
+    format!("{table}: {key}")
+}
+
+/// The reader's `message` at `span`, as (field, message with a fix).
+pub(super) fn explain(text: &str, span: &Range<usize>, message: &str) -> (String, String) {
+    let place = place(text, span);
+    let quoted = |m: &str, after: &str| {
+        m.split_once(after)
+            .and_then(|(_, rest)| rest.split('`').nth(1))
+            .map(str::to_string)
+    };
+    // A missing key is reported at its table's header.
+    if let Some(key) = quoted(message, "missing field") {
+        let write = example(&key).map_or(String::new(), |e| format!("; write {e}"));
+        return (field_name(&place, &key), format!("missing{write}"));
+    }
+    if let Some(key) = quoted(message, "unknown field") {
+        let top = ["dedup_horizon", "allowed_lateness", "holdout"];
+        let hint = if !place.table.is_empty() && top.contains(&key.as_str()) {
+            format!(
+                "; `{key}` is a top-level key: put it above the first [[rule]] or [[cap]] table"
+            )
+        } else {
+            "; see the README's spec reference for the keys each table accepts".to_string()
+        };
+        return (String::new(), format!("{message}{hint}"));
+    }
+    let (key, field) = match place.key {
+        Some(key) => (key, field_name(&place, key)),
+        // A header such as `[rule]` written for `[[rule]]`.
+        None if ["rule", "cap"].contains(&place.table.as_str()) => {
+            (place.table.as_str(), place.table.clone())
+        }
+        None => return (String::new(), message.to_string()),
+    };
+    if message.starts_with("duplicate key") {
+        return (
+            field,
+            format!("`{key}` is set twice in this table; keep one"),
+        );
+    }
+    let what = if let Some(found) = message
+        .strip_prefix("invalid type: ")
+        .and_then(|m| m.split(", expected").next())
+    {
+        format!("is {found}")
+    } else if message.contains("untagged enum") || message.contains("expected struct") {
+        "has the wrong form".to_string()
+    } else {
+        message.to_string()
+    };
+    let write = example(key).map_or(String::new(), |e| format!("; write {e}"));
+    (field, format!("{what}{write}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::spec::Spec;
+
+    fn error(text: &str) -> String {
+        Spec::parse("t.toml", text).unwrap_err().to_string()
+    }
+
+    const RULE: &str =
+        "[[rule]]\nname = \"a\"\non = \"x\"\npurpose = \"marketing\"\nchannels = [\"push\"]\n";
+
+    /// Every error the TOML reader raises names the table and key, and
+    /// says what to write, in the spec's terms rather than Rust's.
+    #[test]
+    fn reader_errors_name_the_field_and_the_fix() {
+        let cases = [
+            (
+                format!("{RULE}delay = 30\n"),
+                "t.toml:6: rule `a`: delay: is integer `30`; write a duration string",
+            ),
+            (format!("{RULE}on2 = 1\n"), "t.toml:6: unknown field `on2`"),
+            (
+                "[[rule]]\nname = \"a\"\non = 5\npurpose = \"marketing\"\nchannels = [\"push\"]\n"
+                    .into(),
+                "t.toml:3: rule `a`: on: has the wrong form; write an event type or a list",
+            ),
+            (
+                format!("{RULE}at = \"starts_at\"\n"),
+                "t.toml:6: rule `a`: at: is string \"starts_at\"; write at = { field",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\non = \"x\"\nchannels = [\"push\"]\n".into(),
+                "t.toml:1: rule `a`: purpose: missing; write purpose = \"marketing\"",
+            ),
+            (
+                "holdout = 0.1\nholdout = 0.2\n".into(),
+                "t.toml:2: holdout: `holdout` is set twice",
+            ),
+            (
+                format!("{RULE}holdout = 0.05\n"),
+                "`holdout` is a top-level key: put it above the first [[rule]]",
+            ),
+            (
+                "[rule]\nname = \"a\"\n".into(),
+                "t.toml:1: rule: is map; write rules as [[rule]] tables",
+            ),
+            (
+                "[[cap]]\npurpose = \"marketing\"\nmax = 2.5\nper = \"1h\"\n".into(),
+                "t.toml:3: cap: max: is floating point `2.5`; write a whole number",
+            ),
+            (format!("{RULE}channels = \"push\"\n"), "channels"),
+        ];
+        for (text, expected) in cases {
+            let e = error(&text);
+            assert!(e.contains(expected), "{text}\n=> {e}\nwanted: {expected}");
+            assert!(
+                !e.contains("Raw") && !e.contains("OneOrMany") && !e.contains("i64"),
+                "{e}"
+            );
+        }
+    }
+}
