@@ -397,6 +397,10 @@ fn gather<P>(
 /// a run that fails leaves them empty rather than holding an older run's
 /// lines.
 pub fn run_to_dir(opts: &ReplayOptions, out_dir: &std::path::Path) -> anyhow::Result<ReplayOutput> {
+    // The fixture and the worker flags are checked before `out_dir` is
+    // touched: a replay that cannot start leaves an earlier run's outputs.
+    FixturePlan::open(&opts.fixture, opts.stripe_bytes, opts.stripes_per_step)?;
+    opts.cluster.timely_config()?;
     let mut files = OutputFiles::open(out_dir)?;
     let (out, emptied) = std::thread::scope(|s| {
         let emptying = s.spawn(|| files.empty());
@@ -502,6 +506,32 @@ mod tests {
             .as_ref()
             .filter(|(f, _)| f == fixture)
             .map(|(_, w)| *w)
+    }
+
+    /// A replay that cannot start (no such fixture, bad worker flags)
+    /// leaves an earlier run's outputs as they were.
+    #[test]
+    fn a_replay_that_cannot_start_keeps_the_outputs() {
+        let out = tempfile::tempdir().unwrap();
+        std::fs::write(out.path().join("dispatches.jsonl"), "{\"kept\":1}\n").unwrap();
+        std::fs::write(out.path().join("summary.json"), "{}\n").unwrap();
+        let spec = Spec::parse("t.toml", "").unwrap();
+        let mut opts = ReplayOptions {
+            spec: Arc::new(spec),
+            fixture: out.path().join("no-such-fixture"),
+            cluster: Cluster::single(1),
+            stripe_bytes: 1 << 10,
+            stripes_per_step: 1,
+            progress: false,
+        };
+        assert!(run_to_dir(&opts, out.path()).is_err());
+        opts.fixture = out.path().to_path_buf();
+        opts.cluster = Cluster::single(0);
+        std::fs::write(out.path().join("events.jsonl"), "").unwrap();
+        assert!(run_to_dir(&opts, out.path()).is_err());
+        let read = |n: &str| std::fs::read_to_string(out.path().join(n)).unwrap();
+        assert_eq!(read("dispatches.jsonl"), "{\"kept\":1}\n");
+        assert_eq!(read("summary.json"), "{}\n");
     }
 
     /// A worker that fails in the middle of the dataflow fails the replay,

@@ -362,6 +362,15 @@ impl OutputFiles {
     /// file is left as is; a symbolic link is truncated where it points.
     pub fn empty(&mut self) -> anyhow::Result<()> {
         let dir = &self.dir;
+        // An earlier run's summary would describe files it no longer has.
+        match std::fs::remove_file(dir.join("summary.json")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| {
+                    format!("cannot remove {}", dir.join("summary.json").display())
+                });
+            }
+            _ => {}
+        }
         for (file, name) in [
             (&mut self.dispatches, "dispatches.jsonl"),
             (&mut self.suppressions, "suppressions.jsonl"),

@@ -103,8 +103,13 @@ impl FixturePlan {
     ) -> anyhow::Result<FixturePlan> {
         anyhow::ensure!(
             dir.is_dir(),
-            "fixture directory {} does not exist",
-            dir.display()
+            "fixture directory {} {}",
+            dir.display(),
+            if dir.exists() {
+                "is not a directory; --fixture names the directory that holds events.jsonl and the other streams"
+            } else {
+                "does not exist"
+            }
         );
         let stripe_bytes = stripe_bytes.max(1);
         let mut files = Vec::new();
