@@ -46,7 +46,7 @@ struct Cli {
 enum Command {
     /// Replay a fixture directory through a spec and write the decisions.
     ///
-    /// Reads DIR/{events,preferences,consent,receipts,erasures}.jsonl (any
+    /// Reads --fixture DIR/{events,preferences,consent,receipts,erasures}.jsonl (any
     /// subset) and writes dispatches.jsonl, suppressions.jsonl,
     /// dead_letters.jsonl and summary.json into --out, replacing what an
     /// earlier run left there (the files are opened, and emptied, as the
@@ -65,7 +65,8 @@ enum Command {
         /// Number of distinct users.
         #[arg(long, default_value_t = 100_000)]
         users: u64,
-        /// Number of events (duplicates included).
+        /// Number of events; about 1% more lines are written, re-sent
+        /// duplicates of some of them.
         #[arg(long, default_value_t = 1_000_000)]
         events: u64,
         /// Seed: the same seed gives byte-identical files.
@@ -97,7 +98,9 @@ struct WorkerArgs {
     /// This process's index in the cluster (0-based).
     #[arg(short = 'p', long = "process", default_value_t = 0)]
     process: usize,
-    /// Host file: one host:port per line, one line per process (default localhost:2101+i).
+    /// Host file: one host:port per line, one line per process (default
+    /// localhost:2101+i). `-h` is this flag, as in timely's own programs:
+    /// help is `--help`.
     #[arg(short = 'h', long = "hostfile")]
     hostfile: Option<PathBuf>,
 }

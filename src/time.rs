@@ -196,7 +196,8 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
         if start == i {
             return Err(bad());
         }
-        let n: i64 = s[start..i].parse().map_err(|_| bad())?;
+        let too_long = || format!("{s:?} is too long a duration; write at most 106751991167d");
+        let n: i64 = s[start..i].parse().map_err(|_| too_long())?;
         let ustart = i;
         while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
             i += 1;
@@ -212,7 +213,7 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
         total = n
             .checked_mul(unit)
             .and_then(|v| total.checked_add(v))
-            .ok_or_else(bad)?;
+            .ok_or_else(too_long)?;
         while i < bytes.len() && bytes[i] == b' ' {
             i += 1;
         }
@@ -363,6 +364,16 @@ mod tests {
         assert_eq!(parse_duration("0s").unwrap(), 0);
         for bad in ["", "h", "10", "10x", "-5m", "1.5h"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_duration("106751991167d").unwrap(),
+            106_751_991_167 * MS_PER_DAY
+        );
+        for long in ["106751991168d", "99999999999999999999ms"] {
+            assert!(
+                parse_duration(long).unwrap_err().contains("too long"),
+                "{long}"
+            );
         }
     }
 }

@@ -425,6 +425,15 @@ impl Compiler<'_> {
                 "write one or more event types, e.g. \"cart.abandoned\" or [\"order.*\"]",
             ));
         }
+        // Event types do not start or end with spaces: most likely a typo
+        // that would match nothing.
+        if let Some(s) = list.iter().find(|s| s.trim() != s.as_str()) {
+            return Err(self.err(
+                &span,
+                field,
+                format!("{s:?} starts or ends with a space; write {:?}", s.trim()),
+            ));
+        }
         Ok(list.iter().map(|s| Glob::new(s)).collect())
     }
 
@@ -524,14 +533,29 @@ impl Compiler<'_> {
                     ));
                 }
                 (false, None) => Value::Null,
-                (true, Some(v)) => serde_json::to_value(&v)
-                    .map_err(|e| self.err(&span, f("where.value"), e.to_string()))?,
+                (true, Some(v)) => {
+                    json_like(&v).map_err(|m| self.err(&span, f("where.value"), m))?;
+                    serde_json::to_value(&v)
+                        .map_err(|e| self.err(&span, f("where.value"), e.to_string()))?
+                }
             };
-            if op == Op::In && !value.is_array() {
+            if op == Op::In && !value.as_array().is_some_and(|l| !l.is_empty()) {
                 return Err(self.err(
                     &span,
                     f("where.value"),
-                    "`in` needs a list, e.g. value = [\"gold\", \"silver\"]",
+                    "`in` needs a list of one or more values, e.g. value = [\"gold\", \"silver\"]",
+                ));
+            }
+            if matches!(op, Op::Lt | Op::Le | Op::Gt | Op::Ge)
+                && !(value.is_number() || value.is_string())
+            {
+                return Err(self.err(
+                    &span,
+                    f("where.value"),
+                    format!(
+                        "{:?} compares only numbers with numbers and strings with strings; write a number or a string",
+                        c.op
+                    ),
                 ));
             }
             conditions.push(Condition {
@@ -588,6 +612,17 @@ impl Compiler<'_> {
                         "a dedup window must be longer than zero, e.g. \"24h\"",
                     ));
                 }
+                if let Some(key) = &d.key
+                    && (key.is_empty() || key.split('.').any(str::is_empty))
+                {
+                    return Err(self.err(
+                        &span,
+                        f("dedup.key"),
+                        format!(
+                            "{key:?} is not a field path; write a key of `data`, dots for nested keys, e.g. key = \"order_id\""
+                        ),
+                    ));
+                }
                 Some(Dedup {
                     window,
                     key: d.key.as_deref().map(Self::path),
@@ -609,6 +644,23 @@ impl Compiler<'_> {
             cancel_on,
             dedup,
         })
+    }
+}
+
+/// A `where` value must mean what it would in JSON: TOML's date-times have
+/// no JSON form (event times are strings in `data`), and nan and inf equal
+/// nothing.
+fn json_like(v: &toml::Value) -> Result<(), String> {
+    match v {
+        toml::Value::Datetime(d) => Err(format!(
+            "{d} is a TOML date-time; `data` holds times as strings: quote it, value = \"{d}\""
+        )),
+        toml::Value::Float(f) if !f.is_finite() => Err(format!(
+            "{f} equals no number in `data`; write a finite number"
+        )),
+        toml::Value::Array(items) => items.iter().try_for_each(json_like),
+        toml::Value::Table(t) => t.values().try_for_each(json_like),
+        _ => Ok(()),
     }
 }
 
@@ -736,6 +788,43 @@ mod tests {
 
         let e = parse("holdout = 1.5\n").unwrap_err();
         assert_eq!(e.field, "holdout");
+
+        let rule =
+            "[[rule]]\nname = \"a\"\non = \"x\"\npurpose = \"marketing\"\nchannels = [\"push\"]\n";
+        for (cond, says) in [
+            (
+                "{ field = \"d\", op = \"=\", value = 2026-03-01T00:00:00Z }",
+                "quote it",
+            ),
+            (
+                "{ field = \"d\", op = \"in\", value = [07:30:00] }",
+                "quote it",
+            ),
+            (
+                "{ field = \"v\", op = \"!=\", value = nan }",
+                "finite number",
+            ),
+            (
+                "{ field = \"v\", op = \">\", value = true }",
+                "write a number or a string",
+            ),
+            (
+                "{ field = \"v\", op = \"in\", value = [] }",
+                "one or more values",
+            ),
+        ] {
+            let e = parse(&format!("{rule}where = [{cond}]\n")).unwrap_err();
+            assert!(e.message.contains(says), "{cond}: {e}");
+        }
+
+        let e = parse("[[rule]]\nname = \"a\"\non = \"x\"\npurpose = \"marketing\"\nchannels = [\"push\"]\ndedup = { window = \"1h\", key = \"a..b\" }\n").unwrap_err();
+        assert_eq!(e.field, "rule `a`: dedup.key", "{e}");
+
+        let e = parse(
+            "[[rule]]\nname = \"a\"\non = \" x\"\npurpose = \"marketing\"\nchannels = [\"push\"]\n",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("write \"x\""), "{e}");
 
         let e = parse("[[rule]]\nname = \"a\"\non = \"x\"\npurpose = \"marketing\"\nchannels = [\"push\"]\nwhere = [{ field = \"v\", op = \"~\", value = 1 }]\n").unwrap_err();
         assert!(e.message.contains("unknown operator"), "{e}");
