@@ -280,6 +280,10 @@ fn main() -> std::process::ExitCode {
             let mut bad = 0;
             for path in &specs {
                 match Spec::load(path) {
+                    Ok(spec) if spec.rules.is_empty() => println!(
+                        "{}: ok, but it has no [[rule]]: every event would be decided to nothing",
+                        path.display()
+                    ),
                     Ok(spec) => println!("{}: ok ({} rules)", path.display(), spec.rules.len()),
                     Err(e) => {
                         bad += 1;
