@@ -256,10 +256,10 @@ struct RawDedup {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCap {
-    purpose: Option<String>,
-    channel: Option<String>,
-    max: i64,
-    per: String,
+    purpose: Option<Spanned<String>>,
+    channel: Option<Spanned<String>>,
+    max: Spanned<i64>,
+    per: Spanned<String>,
 }
 
 struct Compiler<'a> {
@@ -354,47 +354,53 @@ impl Compiler<'_> {
         for c in raw.cap {
             let span = c.span();
             let c = c.into_inner();
-            let per = parse_duration(&c.per).map_err(|m| self.err(&span, "cap.per", m))?;
+            let per = self.duration("cap.per", &c.per)?;
             if per <= 0 {
                 return Err(self.err(
-                    &span,
+                    &c.per.span(),
                     "cap.per",
                     "a cap window must be longer than zero, e.g. \"1h\"",
                 ));
             }
-            if !(0..=u32::MAX as i64).contains(&c.max) {
+            let max = *c.max.get_ref();
+            if !(0..=u32::MAX as i64).contains(&max) {
                 return Err(self.err(
-                    &span,
+                    &c.max.span(),
                     "cap.max",
-                    format!("{} is not a count; write a whole number ≥ 0", c.max),
+                    format!("{max} is not a count; write a whole number ≥ 0"),
                 ));
             }
             let cap = Cap {
-                max: c.max as u32,
+                max: max as u32,
                 per,
             };
             match (c.purpose, c.channel) {
                 (Some(p), None) => {
-                    let p = Purpose::parse(&p).ok_or_else(|| {
+                    let purpose = Purpose::parse(p.get_ref()).ok_or_else(|| {
                         self.err(
-                            &span,
+                            &p.span(),
                             "cap.purpose",
                             format!(
-                                "unknown purpose {p:?}; write \"marketing\" or \"transactional\""
+                                "unknown purpose {:?}; write \"marketing\" or \"transactional\"",
+                                p.get_ref()
                             ),
                         )
                     })?;
-                    purpose_caps[p as usize].push(cap);
+                    purpose_caps[purpose as usize].push(cap);
                 }
                 (None, Some(ch)) => {
-                    let ch = Channel::parse(&ch).ok_or_else(|| {
+                    let channel = Channel::parse(ch.get_ref()).ok_or_else(|| {
                         self.err(
-                            &span,
+                            &ch.span(),
                             "cap.channel",
-                            format!("unknown channel {ch:?}; channels are {}", Channel::NAMES),
+                            format!(
+                                "unknown channel {:?}; channels are {}",
+                                ch.get_ref(),
+                                Channel::NAMES
+                            ),
                         )
                     })?;
-                    channel_caps[ch as usize].push(cap);
+                    channel_caps[channel as usize].push(cap);
                 }
                 _ => {
                     return Err(self.err(
@@ -785,6 +791,14 @@ mod tests {
 
         let e = parse("[[cap]]\nmax = 3\nper = \"1h\"\n").unwrap_err();
         assert!(e.message.contains("exactly one of"), "{e}");
+
+        // Cap errors point at the key's line, not the table's header.
+        let e = parse("[[cap]]\npurpose = \"marketing\"\nmax = 3\nper = \"1 hour\"\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (4, "cap.per"), "{e}");
+        let e = parse("[[cap]]\nchannel = \"fax\"\nmax = 3\nper = \"1h\"\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (2, "cap.channel"), "{e}");
+        let e = parse("[[cap]]\npurpose = \"marketing\"\nmax = -1\nper = \"1h\"\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (3, "cap.max"), "{e}");
 
         let e = parse("holdout = 1.5\n").unwrap_err();
         assert_eq!(e.field, "holdout");
