@@ -513,7 +513,7 @@ impl Compiler<'_> {
                     format!("unknown operator {:?}; write one of {}", c.op, Op::NAMES),
                 )
             })?;
-            if c.field.is_empty() || c.field.split('.').any(str::is_empty) {
+            if !is_field_path(&c.field) {
                 return Err(self.err(
                     &span,
                     f("where.field"),
@@ -582,7 +582,7 @@ impl Compiler<'_> {
             (None, Some(at)) => {
                 let span = at.span();
                 let at = at.get_ref();
-                if at.field.is_empty() || at.field.split('.').any(str::is_empty) {
+                if !is_field_path(&at.field) {
                     return Err(self.err(
                         &span,
                         f("at.field"),
@@ -619,7 +619,7 @@ impl Compiler<'_> {
                     ));
                 }
                 if let Some(key) = &d.key
-                    && (key.is_empty() || key.split('.').any(str::is_empty))
+                    && !is_field_path(key)
                 {
                     return Err(self.err(
                         &span,
@@ -651,6 +651,11 @@ impl Compiler<'_> {
             dedup,
         })
     }
+}
+
+/// A path into an event's `data`: keys joined by dots, none empty.
+fn is_field_path(path: &str) -> bool {
+    !path.split('.').any(str::is_empty)
 }
 
 /// A `where` value must mean what it would in JSON: TOML's date-times have
