@@ -169,12 +169,27 @@ impl Failure {
 
 /// Runs the dataflow over the fixture and gathers every worker's output.
 pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
+    run_prepared(opts, prepare(opts)?)
+}
+
+/// A replay whose inputs are checked: its fixture's files found and mapped,
+/// timely's configuration valid.
+struct Prepared {
+    plan: FixturePlan,
+    config: timely::Config,
+}
+
+fn prepare(opts: &ReplayOptions) -> anyhow::Result<Prepared> {
+    Ok(Prepared {
+        plan: FixturePlan::open(&opts.fixture, opts.stripe_bytes, opts.stripes_per_step)?,
+        config: opts.cluster.timely_config()?,
+    })
+}
+
+fn run_prepared(opts: &ReplayOptions, prepared: Prepared) -> anyhow::Result<ReplayOutput> {
     let started = Instant::now();
-    let plan = Arc::new(FixturePlan::open(
-        &opts.fixture,
-        opts.stripe_bytes,
-        opts.stripes_per_step,
-    )?);
+    let Prepared { plan, config } = prepared;
+    let plan = Arc::new(plan);
     tracing::info!(
         fixture = %opts.fixture.display(),
         files = plan.files.len(),
@@ -184,7 +199,6 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
         process = opts.cluster.process,
         "replay starting"
     );
-    let config = opts.cluster.timely_config()?;
     let spec = opts.spec.clone();
     let cluster = opts.cluster.clone();
     let progress = opts.progress && plan.total_bytes >= 8 << 20;
@@ -399,12 +413,11 @@ fn gather<P>(
 pub fn run_to_dir(opts: &ReplayOptions, out_dir: &std::path::Path) -> anyhow::Result<ReplayOutput> {
     // The fixture and the worker flags are checked before `out_dir` is
     // touched: a replay that cannot start leaves an earlier run's outputs.
-    FixturePlan::open(&opts.fixture, opts.stripe_bytes, opts.stripes_per_step)?;
-    opts.cluster.timely_config()?;
+    let prepared = prepare(opts)?;
     let mut files = OutputFiles::open(out_dir)?;
     let (out, emptied) = std::thread::scope(|s| {
         let emptying = s.spawn(|| files.empty());
-        let out = run(opts);
+        let out = run_prepared(opts, prepared);
         (out, emptying.join().expect("emptying files does not panic"))
     });
     let out = out?;

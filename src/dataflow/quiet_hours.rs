@@ -134,7 +134,7 @@ mod tests {
         assert_eq!(format_rfc3339(at), "2026-03-29T01:00:00.000Z");
     }
 
-    /// Past the end of the tz database's calendar (9999-12-30T22:00Z) no
+    /// Past the end of the tz database's calendar (9999-12-30T22:00:00.999Z) no
     /// quiet hours apply; before it they end as usual, up to the last
     /// accepted instant.
     #[test]
