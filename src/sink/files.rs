@@ -589,4 +589,22 @@ channels = ["email"]
         assert_eq!(read("dead_letters.jsonl"), "");
         assert!(read("summary.json").contains("\"dispatches\": 0"));
     }
+
+    /// Emptying removes an earlier summary, and an output that is a
+    /// symbolic link stays one: the file it points to is emptied.
+    #[cfg(unix)]
+    #[test]
+    fn emptying_keeps_links_and_drops_the_old_summary() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere.jsonl");
+        std::fs::write(&target, "old\n").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("dispatches.jsonl")).unwrap();
+        std::fs::write(dir.path().join("summary.json"), "{}\n").unwrap();
+        let mut files = OutputFiles::open(dir.path()).unwrap();
+        files.empty().unwrap();
+        assert!(!dir.path().join("summary.json").exists());
+        let link = std::fs::symlink_metadata(dir.path().join("dispatches.jsonl")).unwrap();
+        assert!(link.file_type().is_symlink());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "");
+    }
 }

@@ -528,6 +528,26 @@ pub fn fixture_source<'s>(
 mod tests {
     use super::*;
 
+    /// A fixture that is not a directory is told apart from a missing one.
+    #[test]
+    fn a_fixture_must_be_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("events.jsonl");
+        std::fs::write(&file, "").unwrap();
+        let open = |p: &Path| FixturePlan::open(p, 1 << 20, 1).err().unwrap().to_string();
+        assert!(
+            open(&file).contains("is not a directory"),
+            "{}",
+            open(&file)
+        );
+        let missing = dir.path().join("nothing");
+        assert!(
+            open(&missing).contains("does not exist"),
+            "{}",
+            open(&missing)
+        );
+    }
+
     #[test]
     #[allow(invalid_from_utf8, reason = "the invalid line is the point")]
     fn lines_that_are_not_utf8_get_the_standard_message() {
