@@ -17,9 +17,11 @@ pub struct CapHistory {
     sent: VecDeque<(Time, Channel, Purpose)>,
 }
 
-fn holds(caps: &[Cap], t: Time, count_since: impl Fn(Time) -> usize) -> bool {
+/// The index of the first of `caps` that is full at `t`, if any.
+fn first_full(caps: &[Cap], t: Time, count_since: impl Fn(Time) -> usize) -> Option<u16> {
     caps.iter()
-        .all(|c| count_since(t.saturating_sub(c.per)) < c.max as usize)
+        .position(|c| count_since(t.saturating_sub(c.per)) >= c.max as usize)
+        .map(|i| i as u16)
 }
 
 impl CapHistory {
@@ -33,13 +35,23 @@ impl CapHistory {
     }
 
     pub fn channel_allows(&self, spec: &Spec, channel: Channel, t: Time) -> bool {
-        holds(&spec.channel_caps[channel as usize], t, |from| {
+        self.full_channel_cap(spec, channel, t).is_none()
+    }
+
+    pub fn purpose_allows(&self, spec: &Spec, purpose: Purpose, t: Time) -> bool {
+        self.full_purpose_cap(spec, purpose, t).is_none()
+    }
+
+    /// The first (in spec order) of the channel's caps that is full at `t`.
+    pub fn full_channel_cap(&self, spec: &Spec, channel: Channel, t: Time) -> Option<u16> {
+        first_full(&spec.channel_caps[channel as usize], t, |from| {
             self.count_since(from, |c, _| c == channel)
         })
     }
 
-    pub fn purpose_allows(&self, spec: &Spec, purpose: Purpose, t: Time) -> bool {
-        holds(&spec.purpose_caps[purpose as usize], t, |from| {
+    /// The first (in spec order) of the purpose's caps that is full at `t`.
+    pub fn full_purpose_cap(&self, spec: &Spec, purpose: Purpose, t: Time) -> Option<u16> {
+        first_full(&spec.purpose_caps[purpose as usize], t, |from| {
             self.count_since(from, |_, p| p == purpose)
         })
     }
@@ -114,6 +126,25 @@ mod tests {
         assert!(
             caps.purpose_allows(&spec, Purpose::Transactional, 21),
             "no cap on transactional"
+        );
+    }
+
+    /// With several caps on one channel, the first full one in spec order
+    /// is the one named.
+    #[test]
+    fn the_first_full_cap_is_named() {
+        let spec = Spec::parse("t", "[[cap]]\nchannel = \"push\"\nmax = 5\nper = \"1d\"\n[[cap]]\nchannel = \"push\"\nmax = 1\nper = \"1h\"\n[[cap]]\nchannel = \"push\"\nmax = 2\nper = \"1d\"\n").unwrap();
+        let h = 3_600_000;
+        let mut caps = CapHistory::default();
+        assert_eq!(caps.full_channel_cap(&spec, Channel::Push, 0), None);
+        caps.record(0, Channel::Push, Purpose::Marketing, spec.longest_window());
+        assert_eq!(caps.full_channel_cap(&spec, Channel::Push, 1), Some(1));
+        caps.record(h, Channel::Push, Purpose::Marketing, spec.longest_window());
+        assert_eq!(caps.full_channel_cap(&spec, Channel::Push, h + 1), Some(1));
+        assert_eq!(caps.full_channel_cap(&spec, Channel::Push, 2 * h), Some(2));
+        assert_eq!(
+            caps.full_purpose_cap(&spec, Purpose::Marketing, 2 * h),
+            None
         );
     }
 }

@@ -44,7 +44,7 @@ use super::profile::{ProfileEntry, ProfileTrace, UserProfile};
 use super::quiet_hours::{in_quiet_hours, quiet_hours_end};
 use super::route::{Arrival, EventArrival, PlainArrival, RuleHit};
 use super::seen::SeenKeys;
-use crate::record::output::{Decision, Dispatch, Reason, Suppression};
+use crate::record::output::{Decision, Detail, Dispatch, Reason, RuledOut, Suppression};
 use crate::spec::{Priority, Purpose, Spec};
 use crate::time::Time;
 
@@ -79,8 +79,9 @@ struct Candidate {
 #[derive(Default)]
 struct UserState {
     pending: Vec<Candidate>,
-    /// (rule, dedup key) → decision time of the last first-attempt dispatch.
-    dedup: Vec<(u16, String, Time)>,
+    /// (rule, dedup key) → decision time and event key of the last
+    /// first-attempt dispatch.
+    dedup: Vec<(u16, String, Time, CompactString)>,
     caps: CapHistory,
     /// When to next drop expired entries.
     next_expiry: Time,
@@ -93,7 +94,7 @@ impl UserState {
 
     /// Forgets what no future instant `≥ from` can see.
     fn expire(&mut self, spec: &Spec, longest_window: Time, from: Time) {
-        self.dedup.retain(|(rule, _, t)| {
+        self.dedup.retain(|(rule, _, t, _)| {
             let window = spec.rules[*rule as usize]
                 .dedup
                 .as_ref()
@@ -383,7 +384,7 @@ impl Core {
                 match arrival {
                     Arrival::Erasure { time, .. } => {
                         for c in state.pending.drain(..) {
-                            out.push(suppress(user, &c, time, Reason::Erased));
+                            out.push(suppress(user, &c, time, Reason::Erased, Detail::None));
                         }
                         *state = UserState::default();
                     }
@@ -440,7 +441,8 @@ impl Core {
             state.pending.retain(|c| {
                 let cancelled = cancels >> c.rule & 1 == 1 && c.event_time < t;
                 if cancelled {
-                    out.push(suppress(user, c, t, Reason::Cancelled));
+                    let by = Detail::CancelledBy(e.key.clone());
+                    out.push(suppress(user, c, t, Reason::Cancelled, by));
                 }
                 !cancelled
             });
@@ -484,19 +486,20 @@ impl Core {
         let prefs = profile.prefs(t);
         // 1. muted
         if prefs.is_some_and(|p| p.muted_rules.contains(&rule.name)) {
-            return out.push(suppress(user, &c, t, Reason::Muted));
+            return out.push(suppress(user, &c, t, Reason::Muted, Detail::None));
         }
         // 2. holdout
         if rule.purpose == Purpose::Marketing && in_holdout(&user.user, spec.holdout_bp) {
-            return out.push(suppress(user, &c, t, Reason::Holdout));
+            return out.push(suppress(user, &c, t, Reason::Holdout, Detail::None));
         }
         // 3. per-rule dedup
         if let (Some(dedup), Some(key)) = (&rule.dedup, &c.dedup_key)
-            && state.dedup.iter().any(|(r, k, last)| {
+            && let Some((.., earlier)) = state.dedup.iter().find(|(r, k, last, _)| {
                 *r == c.rule && k == key && *last > t.saturating_sub(dedup.window)
             })
         {
-            return out.push(suppress(user, &c, t, Reason::Duplicate));
+            let detail = Detail::DuplicateOf(earlier.clone());
+            return out.push(suppress(user, &c, t, Reason::Duplicate, detail));
         }
         let critical = rule.priority == Priority::Critical;
         // 4. quiet hours: defer to their end, decide again from step 1.
@@ -542,11 +545,28 @@ impl Core {
             } else {
                 Reason::NoChannel
             };
-            return out.push(suppress(user, &c, t, reason));
+            // Why each of the rule's channels was ruled out, in its order.
+            let why = rule
+                .channels
+                .iter()
+                .map(|&ch| {
+                    let why = if preferred.is_some_and(|p| !p.contains(&ch)) {
+                        RuledOut::NotInPreferences
+                    } else if !profile.granted(ch, rule.purpose, t) {
+                        RuledOut::NoConsent
+                    } else {
+                        let full = state.caps.full_channel_cap(spec, ch, t);
+                        RuledOut::Cap(full.expect("a channel with consent was ruled out by a cap"))
+                    };
+                    (ch, why)
+                })
+                .collect();
+            return out.push(suppress(user, &c, t, reason, Detail::Channels(why)));
         };
         // 6. purpose caps
-        if !critical && !state.caps.purpose_allows(spec, rule.purpose, t) {
-            return out.push(suppress(user, &c, t, Reason::RateLimited));
+        if !critical && let Some(cap) = state.caps.full_purpose_cap(spec, rule.purpose, t) {
+            let detail = Detail::PurposeCap(rule.purpose, cap);
+            return out.push(suppress(user, &c, t, Reason::RateLimited, detail));
         }
         // 7. dispatch
         state
@@ -556,10 +576,10 @@ impl Core {
             match state
                 .dedup
                 .iter_mut()
-                .find(|(r, k, _)| *r == c.rule && *k == key)
+                .find(|(r, k, ..)| *r == c.rule && *k == key)
             {
-                Some(entry) => entry.2 = t,
-                None => state.dedup.push((c.rule, key, t)),
+                Some(entry) => (entry.2, entry.3) = (t, c.event_key.clone()),
+                None => state.dedup.push((c.rule, key, t, c.event_key.clone())),
             }
         }
         out.push(Decision::Dispatch(Dispatch {
@@ -576,13 +596,14 @@ impl Core {
     }
 }
 
-fn suppress(user: &UserKey, c: &Candidate, t: Time, reason: Reason) -> Decision {
+fn suppress(user: &UserKey, c: &Candidate, t: Time, reason: Reason, detail: Detail) -> Decision {
     Decision::Suppression(Suppression {
         user: user.user.clone(),
         rule: Some(c.rule),
         event_key: c.event_key.clone(),
         time: t,
         reason,
+        detail,
     })
 }
 
@@ -632,6 +653,7 @@ pub fn decide<'s>(
                             event_key: late.event_key,
                             time: late.time,
                             reason: Reason::Late,
+                            detail: Detail::None,
                         })),
                         Arrival::Plain(p) => engine.waiting_plain.push(p),
                         other => engine.waiting.push(other),

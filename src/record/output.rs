@@ -10,7 +10,7 @@ use sha1::{Digest, Sha1};
 use uuid::Uuid;
 
 use crate::record::StreamKind;
-use crate::spec::{Channel, Spec};
+use crate::spec::{Cap, Channel, Purpose, Spec};
 use crate::time::{Time, rfc3339_bytes};
 
 /// Why a candidate ended without a dispatch.
@@ -65,6 +65,48 @@ pub struct Suppression {
     pub event_key: CompactString,
     pub time: Time,
     pub reason: Reason,
+    pub detail: Detail,
+}
+
+/// What explains a suppression beyond its reason: the `detail` object of
+/// its line (docs/semantics.md, "Suppressions"). Caps are named by their
+/// index among the spec's caps on their purpose or channel, in file order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Detail {
+    /// Nothing to add to the reason (`muted`, `holdout`, `erased`, `late`).
+    #[default]
+    None,
+    /// `cancelled`: the event key of the cancelling event.
+    CancelledBy(CompactString),
+    /// `duplicate`: the event key of the most recent first-attempt dispatch
+    /// of the same user, rule and dedup key (its id is derived from it).
+    DuplicateOf(CompactString),
+    /// `no_channel`, or `rate_limited` at channel selection: each of the
+    /// rule's channels, in the rule's order, with why it was ruled out.
+    Channels(Vec<(Channel, RuledOut)>),
+    /// `rate_limited` by a purpose cap: the first full one.
+    PurposeCap(Purpose, u16),
+}
+
+/// Why channel selection ruled a channel out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum RuledOut {
+    /// The user's `channels` preference does not list it.
+    NotInPreferences,
+    /// No consent for the channel and the rule's purpose as of the decision.
+    NoConsent,
+    /// This channel cap (index among the channel's caps) was full.
+    Cap(u16),
+}
+
+impl RuledOut {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuledOut::NotInPreferences => "not_in_preferences",
+            RuledOut::NoConsent => "no_consent",
+            RuledOut::Cap(_) => "cap",
+        }
+    }
 }
 
 /// What the decision dataflow emits.
@@ -192,14 +234,10 @@ impl Dispatch {
         let rule = &spec.rules[self.rule as usize];
         out.push(b'{');
         push_key(out, "dispatch_id");
-        out.push(b'"');
-        let id = dispatch_id(&self.user, &self.event_key, &rule.name, self.attempt);
-        out.extend_from_slice(
-            id.hyphenated()
-                .encode_lower(&mut Uuid::encode_buffer())
-                .as_bytes(),
+        push_uuid(
+            out,
+            dispatch_id(&self.user, &self.event_key, &rule.name, self.attempt),
         );
-        out.push(b'"');
         push_key(out, "user");
         push_json_str(out, &self.user);
         push_key(out, "rule");
@@ -254,8 +292,107 @@ impl Suppression {
         push_time(out, self.time);
         push_key(out, "reason");
         push_json_str(out, self.reason.as_str());
+        push_key(out, "detail");
+        self.write_detail(spec, out);
         out.push(b'}');
     }
+
+    /// Appends the `detail` object.
+    fn write_detail(&self, spec: &Spec, out: &mut Vec<u8>) {
+        out.push(b'{');
+        match &self.detail {
+            Detail::None => {}
+            Detail::CancelledBy(key) => {
+                push_key(out, "cancelled_by");
+                push_json_str(out, key);
+            }
+            Detail::DuplicateOf(key) => {
+                let rule = self
+                    .rule
+                    .map_or("", |r| spec.rules[r as usize].name.as_str());
+                push_key(out, "dispatch_id");
+                push_uuid(out, dispatch_id(&self.user, key, rule, 1));
+            }
+            Detail::Channels(channels) => {
+                push_key(out, "channels");
+                out.push(b'[');
+                for (i, (channel, why)) in channels.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.push(b'{');
+                    push_key(out, "channel");
+                    push_json_str(out, channel.as_str());
+                    push_key(out, "ruled_out");
+                    push_json_str(out, why.as_str());
+                    if let RuledOut::Cap(index) = why {
+                        push_key(out, "cap");
+                        let cap = &spec.channel_caps[*channel as usize][*index as usize];
+                        push_cap(out, "channel", channel.as_str(), cap);
+                    }
+                    out.push(b'}');
+                }
+                out.push(b']');
+            }
+            Detail::PurposeCap(purpose, index) => {
+                push_key(out, "cap");
+                let cap = &spec.purpose_caps[*purpose as usize][*index as usize];
+                push_cap(out, "purpose", purpose.as_str(), cap);
+            }
+        }
+        out.push(b'}');
+    }
+}
+
+/// Appends a cap as `{"<kind>":"<name>","max":M,"per":"<duration>"}`.
+fn push_cap(out: &mut Vec<u8>, kind: &str, name: &str, cap: &Cap) {
+    out.push(b'{');
+    push_key(out, kind);
+    push_json_str(out, name);
+    push_key(out, "max");
+    push_int(out, cap.max as u64);
+    push_key(out, "per");
+    out.push(b'"');
+    out.extend_from_slice(format_duration(cap.per).as_bytes());
+    out.push(b'"');
+    out.push(b'}');
+}
+
+/// A duration in milliseconds as the spec would write it, units from the
+/// largest down and none repeated: `1h30m`, `1d`, `250ms`, `0s`.
+pub fn format_duration(ms: i64) -> String {
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut left = ms.unsigned_abs();
+    let mut text = String::new();
+    if ms < 0 {
+        text.push('-');
+    }
+    for (unit, size) in [
+        ("d", 86_400_000u64),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ] {
+        if left >= size {
+            text += &format!("{}{unit}", left / size);
+            left %= size;
+        }
+    }
+    text
+}
+
+/// Appends a UUID as a quoted, hyphenated lower-case string.
+fn push_uuid(out: &mut Vec<u8>, id: Uuid) {
+    out.push(b'"');
+    out.extend_from_slice(
+        id.hyphenated()
+            .encode_lower(&mut Uuid::encode_buffer())
+            .as_bytes(),
+    );
+    out.push(b'"');
 }
 
 impl DeadLetter {
@@ -330,10 +467,80 @@ mod tests {
             event_key: "k".into(),
             time: 0,
             reason: Reason::Late,
+            detail: Detail::None,
         };
         let v: serde_json::Value = serde_json::from_str(&s.to_json_line(&spec)).unwrap();
         assert_eq!(v["rule"], serde_json::Value::Null);
         assert_eq!(v["reason"], "late");
+    }
+
+    #[test]
+    fn durations_are_written_as_a_spec_writes_them() {
+        for (ms, text) in [
+            (0, "0s"),
+            (250, "250ms"),
+            (1_000, "1s"),
+            (3_600_000, "1h"),
+            (5_400_000, "1h30m"),
+            (86_400_000, "1d"),
+            (90_061_001, "1d1h1m1s1ms"),
+        ] {
+            assert_eq!(format_duration(ms), text);
+        }
+    }
+
+    /// Each kind of `detail` renders as docs/semantics.md shows it.
+    #[test]
+    fn suppression_details_render_as_documented() {
+        let spec = Spec::parse(
+            "t.toml",
+            "[[rule]]\nname = \"promo\"\non = \"x\"\npurpose = \"marketing\"\nchannels = [\"push\", \"email\", \"sms\"]\n\
+             [[cap]]\nchannel = \"sms\"\nmax = 9\nper = \"1h\"\n[[cap]]\nchannel = \"sms\"\nmax = 3\nper = \"1d\"\n\
+             [[cap]]\npurpose = \"marketing\"\nmax = 2\nper = \"90m\"\n",
+        )
+        .unwrap();
+        let line = |reason, detail| {
+            let s = Suppression {
+                user: "u-1".into(),
+                rule: Some(0),
+                event_key: "web/e-2".into(),
+                time: 0,
+                reason,
+                detail,
+            };
+            let line = s.to_json_line(&spec);
+            serde_json::from_str::<serde_json::Value>(&line).expect("valid JSON");
+            let (_, detail) = line.split_once(",\"detail\":").expect("detail comes last");
+            detail.strip_suffix('}').unwrap().to_string()
+        };
+        assert_eq!(line(Reason::Muted, Detail::None), "{}");
+        assert_eq!(
+            line(Reason::Cancelled, Detail::CancelledBy("web/e-3".into())),
+            r#"{"cancelled_by":"web/e-3"}"#
+        );
+        assert_eq!(
+            line(Reason::Duplicate, Detail::DuplicateOf("web/e-1".into())),
+            format!(
+                r#"{{"dispatch_id":"{}"}}"#,
+                dispatch_id("u-1", "web/e-1", "promo", 1)
+            )
+        );
+        let channels = Detail::Channels(vec![
+            (Channel::Push, RuledOut::NotInPreferences),
+            (Channel::Email, RuledOut::NoConsent),
+            (Channel::Sms, RuledOut::Cap(1)),
+        ]);
+        assert_eq!(
+            line(Reason::RateLimited, channels),
+            r#"{"channels":[{"channel":"push","ruled_out":"not_in_preferences"},{"channel":"email","ruled_out":"no_consent"},{"channel":"sms","ruled_out":"cap","cap":{"channel":"sms","max":3,"per":"1d"}}]}"#
+        );
+        assert_eq!(
+            line(
+                Reason::RateLimited,
+                Detail::PurposeCap(Purpose::Marketing, 0)
+            ),
+            r#"{"cap":{"purpose":"marketing","max":2,"per":"1h30m"}}"#
+        );
     }
 
     /// Strings are escaped exactly as serde_json escapes them, on the fast

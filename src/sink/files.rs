@@ -440,7 +440,7 @@ impl OutputFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::output::{Dispatch, Reason, Suppression};
+    use crate::record::output::{Detail, Dispatch, Reason, Suppression};
     use crate::spec::Channel;
 
     /// Counts by channel, reason and rule name, added to what a summary
@@ -490,6 +490,7 @@ channels = ["email"]
                 event_key: "s/1".into(),
                 time: 0,
                 reason,
+                detail: Detail::None,
             })
         };
         let decisions = [
