@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Compare two nudgeflow output directories as sets of decisions.
 
-Dispatches and suppressions compare as parsed JSON objects (key order and
-number formatting do not matter); dead letters compare by (stream, file,
-line) only, since their reason texts are free-form. Exit status 1 and a
-readable list of differences when they differ.
+Dispatches and suppressions compare as whole parsed JSON objects, every
+field included (a suppression's `detail` too), as multisets: line order, key
+order and number formatting do not matter, repeated lines do. Dead letters
+compare by (stream, file, line) only, since their reason texts are
+free-form. Exit status 1 and a readable list of differences when they differ.
 
 usage: scripts/compare.py EXPECTED_DIR ACTUAL_DIR
 """

@@ -12,7 +12,8 @@ Usage:
 
 Reads DIR/{events,preferences,consent,receipts,erasures}.jsonl (any may be
 missing), writes OUTDIR/{dispatches,suppressions,dead_letters}.jsonl (compact
-JSON, one object a line, lines sorted by their UTF-8 bytes) and prints
+JSON, one object a line, lines sorted by their UTF-8 bytes; suppressions carry
+the `detail` described at the end of this text) and prints
 {"dispatches":N,"suppressions":N,"dead_letters":N,"duplicates_dropped":N}.
 
 Ambiguities in DESIGN.md and how this oracle resolves them
@@ -119,6 +120,33 @@ Oracle author's own choices (DESIGN.md and the decisions above are silent):
  B14. Spec: unknown keys are ignored (e.g. analytics settings,
      fallback_after, which is parsed but unused).  Durations are one or more
      <integer><unit> groups, units ms, s, m, h, d.
+
+The `detail` of a suppression
+-----------------------------
+DESIGN.md section 3 says what `detail` explains but not its shape; the
+project's shape (given to the oracle author, followed exactly) is below.
+Every suppression is {"user","rule","event_key","time","reason","detail"} in
+this key order, and `detail` is always a JSON object:
+ D1. muted, holdout, erased, late: {}.
+ D2. cancelled: {"cancelled_by": event key of the cancelling event}.
+ D3. duplicate: {"dispatch_id": id of the most recent earlier dispatch of the
+     same user, rule and dedup key whose decision time is in the window}, the
+     id computed as for a dispatch (attempt 1).
+ D4. no_channel, and rate_limited from step 5 (every consented channel
+     capped): {"channels": [{"channel": C, "ruled_out": WHY}, ...]}, one entry
+     per channel of the rule, in the rule's own `channels` order (not the
+     preference order).  WHY is "not_in_preferences" if the user has a
+     `channels` preference that does not list C, else "no_consent" if C has
+     no consent for the rule's purpose as of t, else "cap", and that entry
+     gets one more key "cap": {"channel": C, "max": M, "per": P} naming the
+     first cap on C, in spec file order, that is full at t.  Critical
+     candidates bypass caps, so for them WHY is never "cap".
+ D5. rate_limited from step 6: {"cap": {"purpose": P, "max": M, "per": D}},
+     the first cap of that purpose, in spec file order, that is full at t.
+ D6. A cap is full at t when its count over (t - per, t] is >= max (A9).
+     `per` is written canonically: the milliseconds split into d (24 h), h,
+     m, s, ms from largest to smallest, zero units omitted ("1h30m", "1d",
+     "1d1h1m1s1ms"); zero is "0s".  So a cap written "90m" reads "1h30m".
 """
 
 import argparse
@@ -240,6 +268,19 @@ def fmt_time(t):
 
 DUR_PART = re.compile(r"(\d+)(ms|s|m|h|d)", re.ASCII)
 DUR_UNIT = {"ms": 1, "s": 1000, "m": 60000, "h": 3600000, "d": 86400000}
+
+
+def fmt_duration(ms):
+    """Canonical duration text: units d, h, m, s, ms from largest to smallest,
+    zero units omitted; 0 is "0s"."""
+    if ms == 0:
+        return "0s"
+    out = []
+    for unit in ("d", "h", "m", "s", "ms"):
+        n, ms = divmod(ms, DUR_UNIT[unit])
+        if n:
+            out.append("%d%s" % (n, unit))
+    return "".join(out)
 
 
 def parse_duration(s, where):
@@ -756,7 +797,7 @@ class UserState:
         self.last_seen = {}    # event key -> time
         self.by_purpose = {}   # purpose -> [decision times]
         self.by_channel = {}   # channel -> [decision times]
-        self.by_rule = {}      # rule name -> [(decision time, dedup key)]
+        self.by_rule = {}      # rule name -> [(decision time, dedup key, event key)]
 
 
 class Engine:
@@ -769,9 +810,9 @@ class Engine:
         self.seq = 0
 
     # -- output ---------------------------------------------------------------
-    def suppress(self, user, rule, event_key, t, reason):
+    def suppress(self, user, rule, event_key, t, reason, detail):
         self.suppressions.append({"user": user, "rule": rule, "event_key": event_key,
-                                  "time": fmt_time(t), "reason": reason})
+                                  "time": fmt_time(t), "reason": reason, "detail": detail})
 
     def dead_letter(self, stream, line_no, reason, raw):
         self.dead.append({"stream": stream, "file": stream + ".jsonl", "line": line_no,
@@ -807,7 +848,7 @@ class Engine:
             t = rec["time"]
             if max_seen is not None and t < max_seen - self.spec.allowed_lateness:
                 if stream == "events":
-                    self.suppress(rec["user"], None, rec["key"], t, "late")
+                    self.suppress(rec["user"], None, rec["key"], t, "late", {})
                 else:
                     self.dead_letter(stream, line_no,
                                      "late record: time %s is before the watermark %s"
@@ -877,7 +918,7 @@ class Engine:
             for group in pending.values():
                 for c in group.values():
                     c.alive = False
-                    self.suppress(user, c.rule.name, c.event["key"], t, "erased")
+                    self.suppress(user, c.rule.name, c.event["key"], t, "erased", {})
             pending.clear()
             st.reset()
         elif s == "consent":
@@ -901,7 +942,8 @@ class Engine:
                     if c.event["time"] < t and c.dt >= t:
                         c.alive = False
                         del group[cid]
-                        self.suppress(user, ru.name, c.event["key"], t, "cancelled")
+                        self.suppress(user, ru.name, c.event["key"], t, "cancelled",
+                                      {"cancelled_by": key})
             # candidates
             data = r["data"]
             for ru in self.spec.rules:
@@ -945,6 +987,15 @@ class Engine:
     def count(times, t, per):
         return len(times) - bisect.bisect_right(times, t - per)
 
+    @classmethod
+    def first_full(cls, times, t, caps):
+        """The first (max, per) of caps, in spec file order, that is full at t
+        (count in (t - per, t] >= max), or None."""
+        for (mx, per) in caps:
+            if cls.count(times, t, per) >= mx:
+                return (mx, per)
+        return None
+
     def decide(self, st, c, t, heap):
         ru = c.rule
         user = c.user
@@ -953,18 +1004,19 @@ class Engine:
         # 1. muted
         if prefs is not None and ru.name in prefs["muted"]:
             c.alive = False
-            self.suppress(user, ru.name, ek, t, "muted")
+            self.suppress(user, ru.name, ek, t, "muted", {})
             return
         # 2. holdout
         if ru.purpose == "marketing" and \
                 fnv1a64(user.encode("utf-8")) % 10000 < self.spec.holdout_bp:
             c.alive = False
-            self.suppress(user, ru.name, ek, t, "holdout")
+            self.suppress(user, ru.name, ek, t, "holdout", {})
             return
         # 3. per-rule dedup
         if ru.dedup is not None:
             window = ru.dedup[0]
-            for (dt, k) in reversed(st.by_rule.get(ru.name, [])):
+            # Newest first, so the detail names the most recent earlier dispatch.
+            for (dt, k, earlier_key) in reversed(st.by_rule.get(ru.name, [])):
                 if dt <= t - window:
                     break
                 if k is _MISSING or k is _ALL or c.dkey is _MISSING or c.dkey is _ALL:
@@ -973,7 +1025,8 @@ class Engine:
                     same = json_eq(k, c.dkey)
                 if same:
                     c.alive = False
-                    self.suppress(user, ru.name, ek, t, "duplicate")
+                    self.suppress(user, ru.name, ek, t, "duplicate",
+                                  {"dispatch_id": dispatch_id(user, earlier_key, ru.name, 1)})
                     return
         # 4. quiet hours
         critical = ru.priority == "critical"
@@ -995,37 +1048,55 @@ class Engine:
                     self.push(heap, c)
                     return
         # 5. channels
+        pref_chans = prefs["channels"] if prefs is not None else None
         chans = list(ru.channels)
-        if prefs is not None and prefs["channels"] is not None:
-            chans = [x for x in prefs["channels"] if x in ru.channels]
+        if pref_chans is not None:
+            chans = [x for x in pref_chans if x in ru.channels]
         consented = [x for x in chans if self.consent_ok(st, x, ru.purpose, t)]
         left = []
+        full = {}        # consented channel -> its first full cap
         for x in consented:
-            if not critical and any(self.count(st.by_channel.get(x, []), t, per) >= mx
-                                    for (mx, per) in self.spec.channel_caps[x]):
+            cap = None if critical else \
+                self.first_full(st.by_channel.get(x, []), t, self.spec.channel_caps[x])
+            if cap is not None:
+                full[x] = cap
                 continue
             left.append(x)
         if not left:
             c.alive = False
-            self.suppress(user, ru.name, ek, t, "rate_limited" if consented else "no_channel")
+            ruled_out = []
+            for x in ru.channels:    # the rule's order, not the preference order
+                if pref_chans is not None and x not in pref_chans:
+                    ruled_out.append({"channel": x, "ruled_out": "not_in_preferences"})
+                elif x not in consented:
+                    ruled_out.append({"channel": x, "ruled_out": "no_consent"})
+                else:
+                    mx, per = full[x]
+                    ruled_out.append({"channel": x, "ruled_out": "cap",
+                                      "cap": {"channel": x, "max": mx,
+                                              "per": fmt_duration(per)}})
+            self.suppress(user, ru.name, ek, t, "rate_limited" if consented else "no_channel",
+                          {"channels": ruled_out})
             return
         # 6. purpose caps
-        if not critical and any(self.count(st.by_purpose.get(ru.purpose, []), t, per) >= mx
-                                for (mx, per) in self.spec.purpose_caps[ru.purpose]):
+        cap = None if critical else \
+            self.first_full(st.by_purpose.get(ru.purpose, []), t,
+                            self.spec.purpose_caps[ru.purpose])
+        if cap is not None:
             c.alive = False
-            self.suppress(user, ru.name, ek, t, "rate_limited")
+            mx, per = cap
+            self.suppress(user, ru.name, ek, t, "rate_limited",
+                          {"cap": {"purpose": ru.purpose, "max": mx, "per": fmt_duration(per)}})
             return
         # 7. dispatch
         ch = left[0]
         c.alive = False
         st.by_purpose.setdefault(ru.purpose, []).append(t)
         st.by_channel.setdefault(ch, []).append(t)
-        st.by_rule.setdefault(ru.name, []).append((t, c.dkey))
+        st.by_rule.setdefault(ru.name, []).append((t, c.dkey, ek))
         ev = c.event
-        did = uuid.uuid5(uuid.NAMESPACE_URL,
-                         "nudgeflow:dispatch:%s:%s:%s:%d" % (user, ek, ru.name, 1))
         self.dispatches.append({
-            "dispatch_id": str(did),
+            "dispatch_id": dispatch_id(user, ek, ru.name, 1),
             "user": user,
             "rule": ru.name,
             "template": ru.template,
@@ -1039,6 +1110,11 @@ class Engine:
             "locale": prefs["locale"] if prefs is not None else None,
             "vars": ev["data"],
         })
+
+
+def dispatch_id(user, event_key, rule, attempt):
+    return str(uuid.uuid5(uuid.NAMESPACE_URL,
+                          "nudgeflow:dispatch:%s:%s:%s:%d" % (user, event_key, rule, attempt)))
 
 
 def write_jsonl(path, objs):
