@@ -3,6 +3,7 @@
 //! referenced by section throughout.
 
 pub mod dataflow;
+pub mod explain;
 pub mod r#gen;
 pub mod record;
 pub mod replay;

@@ -79,6 +79,27 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Explain one user's timeline: every record, which rules matched and
+    /// why not, each candidate and how it ended (dispatched, or suppressed
+    /// with its reason and detail).
+    ///
+    /// Replays the fixture through the spec in memory (nothing is written)
+    /// and prints the user's records and decisions in the order the engine
+    /// applies them.
+    Explain {
+        /// The dataflow spec (TOML).
+        #[arg(long)]
+        spec: PathBuf,
+        /// The fixture directory to replay.
+        #[arg(long)]
+        fixture: PathBuf,
+        /// The user id (an event's `subject`, a record's `user`).
+        #[arg(long)]
+        user: String,
+        /// Worker threads.
+        #[arg(short = 'w', long = "workers", default_value_t = 1)]
+        workers: usize,
+    },
     /// Replay the bundled demo (the default command).
     Demo {
         /// Worker threads.
@@ -212,6 +233,19 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn explain(spec: &Path, fixture: PathBuf, user: &str, workers: usize) -> anyhow::Result<()> {
+    let opts = ReplayOptions {
+        spec: load_spec(spec)?,
+        fixture,
+        cluster: Cluster::single(workers),
+        stripe_bytes: DEFAULT_STRIPE_BYTES,
+        stripes_per_step: DEFAULT_STRIPES_PER_STEP,
+        progress: false,
+    };
+    print!("{}", nudgeflow::explain::explain(&opts, user)?);
+    Ok(())
+}
+
 /// The bundled demo: the e-commerce spec over its scenario fixture, both
 /// compiled into the binary so that it runs from anywhere.
 fn demo(workers: usize) -> anyhow::Result<()> {
@@ -276,6 +310,12 @@ fn main() -> std::process::ExitCode {
         None => demo(1),
         Some(Command::Demo { workers }) => demo(workers),
         Some(Command::Replay(args)) => replay(args),
+        Some(Command::Explain {
+            spec,
+            fixture,
+            user,
+            workers,
+        }) => explain(&spec, fixture, &user, workers),
         Some(Command::Check { specs }) => {
             let mut bad = 0;
             for path in &specs {
