@@ -1,11 +1,13 @@
 //! The `nudgeflow` command line: thin glue over the library.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use nudgeflow::replay::{Cluster, ReplayOptions, run_to_dir};
+use nudgeflow::replay::{Cluster, ReplayOptions, check_out_dir, output_dir, run_to_dir};
 use nudgeflow::sink::files::Summary;
 use nudgeflow::source::fixture::{DEFAULT_STRIPE_BYTES, DEFAULT_STRIPES_PER_STEP};
 use nudgeflow::spec::Spec;
@@ -50,10 +52,24 @@ enum Command {
     /// subset) and writes dispatches.jsonl, suppressions.jsonl,
     /// dead_letters.jsonl and summary.json into --out, replacing what an
     /// earlier run left there (the files are opened, and emptied, as the
-    /// replay starts). In a cluster (-n > 1) each process writes the
-    /// decisions of its own workers; the union over processes is the whole
-    /// output.
+    /// replay starts).
+    ///
+    /// In a cluster (-n N > 1) the processes first connect to each other
+    /// (giving up after --connect-timeout), and process I writes the
+    /// decisions of its own workers into --out/part-I/: the same files,
+    /// summary.json with its own counts, and part.json (the run's id, I and
+    /// N). Processes may share one --out. Once every process has finished,
+    /// `nudgeflow merge OUT` joins the parts.
     Replay(ReplayArgs),
+    /// Merge the parts of a cluster replay: reads DIR/part-0 to
+    /// DIR/part-(N-1) and writes DIR/{dispatches,suppressions,dead_letters}.jsonl
+    /// and DIR/summary.json, byte for byte what one process would have
+    /// written. Refuses when a part is missing or unfinished, or when the
+    /// parts come from different runs.
+    Merge {
+        /// The --out directory of the cluster replay.
+        dir: PathBuf,
+    },
     /// Validate specs; print what is wrong with each, with file and line.
     Check {
         /// Spec files (TOML).
@@ -75,9 +91,15 @@ enum Command {
         /// Days of event time the events span.
         #[arg(long, default_value_t = 7)]
         days: u32,
-        /// Output directory (created).
+        /// Output directory (created). It must be empty or missing,
+        /// unless --force is given.
         #[arg(long)]
         out: PathBuf,
+        /// Write into a directory that is not empty, replacing the files
+        /// gen writes (events, preferences, consent and erasures .jsonl);
+        /// other files there are kept.
+        #[arg(long)]
+        force: bool,
     },
     /// Explain one user's timeline: every record, which rules matched and
     /// why not, each candidate and how it ended (dispatched, or suppressed
@@ -124,6 +146,11 @@ struct WorkerArgs {
     /// help is `--help`.
     #[arg(short = 'h', long = "hostfile")]
     hostfile: Option<PathBuf>,
+    /// In a cluster, how long to wait for every other process to connect
+    /// before giving up (with the missing processes named, and --out
+    /// untouched).
+    #[arg(long = "connect-timeout", value_name = "SECS", default_value_t = 60)]
+    connect_timeout: u64,
 }
 
 #[derive(Args)]
@@ -146,7 +173,8 @@ struct ReplayArgs {
     /// Stripes each worker reads per timely timestamp.
     #[arg(long, default_value_t = DEFAULT_STRIPES_PER_STEP, hide = true)]
     stripes_per_step: usize,
-    /// Print nothing but errors.
+    /// Print nothing but errors (no progress bar, summary or cluster
+    /// connection messages).
     #[arg(short, long)]
     quiet: bool,
     /// Print help.
@@ -161,6 +189,7 @@ impl WorkerArgs {
             processes: self.processes,
             process: self.process,
             hostfile: self.hostfile.clone(),
+            connect_timeout: Duration::from_secs(self.connect_timeout),
         }
     }
 }
@@ -210,6 +239,7 @@ fn print_summary(s: &Summary, secs: f64, workers: usize, out: &Path) {
 }
 
 fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    check_out_dir(&args.out)?;
     let opts = ReplayOptions {
         spec: load_spec(&args.spec)?,
         fixture: args.fixture.clone(),
@@ -223,9 +253,17 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         print_summary(
             &out.summary,
             out.elapsed.as_secs_f64(),
-            args.workers.workers * args.workers.processes,
-            &args.out,
+            args.workers.workers,
+            &output_dir(&opts.cluster, &args.out),
         );
+        if opts.cluster.processes > 1 {
+            eprintln!(
+                "  this is process {} of {}: once every process has finished, `nudgeflow merge {}` joins the parts",
+                opts.cluster.process,
+                opts.cluster.processes,
+                args.out.display()
+            );
+        }
     }
     // The process ends next: freeing every output line (allocated by the
     // worker threads) would only delay the exit.
@@ -246,6 +284,20 @@ fn explain(spec: &Path, fixture: PathBuf, user: &str, workers: usize) -> anyhow:
     Ok(())
 }
 
+/// A directory removed, with what it holds, when dropped (also when the
+/// command fails).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            eprintln!("warning: cannot remove {}: {e}", self.0.display());
+        }
+    }
+}
+
 /// The bundled demo: the e-commerce spec over its scenario fixture, both
 /// compiled into the binary so that it runs from anywhere.
 fn demo(workers: usize) -> anyhow::Result<()> {
@@ -264,7 +316,8 @@ fn demo(workers: usize) -> anyhow::Result<()> {
             include_str!("../fixtures/ecommerce-scenario/consent.jsonl"),
         ),
     ];
-    let dir = std::env::temp_dir().join(format!("nudgeflow-demo-{}", std::process::id()));
+    let dir = TempDir(std::env::temp_dir().join(format!("nudgeflow-demo-{}", std::process::id())));
+    let dir = &dir.0;
     let fixture = dir.join("fixture");
     std::fs::create_dir_all(&fixture)?;
     for (name, text) in FILES {
@@ -304,6 +357,7 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -316,6 +370,7 @@ fn main() -> std::process::ExitCode {
             user,
             workers,
         }) => explain(&spec, fixture, &user, workers),
+        Some(Command::Merge { dir }) => merge(&dir),
         Some(Command::Check { specs }) => {
             let mut bad = 0;
             for path in &specs {
@@ -346,7 +401,8 @@ fn main() -> std::process::ExitCode {
             seed,
             days,
             out,
-        }) => gen_cmd(users, events, seed, days, out),
+            force,
+        }) => gen_cmd(users, events, seed, days, out, force),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -357,7 +413,47 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn gen_cmd(users: u64, events: u64, seed: u64, days: u32, out: PathBuf) -> anyhow::Result<()> {
+fn merge(dir: &Path) -> anyhow::Result<()> {
+    let summary = nudgeflow::sink::files::merge(dir)?;
+    eprintln!(
+        "merged {} dispatches, {} suppressions and {} dead letters into {}/{{dispatches,suppressions,dead_letters}}.jsonl and summary.json",
+        summary.dispatches,
+        summary.suppressions,
+        summary.dead_letters,
+        dir.display()
+    );
+    Ok(())
+}
+
+/// Refuses to generate into a directory that holds anything, unless
+/// `force`: gen overwrites its files, and would mix them with others.
+fn check_gen_out(out: &Path, force: bool) -> anyhow::Result<()> {
+    let mut entries = match std::fs::read_dir(out) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(_) if out.exists() && !out.is_dir() => {
+            anyhow::bail!("--out {} is a file, not a directory", out.display())
+        }
+        Err(e) => return Err(anyhow::anyhow!("cannot read --out {}: {e}", out.display())),
+    };
+    if entries.next().is_some() && !force {
+        anyhow::bail!(
+            "--out {} is not empty; choose an empty or new directory, or pass --force to overwrite the files gen writes there",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+fn gen_cmd(
+    users: u64,
+    events: u64,
+    seed: u64,
+    days: u32,
+    out: PathBuf,
+    force: bool,
+) -> anyhow::Result<()> {
+    check_gen_out(&out, force)?;
     let opts = nudgeflow::r#gen::GenOptions {
         users,
         events,

@@ -1,8 +1,12 @@
 //! `nudgeflow replay`: runs the decision dataflow over a fixture directory on
 //! timely workers (threads and processes) and writes the output directory.
+//!
+//! In a cluster (`-n N`, N > 1) the processes connect first ([`connect`]),
+//! with a deadline, before anything is written; process `I` then writes
+//! its share into `--out/part-I/`, which `nudgeflow merge` joins.
 
 use std::cell::RefCell;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -13,11 +17,19 @@ use anyhow::Context;
 
 use crate::dataflow::{self, DecideStats};
 use crate::record::output::DeadLetter;
-use crate::sink::files::{Lines, OutputFiles, Rendered, Summary, render_lines};
+use crate::sink::files::{
+    Lines, OutputFiles, PartManifest, Rendered, Summary, dead_letter_lines, part_dir, render_lines,
+};
 use crate::source::Placement;
 use crate::source::fixture::{FixturePlan, SourceReport, fixture_source};
 use crate::spec::Spec;
 use crate::time::Time;
+use timely::CommunicationConfig;
+use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
+use timely::communication::allocator::{AllocatorBuilder, ProcessBuilder};
+
+/// How long a cluster process waits for its peers by default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How to run timely: threads per process and, for clusters, processes.
 #[derive(Clone, Debug)]
@@ -26,6 +38,8 @@ pub struct Cluster {
     pub processes: usize,
     pub process: usize,
     pub hostfile: Option<PathBuf>,
+    /// How long to wait for every peer process to connect before giving up.
+    pub connect_timeout: Duration,
 }
 
 impl Cluster {
@@ -35,6 +49,7 @@ impl Cluster {
             processes: 1,
             process: 0,
             hostfile: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
 
@@ -73,6 +88,8 @@ pub struct ReplayOptions {
     pub cluster: Cluster,
     pub stripe_bytes: u64,
     pub stripes_per_step: usize,
+    /// Report progress on stderr: the progress bar of a large replay and,
+    /// in a cluster, the peers being waited for.
     pub progress: bool,
 }
 
@@ -173,22 +190,88 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplayOutput> {
 }
 
 /// A replay whose inputs are checked: its fixture's files found and mapped,
-/// timely's configuration valid.
+/// timely's configuration valid and its communication built (in a cluster:
+/// every peer connected).
 struct Prepared {
     plan: FixturePlan,
-    config: timely::Config,
+    worker: timely::WorkerConfig,
+    builders: Vec<AllocatorBuilder>,
+    /// What keeps the communication up (timely's network threads).
+    others: Box<dyn std::any::Any + Send>,
+    /// In a cluster, the share of the run this process writes.
+    part: Option<PartManifest>,
 }
 
 fn prepare(opts: &ReplayOptions) -> anyhow::Result<Prepared> {
+    let plan = FixturePlan::open(&opts.fixture, opts.stripe_bytes, opts.stripes_per_step)?;
+    let timely::Config {
+        communication,
+        worker,
+    } = opts.cluster.timely_config()?;
+    let (builders, others, part) = match communication {
+        CommunicationConfig::Cluster {
+            threads,
+            process,
+            addresses,
+            ..
+        } => {
+            let connected = connect::connect(
+                &addresses,
+                process,
+                opts.cluster.connect_timeout,
+                opts.progress,
+            )?;
+            let hooks = timely::communication::Hooks::default();
+            let local = ProcessBuilder::new_typed_vector(
+                threads,
+                hooks.refill.clone(),
+                hooks.spill.clone(),
+            );
+            let (builders, guard) = initialize_networking_from_sockets(
+                local,
+                connected.sockets,
+                process,
+                threads,
+                hooks,
+            )
+            .context("cannot start timely's network threads")?;
+            let part = PartManifest {
+                run: connected.run,
+                process,
+                processes: addresses.len(),
+            };
+            let builders = builders.into_iter().map(AllocatorBuilder::Tcp).collect();
+            (
+                builders,
+                Box::new(guard) as Box<dyn std::any::Any + Send>,
+                Some(part),
+            )
+        }
+        local => {
+            let (builders, others) = local
+                .try_build()
+                .map_err(|e| anyhow::anyhow!("cannot start timely workers: {e}"))?;
+            (builders, others, None)
+        }
+    };
     Ok(Prepared {
-        plan: FixturePlan::open(&opts.fixture, opts.stripe_bytes, opts.stripes_per_step)?,
-        config: opts.cluster.timely_config()?,
+        plan,
+        worker,
+        builders,
+        others,
+        part,
     })
 }
 
 fn run_prepared(opts: &ReplayOptions, prepared: Prepared) -> anyhow::Result<ReplayOutput> {
     let started = Instant::now();
-    let Prepared { plan, config } = prepared;
+    let Prepared {
+        plan,
+        worker: worker_config,
+        builders,
+        others,
+        part: _,
+    } = prepared;
     let plan = Arc::new(plan);
     tracing::info!(
         fixture = %opts.fixture.display(),
@@ -213,7 +296,7 @@ fn run_prepared(opts: &ReplayOptions, prepared: Prepared) -> anyhow::Result<Repl
     #[cfg(test)]
     let inject = tests::injected_failure(&opts.fixture);
 
-    let guards = timely::execute(config, move |worker| {
+    let guards = timely::execute::execute_from(builders, others, worker_config, move |worker| {
         let failure = &worker_failure;
         let work = std::panic::AssertUnwindSafe(|| {
             let placement = Placement {
@@ -406,15 +489,40 @@ fn gather<P>(
     received.into_iter().collect()
 }
 
-/// Runs and writes `out_dir`. Its files are opened first (an unwritable
-/// directory fails before the run) and emptied while the dataflow runs, so
-/// a run that fails leaves them empty rather than holding an older run's
-/// lines.
-pub fn run_to_dir(opts: &ReplayOptions, out_dir: &std::path::Path) -> anyhow::Result<ReplayOutput> {
-    // The fixture and the worker flags are checked before `out_dir` is
-    // touched: a replay that cannot start leaves an earlier run's outputs.
+/// Refuses an `--out` that exists and is not a directory.
+pub fn check_out_dir(out: &Path) -> anyhow::Result<()> {
+    match std::fs::metadata(out) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(m) if m.is_file() => anyhow::bail!("--out {} is a file, not a directory", out.display()),
+        Ok(_) => anyhow::bail!("--out {} is not a directory", out.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot read --out {}", out.display())),
+    }
+}
+
+/// Where a replay into `out` writes: `out` itself, or in a cluster of
+/// several processes `out/part-I` (see `sink::files::merge`).
+pub fn output_dir(cluster: &Cluster, out: &Path) -> PathBuf {
+    if cluster.processes > 1 {
+        part_dir(out, cluster.process)
+    } else {
+        out.to_path_buf()
+    }
+}
+
+/// Runs and writes `out_dir` ([`output_dir`]: in a cluster, this process's
+/// part of it). Its files are opened first (an unwritable directory fails
+/// before the run) and emptied while the dataflow runs, so a run that fails
+/// leaves them empty rather than holding an older run's lines.
+pub fn run_to_dir(opts: &ReplayOptions, out_dir: &Path) -> anyhow::Result<ReplayOutput> {
+    // `out_dir`, the fixture and the worker flags are checked, and a
+    // cluster connected, before `out_dir` is touched: a replay that cannot
+    // start leaves an earlier run's outputs.
+    check_out_dir(out_dir)?;
     let prepared = prepare(opts)?;
-    let mut files = OutputFiles::open(out_dir)?;
+    let part = prepared.part.clone();
+    let dir = output_dir(&opts.cluster, out_dir);
+    let mut files = OutputFiles::open(&dir)?;
     let (out, emptied) = std::thread::scope(|s| {
         let emptying = s.spawn(|| files.empty());
         let out = run_prepared(opts, prepared);
@@ -427,15 +535,297 @@ pub fn run_to_dir(opts: &ReplayOptions, out_dir: &std::path::Path) -> anyhow::Re
         .write(
             &out.dispatches,
             &out.suppressions,
-            &out.dead_letters,
+            &dead_letter_lines(&out.dead_letters),
             &out.summary,
         )
-        .with_context(|| format!("writing {}", out_dir.display()))?;
+        .with_context(|| format!("writing {}", dir.display()))?;
+    if let Some(part) = &part {
+        files.write_manifest(part)?;
+    }
     tracing::debug!(
         ms = writing.elapsed().as_secs_f64() * 1e3,
         "outputs written"
     );
     Ok(out)
+}
+
+/// Connects the processes of a cluster, giving up at a deadline.
+///
+/// timely's own connection phase retries for ever and prints its progress
+/// on stdout. This one makes the same sockets (process `i` connects to every
+/// process below it and accepts every process above it, on its host-file
+/// address), then timely runs over them. Each connection starts with a
+/// handshake: the connecting process sends its index and `-n`, the
+/// accepting one answers with its own and, from process 0, the run id that
+/// names the run's parts. A process whose peers are not all connected by
+/// the deadline fails with the missing ones' indices and addresses.
+pub mod connect {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+    use std::time::{Duration, Instant};
+
+    const MAGIC: [u8; 8] = *b"nudgeflw";
+    /// Magic, index, processes.
+    const HELLO: usize = 24;
+    /// Magic, index, processes, run id.
+    const REPLY: usize = 40;
+    /// How often waiting is reported (without `-q`).
+    const REPORT_EVERY: Duration = Duration::from_secs(5);
+
+    /// Every peer's socket (`None` at this process's own index) and the
+    /// run id, as chosen by process 0.
+    pub struct Connected {
+        pub sockets: Vec<Option<TcpStream>>,
+        pub run: String,
+    }
+
+    fn put(buf: &mut [u8], at: usize, n: usize) {
+        buf[at..at + 8].copy_from_slice(&(n as u64).to_be_bytes());
+    }
+
+    fn get(buf: &[u8], at: usize) -> usize {
+        u64::from_be_bytes(buf[at..at + 8].try_into().expect("8 bytes")) as usize
+    }
+
+    /// A new run id: a hash of the time, the process id and the addresses.
+    fn new_run_id(addresses: &[String]) -> [u8; 16] {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let seed = format!("{nanos}:{}:{}", std::process::id(), addresses.join(","));
+        xxhash_rust::xxh3::xxh3_128(seed.as_bytes()).to_be_bytes()
+    }
+
+    fn hex(run: &[u8; 16]) -> String {
+        run.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Time left until `deadline`, at least `floor`.
+    fn left(deadline: Instant, floor: Duration) -> Duration {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(floor)
+    }
+
+    /// Why a connection attempt did not give a peer.
+    enum Failed {
+        /// Worth trying again (not listening yet, gone away in between).
+        Retry(String),
+        /// The peer answered, but the cluster is misconfigured.
+        Fatal(anyhow::Error),
+    }
+
+    /// Connects to process `peer` at `address` and exchanges the handshake;
+    /// the run id it sent.
+    fn connect_to(
+        address: &str,
+        me: usize,
+        peer: usize,
+        processes: usize,
+        deadline: Instant,
+    ) -> Result<(TcpStream, [u8; 16]), Failed> {
+        let retry = |e: std::io::Error| Failed::Retry(e.to_string());
+        let mut last = None;
+        let mut stream = None;
+        for address in address.to_socket_addrs().map_err(retry)? {
+            let wait = left(deadline, Duration::from_millis(50)).min(Duration::from_secs(1));
+            match TcpStream::connect_timeout(&address, wait) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let mut stream = match (stream, last) {
+            (Some(s), _) => s,
+            (None, Some(e)) => return Err(retry(e)),
+            (None, None) => return Err(Failed::Retry("the address resolves to nothing".into())),
+        };
+        let mut hello = [0u8; HELLO];
+        hello[..8].copy_from_slice(&MAGIC);
+        put(&mut hello, 8, me);
+        put(&mut hello, 16, processes);
+        let mut reply = [0u8; REPLY];
+        let wait = left(deadline, Duration::from_millis(100)).min(Duration::from_secs(5));
+        stream
+            .set_read_timeout(Some(wait))
+            .and_then(|()| stream.write_all(&hello))
+            .and_then(|()| stream.read_exact(&mut reply))
+            .map_err(retry)?;
+        if reply[..8] != MAGIC || get(&reply, 8) != peer {
+            return Err(Failed::Fatal(anyhow::anyhow!(
+                "{address} (process {peer} in the host file) is not process {peer} of a nudgeflow replay"
+            )));
+        }
+        if get(&reply, 16) != processes {
+            return Err(Failed::Fatal(anyhow::anyhow!(
+                "process {peer} at {address} runs with -n {}, this process (-p {me}) with -n {processes}",
+                get(&reply, 16)
+            )));
+        }
+        let run = reply[24..].try_into().expect("16 bytes");
+        Ok((stream, run))
+    }
+
+    /// Reads the handshake of a process that connected to this one and
+    /// answers it; its index. A connection that is not a peer's handshake
+    /// is an error to report and drop; a peer with another `-n` is fatal.
+    fn accept_from(
+        mut stream: TcpStream,
+        me: usize,
+        processes: usize,
+        run: [u8; 16],
+        deadline: Instant,
+    ) -> Result<(usize, TcpStream), Failed> {
+        let retry = |e: std::io::Error| Failed::Retry(e.to_string());
+        stream.set_nonblocking(false).map_err(retry)?;
+        let wait = left(deadline, Duration::from_millis(100)).min(Duration::from_secs(5));
+        stream.set_read_timeout(Some(wait)).map_err(retry)?;
+        let mut hello = [0u8; HELLO];
+        stream.read_exact(&mut hello).map_err(retry)?;
+        let (peer, theirs) = (get(&hello, 8), get(&hello, 16));
+        if hello[..8] != MAGIC || peer <= me || (theirs == processes && peer >= processes) {
+            return Err(Failed::Retry(
+                "a connection that is not from a later process of this cluster".into(),
+            ));
+        }
+        let mut reply = [0u8; REPLY];
+        reply[..8].copy_from_slice(&MAGIC);
+        put(&mut reply, 8, me);
+        put(&mut reply, 16, processes);
+        reply[24..].copy_from_slice(&run);
+        stream.write_all(&reply).map_err(retry)?;
+        if theirs != processes {
+            return Err(Failed::Fatal(anyhow::anyhow!(
+                "process {peer} runs with -n {theirs}, this process (-p {me}) with -n {processes}"
+            )));
+        }
+        Ok((peer, stream))
+    }
+
+    /// Connects this process (`me`) to every other one of `addresses`
+    /// within `timeout`; reports whom it waits for on stderr if `report`.
+    pub fn connect(
+        addresses: &[String],
+        me: usize,
+        timeout: Duration,
+        report: bool,
+    ) -> anyhow::Result<Connected> {
+        let processes = addresses.len();
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let mut sockets: Vec<Option<TcpStream>> = (0..processes).map(|_| None).collect();
+        // Why the last attempt to reach each earlier process failed.
+        let mut why: Vec<Option<String>> = vec![None; processes];
+        let mut run = (me == 0).then(|| new_run_id(addresses));
+        let listeners = if me + 1 < processes {
+            addresses[me]
+                .split_whitespace()
+                .map(|a| {
+                    let l = TcpListener::bind(a).map_err(|e| {
+                        anyhow::anyhow!(
+                            "process {me} cannot listen on {a} (its host-file address): {e}"
+                        )
+                    })?;
+                    l.set_nonblocking(true)?;
+                    Ok(l)
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?
+        } else {
+            Vec::new()
+        };
+        let mut reported = started;
+        loop {
+            let mut progressed = false;
+            for peer in 0..me {
+                if sockets[peer].is_some() {
+                    continue;
+                }
+                match connect_to(&addresses[peer], me, peer, processes, deadline) {
+                    Ok((stream, id)) => {
+                        if peer == 0 {
+                            run = Some(id);
+                        }
+                        sockets[peer] = Some(stream);
+                        progressed = true;
+                    }
+                    Err(Failed::Retry(e)) => why[peer] = Some(e),
+                    Err(Failed::Fatal(e)) => return Err(e),
+                }
+            }
+            // Only process 0's answer carries the run id; the others send
+            // what they have (connecting processes keep process 0's).
+            let ours = run.unwrap_or_default();
+            for listener in &listeners {
+                while let Ok((stream, from)) = listener.accept() {
+                    match accept_from(stream, me, processes, ours, deadline) {
+                        Ok((peer, stream)) => {
+                            // A peer that connects again gave up on its
+                            // earlier connection.
+                            sockets[peer] = Some(stream);
+                            progressed = true;
+                        }
+                        Err(Failed::Retry(e)) => {
+                            tracing::warn!(%from, error = %e, "dropped a connection")
+                        }
+                        Err(Failed::Fatal(e)) => return Err(e),
+                    }
+                }
+            }
+            let missing: Vec<usize> = (0..processes)
+                .filter(|&p| p != me && sockets[p].is_none())
+                .collect();
+            if missing.is_empty() {
+                break;
+            }
+            let describe = |p: usize| match (p < me, &why[p]) {
+                (true, Some(e)) => format!("process {p} at {} ({e})", addresses[p]),
+                (true, None) => format!("process {p} at {}", addresses[p]),
+                (false, _) => format!(
+                    "process {p} at {} (it has not connected to this process at {})",
+                    addresses[p], addresses[me]
+                ),
+            };
+            let missing_text = || {
+                missing
+                    .iter()
+                    .map(|&p| describe(p))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            if Instant::now() >= deadline {
+                anyhow::bail!(
+                    "process {me} of {processes} gave up after {} s (--connect-timeout): no connection with {}; \
+                     is every process running, with the same -n and host file?",
+                    timeout.as_secs_f64(),
+                    missing_text()
+                );
+            }
+            if report && reported.elapsed() >= REPORT_EVERY {
+                eprintln!("process {me}: waiting for {}", missing_text());
+                reported = Instant::now();
+            }
+            if !progressed {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        for socket in sockets.iter().flatten() {
+            socket.set_read_timeout(None)?;
+            socket.set_nodelay(true)?;
+        }
+        if report {
+            eprintln!(
+                "process {me}: connected to {} other process(es) in {:.1} s",
+                processes - 1,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Ok(Connected {
+            sockets,
+            run: hex(&run.expect("connected to process 0, or process 0 itself")),
+        })
+    }
 }
 
 /// Time spent in each operator, per worker, logged at the end of a replay

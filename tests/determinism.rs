@@ -1,11 +1,11 @@
 //! Determinism (DESIGN.md §6): the same input gives byte-identical sorted
 //! outputs for 1, 2 and 4 worker threads, any stripe size and number of
 //! stripes per timely step, and two processes (timely's cluster mode, the
-//! real binary over loopback).
+//! real binary over loopback, both writing into one --out and their parts
+//! joined by `nudgeflow merge`).
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 use nudgeflow::r#gen::{GenOptions, generate};
@@ -15,20 +15,6 @@ const FILES: [&str; 3] = [
     "suppressions.jsonl",
     "dead_letters.jsonl",
 ];
-
-fn sorted_lines(dirs: &[&Path], file: &str) -> Vec<String> {
-    let mut lines: Vec<String> = dirs
-        .iter()
-        .flat_map(|d| {
-            common::read(&d.join(file))
-                .lines()
-                .map(String::from)
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    lines.sort();
-    lines
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -83,16 +69,15 @@ fn same_output_for_any_workers_stripes_and_processes() {
             }
         }
 
-        // Two processes, one worker each, talking over loopback.
+        // Two processes, one worker each, talking over loopback, writing
+        // into the same --out; `merge` then writes what one process does.
         let hosts = tmp.path().join("hosts");
         std::fs::write(
             &hosts,
             format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
         )
         .unwrap();
-        let outs: Vec<_> = (0..2)
-            .map(|p| tmp.path().join(format!("{spec_name}-p{p}")))
-            .collect();
+        let out = tmp.path().join(format!("{spec_name}-n2"));
         let children: Vec<_> = (0..2)
             .map(|p| {
                 Command::new(env!("CARGO_BIN_EXE_nudgeflow"))
@@ -101,7 +86,7 @@ fn same_output_for_any_workers_stripes_and_processes() {
                     .arg("--fixture")
                     .arg(&fixture)
                     .arg("--out")
-                    .arg(&outs[p])
+                    .arg(&out)
                     .args(["-q", "-w", "1", "-n", "2", "-p", &p.to_string(), "-h"])
                     .arg(&hosts)
                     .stdout(Stdio::null())
@@ -112,17 +97,27 @@ fn same_output_for_any_workers_stripes_and_processes() {
         for mut child in children {
             assert!(child.wait().unwrap().success(), "a cluster process failed");
         }
-        let parts: Vec<&Path> = outs.iter().map(|p| p.as_path()).collect();
-        for f in FILES {
-            assert_eq!(
-                sorted_lines(&parts, f),
-                sorted_lines(&[&base], f),
-                "{spec_name}: {f} differs between one process and the union of two"
+        for p in 0..2 {
+            assert!(
+                !common::read(&out.join(format!("part-{p}/dispatches.jsonl"))).is_empty(),
+                "process {p} decides, into its own part"
             );
         }
+        let merged = Command::new(env!("CARGO_BIN_EXE_nudgeflow"))
+            .arg("merge")
+            .arg(&out)
+            .output()
+            .unwrap();
         assert!(
-            !common::read(&outs[1].join("dispatches.jsonl")).is_empty(),
-            "both processes decide"
+            merged.status.success(),
+            "merge failed: {}",
+            String::from_utf8_lossy(&merged.stderr)
         );
+        for f in FILES.iter().chain(&["summary.json"]) {
+            assert!(
+                common::read(&base.join(f)) == common::read(&out.join(f)),
+                "{spec_name}: {f} differs between one process and two merged"
+            );
+        }
     }
 }

@@ -5,6 +5,11 @@
 //! Each worker renders its decisions as they come ([`render_lines`]); the
 //! lines are sorted by time, then by their bytes, so that a run's files are
 //! byte-identical for any number of workers and processes.
+//!
+//! **Clusters.** Process `I` of `N` writes its share into `part-I/` (the same
+//! files, its own counts in `summary.json`, and `part.json`, which names the
+//! run and `N`); [`merge`] joins `part-0` to `part-(N-1)` into the files a
+//! one-process replay writes, byte for byte.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -14,7 +19,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use anyhow::Context;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Probe;
@@ -25,8 +30,10 @@ use crate::record::output::{DeadLetter, Decision};
 use crate::spec::Spec;
 use crate::time::Time;
 
-/// Counts of one run (or one process's share of it).
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+/// Counts of one run (or one process's share of it: in a cluster every
+/// count is of the records and users that process owns, so the shares add
+/// up to the counts of a one-process run).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Summary {
     pub records: u64,
     pub events: u64,
@@ -42,7 +49,7 @@ pub struct Summary {
     pub by_rule: BTreeMap<String, RuleCounts>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RuleCounts {
     pub dispatched: u64,
     pub suppressed: u64,
@@ -362,14 +369,16 @@ impl OutputFiles {
     /// file is left as is; a symbolic link is truncated where it points.
     pub fn empty(&mut self) -> anyhow::Result<()> {
         let dir = &self.dir;
-        // An earlier run's summary would describe files it no longer has.
-        match std::fs::remove_file(dir.join("summary.json")) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| {
-                    format!("cannot remove {}", dir.join("summary.json").display())
-                });
+        // An earlier run's summary (and part manifest) would describe
+        // files it no longer has.
+        for name in ["summary.json", MANIFEST] {
+            match std::fs::remove_file(dir.join(name)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e)
+                        .with_context(|| format!("cannot remove {}", dir.join(name).display()));
+                }
+                _ => {}
             }
-            _ => {}
         }
         for (file, name) in [
             (&mut self.dispatches, "dispatches.jsonl"),
@@ -397,28 +406,18 @@ impl OutputFiles {
     }
 
     /// Writes the outputs into the emptied files, each file's lines merged
-    /// from the workers' sorted parts, and `summary.json`.
+    /// from the workers' sorted parts, and `summary.json`. `dead_letters`
+    /// are in their order already ([`dead_letter_lines`]).
     pub fn write(
         &self,
         dispatches: &[Lines],
         suppressions: &[Lines],
-        dead_letters: &[DeadLetter],
+        dead_letters: &Lines,
         summary: &Summary,
     ) -> anyhow::Result<()> {
         fn parts(lines: &[Lines]) -> Vec<&Lines> {
             lines.iter().collect()
         }
-        // Dead letters in order of file and line (then of the whole line).
-        let mut ordered: Vec<(&str, u64, String)> = dead_letters
-            .iter()
-            .map(|d| (d.file.as_str(), d.line, d.to_json_line()))
-            .collect();
-        ordered.sort_unstable();
-        let mut letters = Lines::default();
-        for (place, (_, _, line)) in ordered.iter().enumerate() {
-            letters.push(place as Time, |out| out.extend_from_slice(line.as_bytes()));
-        }
-        letters.sort();
         for (file, name, parts) in [
             (&self.dispatches, "dispatches.jsonl", parts(dispatches)),
             (
@@ -426,7 +425,7 @@ impl OutputFiles {
                 "suppressions.jsonl",
                 parts(suppressions),
             ),
-            (&self.dead_letters, "dead_letters.jsonl", vec![&letters]),
+            (&self.dead_letters, "dead_letters.jsonl", vec![dead_letters]),
         ] {
             write_lines(file, &parts)
                 .with_context(|| format!("cannot write {}", self.dir.join(name).display()))?;
@@ -435,6 +434,258 @@ impl OutputFiles {
         let path = self.dir.join("summary.json");
         std::fs::write(&path, json).with_context(|| format!("cannot write {}", path.display()))
     }
+
+    /// Writes `part.json`, last: a part directory with it is complete.
+    pub fn write_manifest(&self, part: &PartManifest) -> anyhow::Result<()> {
+        let json = serde_json::to_string_pretty(part)? + "\n";
+        let path = self.dir.join(MANIFEST);
+        std::fs::write(&path, json).with_context(|| format!("cannot write {}", path.display()))
+    }
+}
+
+/// Dead letters as lines in the order they are written: by file, then
+/// line (then the whole line).
+pub fn dead_letter_lines(dead_letters: &[DeadLetter]) -> Lines {
+    ordered_letters(
+        dead_letters
+            .iter()
+            .map(|d| (d.file.clone(), d.line, d.to_json_line().into_bytes()))
+            .collect(),
+    )
+}
+
+fn ordered_letters(mut letters: Vec<(String, u64, Vec<u8>)>) -> Lines {
+    letters.sort_unstable();
+    let mut lines = Lines::default();
+    for (place, (_, _, line)) in letters.iter().enumerate() {
+        lines.push(place as Time, |out| out.extend_from_slice(line));
+    }
+    lines
+}
+
+/// The file in a part directory that names its run and place.
+pub const MANIFEST: &str = "part.json";
+
+/// What `part.json` says: which run a part directory belongs to and which
+/// process of how many wrote it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PartManifest {
+    /// The run's id, chosen by process 0 and handed to every process as
+    /// the cluster connects.
+    pub run: String,
+    pub process: usize,
+    pub processes: usize,
+}
+
+/// Where process `process` of a cluster writes its share of `out`.
+pub fn part_dir(out: &Path, process: usize) -> PathBuf {
+    out.join(format!("part-{process}"))
+}
+
+/// The part directories in `dir` (`part-<index>`), by index.
+fn part_dirs(dir: &Path) -> anyhow::Result<BTreeMap<usize, PathBuf>> {
+    let mut parts = BTreeMap::new();
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
+        let name = entry.file_name();
+        let Some(index) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("part-"))
+            .filter(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|i| i.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if entry.path().is_dir() {
+            parts.insert(index, entry.path());
+        }
+    }
+    Ok(parts)
+}
+
+/// Which field of an output line orders it.
+#[derive(Clone, Copy)]
+enum TimeField {
+    /// `"decision_time"`, of a dispatch.
+    Decision,
+    /// `"time"`, of a suppression.
+    Time,
+}
+
+impl std::fmt::Debug for TimeField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TimeField::Decision => "\"decision_time\"",
+            TimeField::Time => "\"time\"",
+        })
+    }
+}
+
+/// The lines of a part's output file (sorted, as the file sink wrote them)
+/// with the time each is ordered by: a dispatch's `decision_time`, a
+/// suppression's `time`.
+fn read_lines(path: &Path, time_field: TimeField) -> anyhow::Result<Lines> {
+    /// The time fields of an output line (the others are skipped unread).
+    #[derive(Deserialize)]
+    struct Times {
+        decision_time: Option<String>,
+        time: Option<String>,
+    }
+    let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut lines = Lines::default();
+    for (n, line) in text.split(|&b| b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let at = || format!("{} line {}", path.display(), n + 1);
+        let times: Times =
+            serde_json::from_slice(line).with_context(|| format!("{}: not a JSON object", at()))?;
+        let time = match time_field {
+            TimeField::Decision => times.decision_time,
+            TimeField::Time => times.time,
+        };
+        let time = time
+            .ok_or_else(|| anyhow::anyhow!("{}: no {time_field:?} time", at()))
+            .and_then(|t| {
+                crate::time::parse_rfc3339(&t).map_err(|e| anyhow::anyhow!("{}: {e}", at()))
+            })?;
+        lines.push(time, |out| out.extend_from_slice(line));
+    }
+    Ok(lines)
+}
+
+/// A part's dead letters with the file and line they are ordered by.
+fn read_letters(path: &Path, into: &mut Vec<(String, u64, Vec<u8>)>) -> anyhow::Result<()> {
+    #[derive(Deserialize)]
+    struct Place {
+        file: String,
+        line: u64,
+    }
+    let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    for (n, line) in text.split(|&b| b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let place: Place = serde_json::from_slice(line)
+            .with_context(|| format!("{} line {}: not a dead letter", path.display(), n + 1))?;
+        into.push((place.file, place.line, line.to_vec()));
+    }
+    Ok(())
+}
+
+/// Merges the parts a cluster replay wrote into `dir` (`part-0` to
+/// `part-(N-1)`, see [`part_dir`]) into `dir`'s own output files and
+/// `summary.json`: the files a one-process replay of the same inputs
+/// writes, byte for byte. Refuses, before writing anything, when a part is
+/// missing or incomplete, when the parts come from different runs, or
+/// when a part's files do not hold what its summary counts.
+pub fn merge(dir: &Path) -> anyhow::Result<Summary> {
+    anyhow::ensure!(
+        dir.is_dir(),
+        "{} is not a directory; merge reads the part-* directories that `replay -n N -p I --out DIR` writes",
+        dir.display()
+    );
+    let found = part_dirs(dir)?;
+    anyhow::ensure!(
+        !found.is_empty(),
+        "{} holds no part-* directories; merge reads the parts that `replay -n N -p I --out {}` writes",
+        dir.display(),
+        dir.display()
+    );
+    let mut manifests = BTreeMap::new();
+    for (&index, part) in &found {
+        let path = part.join(MANIFEST);
+        let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => anyhow::anyhow!(
+                "{} is incomplete: it has no {MANIFEST} (its process has not finished, or failed)",
+                part.display()
+            ),
+            _ => anyhow::anyhow!("cannot read {}: {e}", path.display()),
+        })?;
+        let manifest: PartManifest = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a part manifest", path.display()))?;
+        anyhow::ensure!(
+            manifest.process == index,
+            "{} says it holds process {}'s part, not process {index}'s",
+            path.display(),
+            manifest.process
+        );
+        manifests.insert(index, manifest);
+    }
+    let (&first, reference) = manifests.iter().next().expect("at least one part");
+    for (&index, m) in &manifests {
+        anyhow::ensure!(
+            m.run == reference.run && m.processes == reference.processes,
+            "the parts in {} come from different runs: part-{first} is of run {} (-n {}), part-{index} of run {} (-n {}); \
+             replay every process again into the same --out, or remove the stale part",
+            dir.display(),
+            reference.run,
+            reference.processes,
+            m.run,
+            m.processes
+        );
+    }
+    let processes = reference.processes;
+    let missing: Vec<String> = (0..processes)
+        .filter(|i| !found.contains_key(i))
+        .map(|i| format!("part-{i}"))
+        .collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "{} lacks {} of run {}, which had {processes} processes (-n {processes}): merge needs part-0 to part-{}",
+        dir.display(),
+        missing.join(", "),
+        reference.run,
+        processes - 1
+    );
+
+    let mut summary = Summary::default();
+    let mut dispatches = Vec::with_capacity(processes);
+    let mut suppressions = Vec::with_capacity(processes);
+    let mut letters = Vec::new();
+    for part in found.values() {
+        let path = part.join("summary.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let share: Summary = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a replay summary", path.display()))?;
+        let d = read_lines(&part.join("dispatches.jsonl"), TimeField::Decision)?;
+        let s = read_lines(&part.join("suppressions.jsonl"), TimeField::Time)?;
+        let before = letters.len();
+        read_letters(&part.join("dead_letters.jsonl"), &mut letters)?;
+        for (name, lines, counted) in [
+            ("dispatches.jsonl", d.len(), share.dispatches),
+            ("suppressions.jsonl", s.len(), share.suppressions),
+            (
+                "dead_letters.jsonl",
+                letters.len() - before,
+                share.dead_letters,
+            ),
+        ] {
+            anyhow::ensure!(
+                lines as u64 == counted,
+                "{} holds {lines} lines but {} counts {counted}: the part was changed after its replay",
+                part.join(name).display(),
+                path.display()
+            );
+        }
+        summary.absorb(share);
+        dispatches.push(d);
+        suppressions.push(s);
+    }
+    let mut files = OutputFiles::open(dir)?;
+    files.empty()?;
+    files
+        .write(
+            &dispatches,
+            &suppressions,
+            &ordered_letters(letters),
+            &summary,
+        )
+        .with_context(|| format!("writing {}", dir.display()))?;
+    Ok(summary)
 }
 
 #[cfg(test)]
@@ -582,7 +833,7 @@ channels = ["email"]
         let mut files = OutputFiles::open(dir.path()).unwrap();
         files.empty().unwrap();
         files
-            .write(&[lines], &[], &[], &Summary::default())
+            .write(&[lines], &[], &Lines::default(), &Summary::default())
             .unwrap();
         let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
         assert_eq!(read("dispatches.jsonl"), "{\"a\":1}\n{\"b\":1}\n");
@@ -607,5 +858,112 @@ channels = ["email"]
         let link = std::fs::symlink_metadata(dir.path().join("dispatches.jsonl")).unwrap();
         assert!(link.file_type().is_symlink());
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "");
+    }
+
+    /// Writes one part of a run into `dir/part-{process}` as a cluster
+    /// process does; its dispatches at `times`.
+    fn write_part(dir: &Path, run: &str, process: usize, processes: usize, times: &[Time]) {
+        let spec = Spec::parse("t.toml", "").unwrap();
+        let mut lines = Lines::default();
+        let mut summary = Summary::default();
+        for &t in times {
+            let d = Decision::Suppression(Suppression {
+                user: format!("u-{t}").into(),
+                rule: None,
+                event_key: "s/1".into(),
+                time: t,
+                reason: Reason::Late,
+            });
+            lines.push(t, |out| d.write_json(&spec, out));
+            summary.count_decisions(&spec, [&d]);
+        }
+        lines.sort();
+        summary.records = 10 * times.len() as u64;
+        let letters: Vec<DeadLetter> = (process == 0)
+            .then(|| DeadLetter {
+                stream: crate::record::StreamKind::Events,
+                file: "events.jsonl".into(),
+                line: 7,
+                reason: "bad".into(),
+                record: "x".into(),
+            })
+            .into_iter()
+            .collect();
+        summary.dead_letters = letters.len() as u64;
+        let mut files = OutputFiles::open(&part_dir(dir, process)).unwrap();
+        files.empty().unwrap();
+        files
+            .write(&[], &[lines], &dead_letter_lines(&letters), &summary)
+            .unwrap();
+        files
+            .write_manifest(&PartManifest {
+                run: run.into(),
+                process,
+                processes,
+            })
+            .unwrap();
+    }
+
+    /// Merged parts are the files one writer of all the lines writes, with
+    /// the counts summed.
+    #[test]
+    fn merge_joins_parts_into_what_one_process_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        write_part(dir.path(), "r1", 0, 2, &[5, 1, 9]);
+        write_part(dir.path(), "r1", 1, 2, &[3, 5, 12]);
+        let whole = tempfile::tempdir().unwrap();
+        write_part(whole.path(), "r0", 0, 1, &[5, 1, 9, 3, 5, 12]);
+        let merged = merge(dir.path()).unwrap();
+        let expected = part_dir(whole.path(), 0);
+        for name in [
+            "dispatches.jsonl",
+            "suppressions.jsonl",
+            "dead_letters.jsonl",
+            "summary.json",
+        ] {
+            let read = |d: &Path| std::fs::read_to_string(d.join(name)).unwrap();
+            assert_eq!(read(dir.path()), read(&expected), "{name}");
+        }
+        assert_eq!((merged.suppressions, merged.records), (6, 60));
+        assert_eq!(merged.dead_letters, 1);
+    }
+
+    /// Merge refuses, and writes nothing, when a part is missing or
+    /// unfinished, when parts come from different runs, and when a part's
+    /// files do not hold what its summary counts.
+    #[test]
+    fn merge_refuses_missing_foreign_and_changed_parts() {
+        let refused = |dir: &Path| {
+            let e = merge(dir).expect_err("merge refuses").to_string();
+            assert!(!dir.join("summary.json").exists(), "wrote despite: {e}");
+            e
+        };
+        let dir = tempfile::tempdir().unwrap();
+        assert!(refused(dir.path()).contains("holds no part-* directories"));
+
+        write_part(dir.path(), "r1", 0, 3, &[1]);
+        write_part(dir.path(), "r1", 2, 3, &[2]);
+        let e = refused(dir.path());
+        assert!(
+            e.contains("lacks part-1 of run r1") && e.contains("-n 3"),
+            "{e}"
+        );
+
+        write_part(dir.path(), "r2", 1, 3, &[2]);
+        let e = refused(dir.path());
+        assert!(e.contains("different runs") && e.contains("r2"), "{e}");
+
+        write_part(dir.path(), "r1", 1, 3, &[2]);
+        std::fs::remove_file(part_dir(dir.path(), 2).join(MANIFEST)).unwrap();
+        let e = refused(dir.path());
+        assert!(e.contains("part-2 is incomplete"), "{e}");
+
+        write_part(dir.path(), "r1", 2, 3, &[2]);
+        std::fs::write(part_dir(dir.path(), 1).join("suppressions.jsonl"), "").unwrap();
+        let e = refused(dir.path());
+        assert!(e.contains("holds 0 lines") && e.contains("counts 1"), "{e}");
+
+        write_part(dir.path(), "r1", 1, 3, &[2]);
+        merge(dir.path()).unwrap();
     }
 }

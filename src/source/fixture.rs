@@ -115,11 +115,20 @@ impl FixturePlan {
         let mut files = Vec::new();
         for stream in StreamKind::ALL {
             let path = dir.join(stream.file_name());
-            let file = match File::open(&path) {
-                Ok(file) => file,
+            // The type is checked before the file is opened: opening a
+            // named pipe waits for a writer, and a device is no fixture.
+            match std::fs::metadata(&path) {
+                Ok(meta) => anyhow::ensure!(
+                    meta.is_file(),
+                    "{} is not a regular file ({}); a fixture holds JSON-lines files, and it must be a regular file",
+                    path.display(),
+                    file_kind(&meta.file_type())
+                ),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => anyhow::bail!("cannot open {}: {e}", path.display()),
-            };
+                Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+            }
+            let file = File::open(&path)
+                .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
             let meta = file.metadata()?;
             anyhow::ensure!(
                 meta.is_file(),
@@ -160,6 +169,28 @@ impl FixturePlan {
             total_bytes,
             bytes_done: AtomicU64::new(0),
         })
+    }
+}
+
+/// What a file that is not a regular file is, for an error message.
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a named pipe";
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return "a device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if t.is_dir() {
+        "a directory"
+    } else {
+        "not a plain file"
     }
 }
 
@@ -580,6 +611,40 @@ mod tests {
         assert!(
             err.to_string()
                 .contains("events.jsonl is not a regular file"),
+            "{err}"
+        );
+    }
+
+    /// A named pipe is refused before it is opened (opening it would wait
+    /// for a writer for ever), naming the file.
+    #[cfg(unix)]
+    #[test]
+    fn a_named_pipe_is_refused_without_being_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("events.jsonl");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+        // In a thread: a replay that opens the pipe blocks, and the test
+        // fails on the timeout instead of hanging.
+        let path = dir.path().to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(
+                FixturePlan::open(&path, 1 << 20, 1)
+                    .err()
+                    .map(|e| e.to_string()),
+            );
+        });
+        let err = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("open returns instead of waiting on the pipe")
+            .expect("a named pipe is refused");
+        assert!(
+            err.contains("events.jsonl is not a regular file (a named pipe)")
+                && err.contains("must be a regular file"),
             "{err}"
         );
     }
