@@ -15,6 +15,7 @@ pub mod scan;
 use std::borrow::Cow;
 
 use compact_str::CompactString;
+use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -77,8 +78,80 @@ pub struct Event {
 pub struct QuietHours {
     pub start_min: u16,
     pub end_min: u16,
-    /// IANA zone name, validated at parse time; `UTC` when absent.
-    pub tz: String,
+    /// UTC when the record names none.
+    pub tz: Zone,
+}
+
+/// A time zone of the bundled tz database, found by its exact IANA name
+/// once, when a record is parsed. Every `Zone` has that name (both
+/// constructors ensure it): zones compare, order, hash and serialize by it,
+/// which jiff's `TimeZone` does not do (it has no order, hash or serde),
+/// and a worker that receives a zone looks it up again by name. Cloning is
+/// cheap: the zone's data is shared.
+#[derive(Clone, Debug)]
+pub struct Zone(TimeZone);
+
+impl Zone {
+    pub const UTC: Zone = Zone(TimeZone::UTC);
+
+    /// The zone of the IANA name `name`, spelled exactly (jiff also accepts
+    /// other letter cases; the IANA names do not).
+    pub fn named(name: &str) -> Result<Zone, String> {
+        TimeZone::get(name)
+            .ok()
+            .filter(|tz| tz.iana_name() == Some(name))
+            .map(Zone)
+            .ok_or_else(|| {
+                format!("unknown time zone {name:?}; use an IANA name such as \"Europe/Berlin\"")
+            })
+    }
+
+    pub fn name(&self) -> &str {
+        self.0.iana_name().unwrap_or_default()
+    }
+
+    pub fn time_zone(&self) -> &TimeZone {
+        &self.0
+    }
+}
+
+impl PartialEq for Zone {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for Zone {}
+
+impl PartialOrd for Zone {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Zone {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.name().cmp(other.name())
+    }
+}
+
+impl std::hash::Hash for Zone {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name().hash(state);
+    }
+}
+
+impl Serialize for Zone {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Zone {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = Cow::<str>::deserialize(d)?;
+        Zone::named(&name).map_err(serde::de::Error::custom)
+    }
 }
 
 /// A user's preferences (one record replaces the previous one).
@@ -372,17 +445,6 @@ fn parse_hhmm(field: &str, s: &str) -> Result<u16, String> {
     Ok(h * 60 + m)
 }
 
-/// Validates an IANA time zone name against the bundled tz database.
-pub fn check_tz(name: &str) -> Result<(), String> {
-    // jiff matches names case-insensitively; IANA names are exact.
-    let found = jiff::tz::TimeZone::get(name)
-        .ok()
-        .filter(|tz| tz.iana_name() == Some(name));
-    found.map(|_| ()).ok_or_else(|| {
-        format!("unknown time zone {name:?}; use an IANA name such as \"Europe/Berlin\"")
-    })
-}
-
 fn parse_channel(field: &str, s: &str) -> Result<Channel, String> {
     Channel::parse(s).ok_or_else(|| {
         format!(
@@ -415,10 +477,10 @@ pub fn parse_prefs(line: &str) -> Result<PrefsRecord, String> {
     let quiet_hours = match raw.quiet_hours {
         None => None,
         Some(q) => {
-            let tz =
-                q.tz.map(Cow::into_owned)
-                    .unwrap_or_else(|| "UTC".to_string());
-            check_tz(&tz).map_err(|e| format!("quiet_hours.tz: {e}"))?;
+            let tz = match q.tz {
+                None => Zone::UTC,
+                Some(name) => Zone::named(&name).map_err(|e| format!("quiet_hours.tz: {e}"))?,
+            };
             Some(QuietHours {
                 start_min: parse_hhmm("quiet_hours.start", &q.start)?,
                 end_min: parse_hhmm("quiet_hours.end", &q.end)?,
@@ -626,8 +688,8 @@ mod tests {
             .is_err(),
             "a deletion is validated whole"
         );
-        assert!(check_tz("europe/berlin").is_err());
-        assert!(check_tz("Europe/Berlin").is_ok());
+        assert!(Zone::named("europe/berlin").is_err());
+        assert!(Zone::named("Europe/Berlin").is_ok());
         assert!(
             parse_prefs(r#"{"user":"u","time":"2026-03-01T00:00:00Z","channels":["fax"]}"#)
                 .unwrap_err()
@@ -635,6 +697,52 @@ mod tests {
         );
         assert!(parse_prefs(r#"{"user":"u","time":"2026-03-01T00:00:00Z","quiet_hours":{"start":"22:00","end":"07:00","tz":"Mars/Olympus"}}"#).unwrap_err().contains("time zone"));
         assert!(parse_prefs(r#"{"user":"u","time":"2026-03-01T00:00:00Z","quiet_hours":{"start":"24:00","end":"07:00"}}"#).unwrap_err().contains("HH:MM"));
+    }
+
+    /// Quiet hours hold the zone found when the record was parsed; zones
+    /// compare, order, hash and travel between workers by IANA name.
+    #[test]
+    fn zones_are_parsed_once_and_known_by_name() {
+        let quiet = |tz: &str| {
+            let line = format!(
+                r#"{{"user":"u","time":"2026-03-01T00:00:00Z","quiet_hours":{{"start":"22:00","end":"07:00"{tz}}}}}"#
+            );
+            parse_prefs(&line)
+                .unwrap()
+                .prefs
+                .unwrap()
+                .quiet_hours
+                .unwrap()
+        };
+        let berlin = quiet(r#","tz":"Europe/Berlin""#);
+        assert_eq!(berlin.tz.name(), "Europe/Berlin");
+        let at = jiff::Timestamp::from_second(1_772_323_200).unwrap();
+        assert_eq!(berlin.tz.time_zone().to_offset(at).seconds(), 3600);
+        // No `tz` is UTC, the same as naming it.
+        assert_eq!(quiet("").tz, Zone::UTC);
+        assert_eq!(quiet(r#","tz":"UTC""#), quiet(""));
+        assert_eq!(Zone::UTC.name(), "UTC");
+
+        let zone = |name| Zone::named(name).unwrap();
+        assert_eq!(zone("Asia/Tokyo"), zone("Asia/Tokyo"));
+        assert!(zone("America/New_York") < zone("Europe/Berlin"));
+        let hash = |z: &Zone| {
+            use std::hash::{BuildHasher, BuildHasherDefault};
+            BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(z)
+        };
+        assert_eq!(hash(&zone("Asia/Tokyo")), hash(&zone("Asia/Tokyo")));
+        assert_ne!(hash(&zone("Asia/Tokyo")), hash(&zone("Asia/Seoul")));
+
+        let json = serde_json::to_string(&berlin).unwrap();
+        assert_eq!(
+            json,
+            r#"{"start_min":1320,"end_min":420,"tz":"Europe/Berlin"}"#
+        );
+        let back: QuietHours = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, berlin);
+        assert_eq!(back.tz.time_zone().to_offset(at).seconds(), 3600);
+        let bad = serde_json::from_str::<Zone>(r#""europe/berlin""#).unwrap_err();
+        assert!(bad.to_string().contains("unknown time zone"), "{bad}");
     }
 
     #[test]
