@@ -248,6 +248,19 @@ fn time_field(name: &str, s: &str) -> Result<Time, String> {
     parse_rfc3339(s).map_err(|e| format!("{name}: {e}"))
 }
 
+/// Reads `line` into `T` with serde_json; an error names the field
+/// (`reason.rs`). The record must be an object: serde's derived structs
+/// would also read a list, its items taken as the fields in order.
+fn from_json<'a, T: Deserialize<'a>>(line: &'a str, fields: &[reason::Field]) -> Result<T, String> {
+    if !line
+        .trim_start_matches([' ', '\t', '\r', '\n'])
+        .starts_with('{')
+    {
+        return Err(reason::not_object(line));
+    }
+    serde_json::from_str(line).map_err(|e| reason::explain(line, fields, e))
+}
+
 #[derive(Deserialize)]
 struct RawEvent<'a> {
     #[serde(borrow)]
@@ -369,8 +382,7 @@ pub fn parse_event_ref(line: &str) -> Result<EventRef<'_>, String> {
             f.data,
         ),
         None => {
-            let raw: RawEvent =
-                serde_json::from_str(line).map_err(|e| reason::explain(line, reason::EVENT, e))?;
+            let raw: RawEvent = from_json(line, reason::EVENT)?;
             let data = raw.data.map(RawValue::get).filter(|d| *d != "null");
             (raw.id, raw.source, raw.kind, raw.subject, raw.time, data)
         }
@@ -423,12 +435,28 @@ struct RawPrefs<'a> {
     deleted: Option<bool>,
     #[serde(borrow, default)]
     channels: Option<Vec<Cow<'a, str>>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "quiet_object")]
     quiet_hours: Option<RawQuiet<'a>>,
     #[serde(default)]
     muted_rules: Option<Vec<String>>,
     #[serde(default)]
     locale: Option<CompactString>,
+}
+
+/// `quiet_hours` as an object or null (absent); serde's derived struct
+/// alone would also read a list, its items taken as the fields in order.
+fn quiet_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<RawQuiet<'de>>, D::Error> {
+    use serde::de::{Error, Unexpected};
+    match Option::<&'de RawValue>::deserialize(d)? {
+        None => Ok(None),
+        Some(raw) if raw.get().starts_with('{') => serde_json::from_str(raw.get())
+            .map(Some)
+            .map_err(D::Error::custom),
+        Some(_) => Err(D::Error::invalid_type(
+            Unexpected::Other("a value that is not an object"),
+            &"an object",
+        )),
+    }
 }
 
 fn parse_hhmm(field: &str, s: &str) -> Result<u16, String> {
@@ -457,7 +485,7 @@ fn parse_channel(field: &str, s: &str) -> Result<Channel, String> {
 pub fn parse_prefs(line: &str) -> Result<PrefsRecord, String> {
     let raw: RawPrefs = match scan::scan_prefs(line) {
         Some(raw) => raw,
-        None => serde_json::from_str(line).map_err(|e| reason::explain(line, reason::PREFS, e))?,
+        None => from_json(line, reason::PREFS)?,
     };
     let time = time_field("time", &raw.time)?;
     let user = CompactString::from(&*raw.user);
@@ -525,9 +553,7 @@ struct RawConsent<'a> {
 pub fn parse_consent(line: &str) -> Result<ConsentRecord, String> {
     let raw: RawConsent = match scan::scan_consent(line) {
         Some(raw) => raw,
-        None => {
-            serde_json::from_str(line).map_err(|e| reason::explain(line, reason::CONSENT, e))?
-        }
+        None => from_json(line, reason::CONSENT)?,
     };
     let time = time_field("time", &raw.time)?;
     let channel = if raw.channel == "*" {
@@ -559,8 +585,7 @@ struct RawErasure<'a> {
 }
 
 pub fn parse_erasure(line: &str) -> Result<ErasureRecord, String> {
-    let raw: RawErasure =
-        serde_json::from_str(line).map_err(|e| reason::explain(line, reason::ERASURE, e))?;
+    let raw: RawErasure = from_json(line, reason::ERASURE)?;
     Ok(ErasureRecord {
         time: time_field("time", &raw.time)?,
         user: CompactString::from(&*raw.user),
@@ -578,8 +603,7 @@ struct RawReceipt<'a> {
 }
 
 pub fn parse_receipt(line: &str) -> Result<ReceiptRecord, String> {
-    let raw: RawReceipt =
-        serde_json::from_str(line).map_err(|e| reason::explain(line, reason::RECEIPT, e))?;
+    let raw: RawReceipt = from_json(line, reason::RECEIPT)?;
     let status = match &*raw.status {
         "delivered" => ReceiptStatus::Delivered,
         "failed" => ReceiptStatus::Failed,

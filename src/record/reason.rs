@@ -118,11 +118,19 @@ pub(super) fn explain(line: &str, fields: &[Field], e: serde_json::Error) -> Str
         Err(e) => return not_json(&e),
     };
     if !value.get().starts_with('{') {
-        return format!("not a JSON object: found {}", describe(value));
+        return not_object(line);
     }
     check_object(value, "", fields)
         // Not met for the tables above; kept so that a reason is never empty.
         .unwrap_or_else(|| without_position(&e))
+}
+
+/// The reason for a line that does not hold a JSON object.
+pub(super) fn not_object(line: &str) -> String {
+    match serde_json::from_str::<&RawValue>(line) {
+        Ok(value) => format!("not a JSON object: found {}", describe(value)),
+        Err(e) => not_json(&e),
+    }
 }
 
 /// The reason for a `data` value that skipping over it accepted but a full
@@ -602,6 +610,26 @@ mod tests {
             reason(e, r#"["e-1","app"]"#),
             "not a JSON object: found a list"
         );
+        // Nor are quiet hours.
+        assert_eq!(
+            reason(
+                StreamKind::Preferences,
+                r#"{"user":"u","time":"2026-03-01T00:00:00Z","quiet_hours":["22:00","07:00","UTC"]}"#
+            ),
+            "quiet_hours: expected an object, found a list"
+        );
+        // A list whose items would do as the fields in order is no record
+        // either (serde's derived structs read one).
+        for (stream, line, fields) in VALID {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let items: Vec<_> = fields.iter().map(|f| v[f.name].clone()).collect();
+            let list = serde_json::Value::from(items).to_string();
+            assert_eq!(
+                reason(stream, &list),
+                "not a JSON object: found a list",
+                "{list}"
+            );
+        }
         assert_eq!(reason(e, "42"), "not a JSON object: found the number 42");
         assert_eq!(
             reason(StreamKind::Receipts, r#""delivered""#),
