@@ -48,9 +48,6 @@ use crate::record::output::{Decision, Detail, Dispatch, Reason, RuledOut, Suppre
 use crate::spec::{Priority, Purpose, Spec};
 use crate::time::Time;
 
-/// Hash maps keyed by user or event key: a fast, fixed-seed hasher.
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
-
 /// Per-worker counts, read after the run.
 #[derive(Clone, Debug, Default)]
 pub struct DecideStats {
@@ -208,7 +205,6 @@ struct Core {
     /// (time, user hash) of users with pending candidates; may hold stale
     /// entries, which cost one empty visit.
     timers: BTreeSet<(Time, u64)>,
-    zones: HashMap<String, jiff::tz::TimeZone>,
     /// Event keys last seen, for duplicates.
     seen: SeenKeys,
     next_sweep: Time,
@@ -506,18 +502,13 @@ impl Core {
         if rule.purpose == Purpose::Marketing
             && !critical
             && let Some(q) = prefs.and_then(|p| p.quiet_hours.as_ref())
+            && in_quiet_hours(q, t)
+            && let Some(end) = quiet_hours_end(q, t)
         {
-            let tz = self.zones.entry(q.tz.clone()).or_insert_with(|| {
-                jiff::tz::TimeZone::get(&q.tz).expect("zones are validated when parsed")
-            });
-            if in_quiet_hours(q, tz, t)
-                && let Some(end) = quiet_hours_end(q, tz, t)
-            {
-                c.decision = end;
-                self.stats.borrow_mut().deferrals += 1;
-                state.pending.push(c);
-                return;
-            }
+            c.decision = end;
+            self.stats.borrow_mut().deferrals += 1;
+            state.pending.push(c);
+            return;
         }
         // 5. channel selection: consent as of t, channel caps.
         let preferred = prefs.and_then(|p| p.channels.as_ref());
@@ -636,7 +627,6 @@ pub fn decide<'s>(
                 seen: SeenKeys::new(spec.dedup_horizon),
                 spec,
                 timers: BTreeSet::new(),
-                zones: HashMap::default(),
                 next_sweep: Time::MIN,
                 stats,
             },

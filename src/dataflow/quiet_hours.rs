@@ -27,8 +27,9 @@ fn offset_ms(tz: &TimeZone, t: jiff::Timestamp) -> i64 {
     tz.to_offset(t).seconds() as i64 * 1000
 }
 
-/// Is `t` within `q` in zone `tz`?
-pub fn in_quiet_hours(q: &QuietHours, tz: &TimeZone, t: Time) -> bool {
+/// Is `t` within `q` (in its zone)?
+pub fn in_quiet_hours(q: &QuietHours, t: Time) -> bool {
+    let tz = q.tz.time_zone();
     let Some(at) = timestamp(t).filter(|_| q.start_min != q.end_min) else {
         return false;
     };
@@ -47,7 +48,8 @@ pub fn in_quiet_hours(q: &QuietHours, tz: &TimeZone, t: Time) -> bool {
 /// The first instant strictly after `t` at which local time is `q.end_min`;
 /// `None` past the end of the tz database's calendar, or if that instant
 /// would be after [`MAX_TIME`].
-pub fn quiet_hours_end(q: &QuietHours, tz: &TimeZone, t: Time) -> Option<Time> {
+pub fn quiet_hours_end(q: &QuietHours, t: Time) -> Option<Time> {
+    let tz = q.tz.time_zone();
     let end = q.end_min as i64 * MS_PER_MIN;
     let local_day = (t + offset_ms(tz, timestamp(t)?)).div_euclid(MS_PER_DAY);
     let mut best: Option<Time> = None;
@@ -90,18 +92,16 @@ pub fn quiet_hours_end(q: &QuietHours, tz: &TimeZone, t: Time) -> Option<Time> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Zone;
     use crate::time::{format_rfc3339, parse_rfc3339};
 
-    fn q(start: &str, end: &str, tz: &str) -> (QuietHours, TimeZone) {
+    fn q(start: &str, end: &str, tz: &str) -> QuietHours {
         let m = |s: &str| s[..2].parse::<u16>().unwrap() * 60 + s[3..].parse::<u16>().unwrap();
-        (
-            QuietHours {
-                start_min: m(start),
-                end_min: m(end),
-                tz: tz.into(),
-            },
-            TimeZone::get(tz).unwrap(),
-        )
+        QuietHours {
+            start_min: m(start),
+            end_min: m(end),
+            tz: Zone::named(tz).unwrap(),
+        }
     }
     fn t(s: &str) -> Time {
         parse_rfc3339(s).unwrap()
@@ -109,28 +109,28 @@ mod tests {
 
     #[test]
     fn wraps_midnight_and_is_half_open() {
-        let (q, tz) = q("22:00", "07:00", "Europe/Berlin");
-        assert!(in_quiet_hours(&q, &tz, t("2026-03-01T22:00:00+01:00")));
-        assert!(in_quiet_hours(&q, &tz, t("2026-03-02T06:59:59.999+01:00")));
-        assert!(!in_quiet_hours(&q, &tz, t("2026-03-02T07:00:00+01:00")));
-        assert!(!in_quiet_hours(&q, &tz, t("2026-03-01T21:59:59.999+01:00")));
+        let q = q("22:00", "07:00", "Europe/Berlin");
+        assert!(in_quiet_hours(&q, t("2026-03-01T22:00:00+01:00")));
+        assert!(in_quiet_hours(&q, t("2026-03-02T06:59:59.999+01:00")));
+        assert!(!in_quiet_hours(&q, t("2026-03-02T07:00:00+01:00")));
+        assert!(!in_quiet_hours(&q, t("2026-03-01T21:59:59.999+01:00")));
         assert_eq!(
-            format_rfc3339(quiet_hours_end(&q, &tz, t("2026-03-01T23:00:00+01:00")).unwrap()),
+            format_rfc3339(quiet_hours_end(&q, t("2026-03-01T23:00:00+01:00")).unwrap()),
             "2026-03-02T06:00:00.000Z"
         );
         assert_eq!(
-            format_rfc3339(quiet_hours_end(&q, &tz, t("2026-03-02T01:00:00+01:00")).unwrap()),
+            format_rfc3339(quiet_hours_end(&q, t("2026-03-02T01:00:00+01:00")).unwrap()),
             "2026-03-02T06:00:00.000Z"
         );
-        let (none, tz) = self::q("07:00", "07:00", "UTC");
-        assert!(!in_quiet_hours(&none, &tz, t("2026-03-01T07:00:00Z")));
+        let none = self::q("07:00", "07:00", "UTC");
+        assert!(!in_quiet_hours(&none, t("2026-03-01T07:00:00Z")));
     }
 
     #[test]
     fn end_skipped_by_spring_forward_is_the_jump() {
         // Berlin jumps 02:00 → 03:00 on 2026-03-29 (at 01:00Z); 02:30 does not exist.
-        let (q, tz) = q("22:00", "02:30", "Europe/Berlin");
-        let at = quiet_hours_end(&q, &tz, t("2026-03-28T23:00:00+01:00")).unwrap();
+        let q = q("22:00", "02:30", "Europe/Berlin");
+        let at = quiet_hours_end(&q, t("2026-03-28T23:00:00+01:00")).unwrap();
         assert_eq!(format_rfc3339(at), "2026-03-29T01:00:00.000Z");
     }
 
@@ -139,22 +139,22 @@ mod tests {
     /// accepted instant.
     #[test]
     fn no_quiet_hours_past_the_calendar() {
-        let (q, tz) = q("00:00", "23:00", "UTC");
-        assert!(in_quiet_hours(&q, &tz, t("9999-12-30T21:00:00Z")));
+        let q = q("00:00", "23:00", "UTC");
+        assert!(in_quiet_hours(&q, t("9999-12-30T21:00:00Z")));
         assert_eq!(
-            format_rfc3339(quiet_hours_end(&q, &tz, t("9999-12-30T21:00:00Z")).unwrap()),
+            format_rfc3339(quiet_hours_end(&q, t("9999-12-30T21:00:00Z")).unwrap()),
             "9999-12-30T23:00:00.000Z"
         );
-        assert!(!in_quiet_hours(&q, &tz, t("9999-12-31T12:00:00Z")));
-        assert_eq!(quiet_hours_end(&q, &tz, t("9999-12-31T12:00:00Z")), None);
+        assert!(!in_quiet_hours(&q, t("9999-12-31T12:00:00Z")));
+        assert_eq!(quiet_hours_end(&q, t("9999-12-31T12:00:00Z")), None);
         // The next 07:00 at +14:00 is on the local date 10000-01-01, which
         // the calendar does not have (though it is 9999-12-31T17:00Z); at
         // −10:00 the next 07:00 is on 9999-12-31 local, 17:00Z.
-        let (q, tz) = self::q("22:00", "07:00", "Pacific/Kiritimati");
-        assert_eq!(quiet_hours_end(&q, &tz, t("9999-12-30T20:00:00Z")), None);
-        let (q, tz) = self::q("22:00", "07:00", "Pacific/Honolulu");
+        let q = self::q("22:00", "07:00", "Pacific/Kiritimati");
+        assert_eq!(quiet_hours_end(&q, t("9999-12-30T20:00:00Z")), None);
+        let q = self::q("22:00", "07:00", "Pacific/Honolulu");
         assert_eq!(
-            format_rfc3339(quiet_hours_end(&q, &tz, t("9999-12-30T21:00:00Z")).unwrap()),
+            format_rfc3339(quiet_hours_end(&q, t("9999-12-30T21:00:00Z")).unwrap()),
             "9999-12-31T17:00:00.000Z"
         );
     }
@@ -162,26 +162,26 @@ mod tests {
     #[test]
     fn end_repeated_by_fall_back_is_the_first_after_t() {
         // Berlin falls back 03:00 → 02:00 on 2026-10-25 (at 01:00Z); 02:30 happens twice.
-        let (q, tz) = q("01:00", "02:30", "Europe/Berlin");
-        let first = quiet_hours_end(&q, &tz, t("2026-10-25T01:30:00+02:00")).unwrap();
+        let q = q("01:00", "02:30", "Europe/Berlin");
+        let first = quiet_hours_end(&q, t("2026-10-25T01:30:00+02:00")).unwrap();
         assert_eq!(format_rfc3339(first), "2026-10-25T00:30:00.000Z");
         // In the repeated hour, after the first 02:30: the second one.
-        let second = quiet_hours_end(&q, &tz, t("2026-10-25T02:00:00+01:00")).unwrap();
-        assert!(in_quiet_hours(&q, &tz, t("2026-10-25T02:00:00+01:00")));
+        let second = quiet_hours_end(&q, t("2026-10-25T02:00:00+01:00")).unwrap();
+        assert!(in_quiet_hours(&q, t("2026-10-25T02:00:00+01:00")));
         assert_eq!(format_rfc3339(second), "2026-10-25T01:30:00.000Z");
     }
 
     #[test]
     fn zones_east_and_west() {
-        let (q, tz) = q("21:00", "08:00", "America/New_York");
-        assert!(in_quiet_hours(&q, &tz, t("2026-07-01T02:00:00Z")));
+        let q = q("21:00", "08:00", "America/New_York");
+        assert!(in_quiet_hours(&q, t("2026-07-01T02:00:00Z")));
         assert_eq!(
-            format_rfc3339(quiet_hours_end(&q, &tz, t("2026-07-01T02:00:00Z")).unwrap()),
+            format_rfc3339(quiet_hours_end(&q, t("2026-07-01T02:00:00Z")).unwrap()),
             "2026-07-01T12:00:00.000Z"
         );
-        let (q, tz) = self::q("22:00", "06:30", "Asia/Kolkata");
+        let q = self::q("22:00", "06:30", "Asia/Kolkata");
         assert_eq!(
-            format_rfc3339(quiet_hours_end(&q, &tz, t("2026-07-01T17:00:00Z")).unwrap()),
+            format_rfc3339(quiet_hours_end(&q, t("2026-07-01T17:00:00Z")).unwrap()),
             "2026-07-02T01:00:00.000Z"
         );
     }
