@@ -474,7 +474,7 @@ fn describe_prefs(p: &crate::record::PrefsRecord) -> String {
             "quiet hours {}–{} {}",
             hm(q.start_min),
             hm(q.end_min),
-            q.tz
+            q.tz.name()
         ));
     }
     if !prefs.muted_rules.is_empty() {
