@@ -2,6 +2,7 @@
 //! Dataflow. See the README for the architecture; `DESIGN.md` semantics are
 //! referenced by section throughout.
 
+pub mod connect;
 pub mod dataflow;
 pub mod explain;
 pub mod r#gen;
