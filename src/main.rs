@@ -379,7 +379,11 @@ fn main() -> std::process::ExitCode {
                         "{}: ok, but it has no [[rule]]: every event would be decided to nothing",
                         path.display()
                     ),
-                    Ok(spec) => println!("{}: ok ({} rules)", path.display(), spec.rules.len()),
+                    Ok(spec) => {
+                        let n = spec.rules.len();
+                        let s = if n == 1 { "" } else { "s" };
+                        println!("{}: ok ({n} rule{s})", path.display());
+                    }
                     Err(e) => {
                         bad += 1;
                         eprintln!("{e}");

@@ -174,20 +174,36 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-/// Parses a duration such as `"30m"`, `"1h30m"`, `"2d"`, `"500ms"`, `"0s"`.
-/// A day is 24 hours. Used for spec fields; never negative.
+/// Duration units, largest first, with the names errors give them.
+const DURATION_UNITS: [(&str, &str, i64); 5] = [
+    ("d", "days", MS_PER_DAY),
+    ("h", "hours", MS_PER_HOUR),
+    ("m", "minutes", MS_PER_MIN),
+    ("s", "seconds", MS_PER_SEC),
+    ("ms", "milliseconds", 1),
+];
+
+/// Parses a duration such as `"30m"`, `"1h30m"`, `"1h 30m"`, `"2d"`,
+/// `"500ms"`, `"0s"`: numbers with units `d` (24 hours), `h`, `m` (or
+/// `min`), `s`, `ms`, each unit at most once and from largest to smallest,
+/// so that a duration reads one way only (`"30m 1h 1h"` and `"1m1h"` are
+/// rejected). Spaces may separate the parts. Used for spec fields; never
+/// negative.
 pub fn parse_duration(s: &str) -> Result<i64, String> {
     let bad = || {
         format!(
             "{s:?} is not a duration; write a number and a unit (ms, s, m, h, d), e.g. \"30m\" or \"1h30m\""
         )
     };
+    let too_long = || format!("{s:?} is too long a duration; write at most 106751991167d");
     let s = s.trim();
     if s.is_empty() {
         return Err(bad());
     }
     let bytes = s.as_bytes();
     let (mut i, mut total) = (0usize, 0i64);
+    // The unit of each part, as an index into DURATION_UNITS.
+    let mut units = Vec::new();
     while i < bytes.len() {
         let start = i;
         while i < bytes.len() && bytes[i].is_ascii_digit() {
@@ -196,29 +212,56 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
         if start == i {
             return Err(bad());
         }
-        let too_long = || format!("{s:?} is too long a duration; write at most 106751991167d");
         let n: i64 = s[start..i].parse().map_err(|_| too_long())?;
         let ustart = i;
         while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
             i += 1;
         }
         let unit = match &s[ustart..i] {
-            "ms" => 1,
-            "s" => MS_PER_SEC,
-            "m" | "min" => MS_PER_MIN,
-            "h" => MS_PER_HOUR,
-            "d" => MS_PER_DAY,
+            "d" => 0,
+            "h" => 1,
+            "m" | "min" => 2,
+            "s" => 3,
+            "ms" => 4,
             _ => return Err(bad()),
         };
+        units.push(unit);
         total = n
-            .checked_mul(unit)
+            .checked_mul(DURATION_UNITS[unit].2)
             .and_then(|v| total.checked_add(v))
             .ok_or_else(too_long)?;
         while i < bytes.len() && bytes[i] == b' ' {
             i += 1;
         }
     }
+    if let Some(pair) = units.windows(2).find(|pair| pair[1] <= pair[0]) {
+        let name = |u: usize| format!("{} ({})", DURATION_UNITS[u].1, DURATION_UNITS[u].0);
+        let what = if pair[0] == pair[1] {
+            format!("names {} twice", name(pair[0]))
+        } else {
+            format!("names {} after {}", name(pair[1]), name(pair[0]))
+        };
+        return Err(format!(
+            "{s:?} {what}; write each unit once, largest first (d, h, m, s, ms): {:?}",
+            canonical_duration(total)
+        ));
+    }
     Ok(total)
+}
+
+/// `ms` written with each unit once, largest first: 9_000_000 is `"2h30m"`.
+fn canonical_duration(mut ms: i64) -> String {
+    if ms == 0 {
+        return "0s".to_string();
+    }
+    let mut out = String::new();
+    for (unit, _, size) in DURATION_UNITS {
+        if ms >= size {
+            out += &format!("{}{unit}", ms / size);
+            ms %= size;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -359,11 +402,22 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("30m").unwrap(), 30 * MS_PER_MIN);
         assert_eq!(parse_duration("1h30m").unwrap(), 90 * MS_PER_MIN);
+        assert_eq!(parse_duration("1h 30m").unwrap(), 90 * MS_PER_MIN);
+        assert_eq!(
+            parse_duration(" 2d 3h  4min 5s 6ms ").unwrap(),
+            2 * MS_PER_DAY + 3 * MS_PER_HOUR + 4 * MS_PER_MIN + 5_006
+        );
+        assert_eq!(parse_duration("90s").unwrap(), 90 * MS_PER_SEC);
+        assert_eq!(parse_duration("90m").unwrap(), 90 * MS_PER_MIN);
         assert_eq!(parse_duration("2d").unwrap(), 2 * MS_PER_DAY);
         assert_eq!(parse_duration("500ms").unwrap(), 500);
+        assert_eq!(parse_duration("1s500ms").unwrap(), 1_500);
         assert_eq!(parse_duration("0s").unwrap(), 0);
-        for bad in ["", "h", "10", "10x", "-5m", "1.5h"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
+        for bad in ["", "h", "10", "10x", "-5m", "1.5h", "1 h", "1h,30m"] {
+            assert!(
+                parse_duration(bad).unwrap_err().contains("not a duration"),
+                "{bad}"
+            );
         }
         assert_eq!(
             parse_duration("106751991167d").unwrap(),
@@ -374,6 +428,44 @@ mod tests {
                 parse_duration(long).unwrap_err().contains("too long"),
                 "{long}"
             );
+        }
+    }
+
+    /// Each unit at most once, largest first; the error says the same
+    /// duration written that way.
+    #[test]
+    fn durations_name_each_unit_once_largest_first() {
+        for (s, says) in [
+            (
+                "30m 1h 1h",
+                "\"30m 1h 1h\" names hours (h) after minutes (m); write each unit once, largest first (d, h, m, s, ms): \"2h30m\"",
+            ),
+            (
+                "1h 1h",
+                "\"1h 1h\" names hours (h) twice; write each unit once, largest first (d, h, m, s, ms): \"2h\"",
+            ),
+            (
+                "1m1h",
+                "names hours (h) after minutes (m); write each unit once, largest first (d, h, m, s, ms): \"1h1m\"",
+            ),
+            (
+                "1min 2m",
+                "names minutes (m) twice; write each unit once, largest first (d, h, m, s, ms): \"3m\"",
+            ),
+            (
+                "30s 1d",
+                "names days (d) after seconds (s); write each unit once, largest first (d, h, m, s, ms): \"1d30s\"",
+            ),
+            ("500ms 1s", ": \"1s500ms\""),
+            ("0s 0s", ": \"0s\""),
+            ("90m 90m", ": \"3h\""),
+            ("23h 25h", ": \"2d\""),
+        ] {
+            let e = parse_duration(s).unwrap_err();
+            assert!(e.contains(says), "{s}: {e}");
+            // What the error says to write is itself accepted.
+            let write = e.rsplit(": ").next().unwrap().trim_matches('"');
+            assert!(parse_duration(write).is_ok(), "{s}: {write}");
         }
     }
 }

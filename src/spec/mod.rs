@@ -3,9 +3,15 @@
 //! reference").
 //!
 //! [`Spec::load`] parses and validates a spec into a compiled [`Spec`]. Every
-//! problem is reported as `file:line: field: what is wrong; what to write
-//! instead`, and a bad spec stops the job at start. The spec is read by every
-//! other part of the program and depends on none of them.
+//! problem is reported, in file order, as `file:line: field: what is wrong;
+//! what to write instead` (the first [`MAX_PROBLEMS`], then how many more),
+//! and a bad spec stops the job at start. The spec is read by every other
+//! part of the program and depends on none of them.
+//!
+//! The TOML is read into a spanned tree first and then walked key by key,
+//! rather than deserialised into structs, so that one bad key or value does
+//! not hide the next: a misspelt key, a bad value in one rule and a bad cap
+//! are all reported at once.
 
 pub mod condition;
 pub mod glob;
@@ -19,6 +25,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::Value;
 use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 pub use condition::{Condition, Op};
 pub use glob::Glob;
@@ -76,16 +83,20 @@ pub struct Cap {
     pub per: i64,
 }
 
-/// A spec problem, located in its file.
+/// A spec lists at most this many problems; the rest are counted.
+pub const MAX_PROBLEMS: usize = 50;
+
+/// One spec problem, located in its file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpecError {
+pub struct SpecProblem {
     pub file: String,
+    /// 1-based; 0 when the problem is the whole file (it cannot be read).
     pub line: usize,
     pub field: String,
     pub message: String,
 }
 
-impl fmt::Display for SpecError {
+impl fmt::Display for SpecProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.line == 0 {
             write!(f, "{}: {}", self.file, self.message)
@@ -98,6 +109,47 @@ impl fmt::Display for SpecError {
                 self.file, self.line, self.field, self.message
             )
         }
+    }
+}
+
+/// Every problem of a spec, in file order: the first [`MAX_PROBLEMS`] of
+/// them, and how many more there are. Displayed one problem a line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    /// Never empty.
+    pub problems: Vec<SpecProblem>,
+    /// Problems found beyond [`MAX_PROBLEMS`].
+    pub more: usize,
+}
+
+impl SpecError {
+    fn whole_file(file: &str, message: String) -> SpecError {
+        SpecError {
+            problems: vec![SpecProblem {
+                file: file.to_string(),
+                line: 0,
+                field: String::new(),
+                message,
+            }],
+            more: 0,
+        }
+    }
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        if self.more > 0 {
+            let file = self.problems.first().map_or("", |p| p.file.as_str());
+            let s = if self.more == 1 { "" } else { "s" };
+            write!(f, "\n{file}: … and {} more problem{s}", self.more)?;
+        }
+        Ok(())
     }
 }
 
@@ -151,18 +203,19 @@ impl Spec {
     /// Reads and validates a spec file.
     pub fn load(path: &Path) -> Result<Spec, SpecError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| SpecError {
-            file: file.clone(),
-            line: 0,
-            field: String::new(),
-            message: format!("cannot read the spec: {e}"),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SpecError::whole_file(&file, format!("cannot read the spec: {e}")))?;
         Spec::parse(&file, &text)
     }
 
     /// Parses and validates spec text; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Spec, SpecError> {
-        Compiler { file, text }.compile()
+        Compiler {
+            file,
+            text,
+            problems: Vec::new(),
+        }
+        .compile()
     }
 
     /// The longest window any cap or dedup looks back over.
@@ -182,94 +235,105 @@ impl Spec {
 }
 
 // ---------------------------------------------------------------------------
-// Raw TOML shapes. Spans locate errors; `deny_unknown_fields` catches typos.
+// Reading the TOML tree. Spans locate problems; every key of every table is
+// checked against the keys it may hold.
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSpec {
-    dedup_horizon: Option<Spanned<String>>,
-    allowed_lateness: Option<Spanned<String>>,
-    holdout: Option<Spanned<f64>>,
-    #[serde(default)]
-    rule: Vec<Spanned<RawRule>>,
-    #[serde(default)]
-    cap: Vec<Spanned<RawCap>>,
-}
+/// A TOML value with its byte span.
+type Item<'i> = Spanned<DeValue<'i>>;
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
+const TOP_KEYS: &[&str] = &[
+    "dedup_horizon",
+    "allowed_lateness",
+    "holdout",
+    "rule",
+    "cap",
+];
+const RULE_KEYS: &[&str] = &[
+    "name",
+    "on",
+    "where",
+    "template",
+    "purpose",
+    "priority",
+    "channels",
+    "delay",
+    "at",
+    "cancel_on",
+    "dedup",
+];
+/// Rule keys of features still to come: each has its own error, and none
+/// is offered as a valid key.
+const RULE_KEYS_TO_COME: &[&str] = &["fallback_after"];
+const CONDITION_KEYS: &[&str] = &["field", "op", "value"];
+const AT_KEYS: &[&str] = &["field", "before"];
+const DEDUP_KEYS: &[&str] = &["window", "key"];
+const CAP_KEYS: &[&str] = &["purpose", "channel", "max", "per"];
 
-impl OneOrMany {
-    fn into_vec(self) -> Vec<String> {
-        match self {
-            OneOrMany::One(s) => vec![s],
-            OneOrMany::Many(v) => v,
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRule {
-    name: Spanned<String>,
-    on: Spanned<OneOrMany>,
-    #[serde(rename = "where", default)]
-    conditions: Vec<Spanned<RawCondition>>,
-    template: Option<String>,
-    purpose: Spanned<String>,
-    priority: Option<Spanned<String>>,
-    channels: Spanned<Vec<Spanned<String>>>,
-    delay: Option<Spanned<String>>,
-    at: Option<Spanned<RawAt>>,
-    cancel_on: Option<Spanned<OneOrMany>>,
-    dedup: Option<Spanned<RawDedup>>,
-    fallback_after: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCondition {
-    field: String,
-    op: String,
-    value: Option<toml::Value>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAt {
-    field: String,
-    #[serde(default)]
-    before: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDedup {
-    window: String,
-    key: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCap {
-    purpose: Option<Spanned<String>>,
-    channel: Option<Spanned<String>>,
-    max: Spanned<i64>,
-    per: Spanned<String>,
+/// What a cap limits.
+enum CapOn {
+    Purpose(Purpose),
+    Channel(Channel),
 }
 
 struct Compiler<'a> {
     file: &'a str,
     text: &'a str,
+    /// (byte offset, field, message), in the order found.
+    problems: Vec<(usize, String, String)>,
+}
+
+/// `prefix: key`, or `key` at the top level.
+fn field(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}: {key}")
+    }
+}
+
+/// A value as a problem names it: `integer \`30\``, `string "x"`, `a list`.
+fn describe(v: &DeValue<'_>) -> String {
+    match v {
+        DeValue::String(s) => format!("string {s:?}"),
+        DeValue::Integer(i) => format!("integer `{i}`"),
+        DeValue::Float(f) => format!("float `{f}`"),
+        DeValue::Boolean(b) => format!("boolean `{b}`"),
+        DeValue::Datetime(d) => format!("date-time `{d}`"),
+        DeValue::Array(_) => "a list".to_string(),
+        DeValue::Table(_) => "a table".to_string(),
+    }
+}
+
+/// The candidate `word` is most likely a misspelling of: the closest by
+/// Damerau–Levenshtein distance (case ignored), at most a third of the
+/// candidate's length away (one edit for short ones) and not wholly
+/// different (fewer edits than the candidate has characters).
+fn suggest<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+    let word = word.to_lowercase();
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(&word, c), c))
+        .filter(|&(d, c)| {
+            let len = c.chars().count();
+            d <= (len / 3).max(1) && d < len
+        })
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, c)| c)
+}
+
+/// Whether an unknown key of `table` (one not in `known`) is most likely
+/// a misspelling of `key`: it is reported as such, so a missing `key` need
+/// not be.
+fn misspelt(table: &DeTable<'_>, known: &[&str], key: &str) -> bool {
+    table.iter().any(|(k, _)| {
+        let k = k.get_ref().as_ref();
+        !known.contains(&k) && suggest(k, known.iter().copied()) == Some(key)
+    })
 }
 
 impl Compiler<'_> {
-    fn line_of(&self, span: &Range<usize>) -> usize {
-        let end = span.start.min(self.text.len());
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
         self.text.as_bytes()[..end]
             .iter()
             .filter(|&&b| b == b'\n')
@@ -277,139 +341,309 @@ impl Compiler<'_> {
             + 1
     }
 
-    fn err(
-        &self,
+    fn report(
+        &mut self,
         span: &Range<usize>,
         field: impl Into<String>,
         message: impl Into<String>,
-    ) -> SpecError {
-        SpecError {
-            file: self.file.to_string(),
-            line: self.line_of(span),
-            field: field.into(),
-            message: message.into(),
+    ) {
+        self.problems
+            .push((span.start, field.into(), message.into()));
+    }
+
+    /// The problems found, in file order, at most [`MAX_PROBLEMS`].
+    fn finish(mut self) -> SpecError {
+        self.problems.sort_by_key(|p| p.0);
+        let more = self.problems.len().saturating_sub(MAX_PROBLEMS);
+        let problems = self.problems[..self.problems.len() - more]
+            .iter()
+            .map(|(offset, field, message)| SpecProblem {
+                file: self.file.to_string(),
+                line: self.line_of(*offset),
+                field: field.clone(),
+                message: message.clone(),
+            })
+            .collect();
+        SpecError { problems, more }
+    }
+
+    /// Reports `v` as not what `key` takes, and what to write instead.
+    fn wrong(&mut self, v: &Item<'_>, field: &str, key: &str) {
+        let write = toml_errors::example(key).map_or(String::new(), |e| format!("; write {e}"));
+        self.report(
+            &v.span(),
+            field,
+            format!("is {}{write}", describe(v.get_ref())),
+        );
+    }
+
+    /// Reports `key` (a dotted path for a key of a nested table) missing
+    /// from `table`, whose header or inline table is at `at` — unless an
+    /// unknown key of the table was reported as a misspelling of it.
+    fn missing(
+        &mut self,
+        table: &DeTable<'_>,
+        known: &[&str],
+        at: &Range<usize>,
+        prefix: &str,
+        key: &str,
+    ) {
+        let last = key.rsplit('.').next().unwrap_or(key);
+        if misspelt(table, known, last) {
+            return;
+        }
+        let write = toml_errors::example(last).map_or(String::new(), |e| format!("; write {e}"));
+        self.report(at, field(prefix, key), format!("missing{write}"));
+    }
+
+    /// Reports every key of `table` that is neither in `known` nor in
+    /// `to_come`, with the known key it most likely misspells. `what` names
+    /// the table in the list of its keys ("a [[rule]]").
+    fn unknown_keys(
+        &mut self,
+        table: &DeTable<'_>,
+        known: &[&str],
+        to_come: &[&str],
+        prefix: &str,
+        what: &str,
+    ) {
+        for (key, _) in table.iter() {
+            let k = key.get_ref().as_ref();
+            if known.contains(&k) || to_come.contains(&k) {
+                continue;
+            }
+            let top = if prefix.is_empty() {
+                None
+            } else {
+                suggest(k, TOP_KEYS[..3].iter().copied())
+            };
+            let message = match (suggest(k, known.iter().copied()), top) {
+                (Some(s), _) => format!("unknown key `{k}`; did you mean `{s}`?"),
+                (None, Some(t)) if t == k => format!(
+                    "`{k}` is a top-level key: put it above the first [[rule]] or [[cap]] table"
+                ),
+                (None, Some(t)) => format!(
+                    "unknown key `{k}`; did you mean `{t}`? It is a top-level key: put it above the first [[rule]] or [[cap]] table"
+                ),
+                (None, None) => format!("unknown key `{k}`; {what} takes {}", known.join(", ")),
+            };
+            self.report(&key.span(), prefix, message);
         }
     }
 
-    fn duration(&self, field: &str, v: &Spanned<String>) -> Result<i64, SpecError> {
-        parse_duration(v.get_ref()).map_err(|m| self.err(&v.span(), field, m))
-    }
-
-    fn path(field: &str) -> Vec<String> {
-        field.split('.').map(String::from).collect()
-    }
-
-    fn compile(&self) -> Result<Spec, SpecError> {
-        let raw: RawSpec = toml::from_str(self.text).map_err(|e| {
-            let span = e.span().unwrap_or(0..0);
-            let (field, message) = toml_errors::explain(self.text, &span, e.message().trim());
-            self.err(&span, field, message)
-        })?;
-
-        let dedup_horizon = match &raw.dedup_horizon {
-            Some(v) => self.duration("dedup_horizon", v)?,
-            None => MS_PER_DAY,
-        };
-        let allowed_lateness = match &raw.allowed_lateness {
-            Some(v) => self.duration("allowed_lateness", v)?,
-            None => 0,
-        };
-        let holdout_bp = match &raw.holdout {
-            Some(h) => {
-                let v = *h.get_ref();
-                if !(0.0..=1.0).contains(&v) {
-                    return Err(self.err(&h.span(), "holdout", format!("{v} is not a fraction; write a number from 0.0 to 1.0, e.g. 0.05 for 5%")));
-                }
-                basis_points(v)
+    fn string<'v>(&mut self, v: &'v Item<'_>, field: &str, key: &str) -> Option<&'v str> {
+        match v.get_ref() {
+            DeValue::String(s) => Some(s.as_ref()),
+            _ => {
+                self.wrong(v, field, key);
+                None
             }
-            None => 0,
-        };
+        }
+    }
 
-        if raw.rule.len() > 64 {
-            return Err(self.err(
-                &raw.rule[64].span(),
+    fn table<'v, 'i>(
+        &mut self,
+        v: &'v Item<'i>,
+        field: &str,
+        key: &str,
+    ) -> Option<&'v DeTable<'i>> {
+        match v.get_ref() {
+            DeValue::Table(t) => Some(t),
+            _ => {
+                self.wrong(v, field, key);
+                None
+            }
+        }
+    }
+
+    fn list<'v, 'i>(&mut self, v: &'v Item<'i>, field: &str, key: &str) -> Option<&'v [Item<'i>]> {
+        match v.get_ref() {
+            DeValue::Array(a) => Some(a),
+            _ => {
+                self.wrong(v, field, key);
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, v: &Item<'_>, field: &str, key: &str) -> Option<i64> {
+        match v.get_ref() {
+            DeValue::Integer(i) => {
+                let n = i64::from_str_radix(i.as_str(), i.radix()).ok();
+                if n.is_none() {
+                    self.report(&v.span(), field, format!("{i} is too large a number"));
+                }
+                n
+            }
+            _ => {
+                self.wrong(v, field, key);
+                None
+            }
+        }
+    }
+
+    /// A float, or an integer read as one.
+    fn number(&mut self, v: &Item<'_>, field: &str, key: &str) -> Option<f64> {
+        if !matches!(v.get_ref(), DeValue::Integer(_) | DeValue::Float(_)) {
+            self.wrong(v, field, key);
+            return None;
+        }
+        f64::deserialize(ValueDeserializer::from(v.clone()))
+            .map_err(|e| self.report(&v.span(), field, e.message().trim().to_string()))
+            .ok()
+    }
+
+    fn duration(&mut self, v: &Item<'_>, field: &str, key: &str) -> Option<i64> {
+        let s = self.string(v, field, key)?;
+        parse_duration(s)
+            .map_err(|m| self.report(&v.span(), field, m))
+            .ok()
+    }
+
+    /// A duration longer than zero.
+    fn window(&mut self, v: &Item<'_>, field: &str, key: &str, example: &str) -> Option<i64> {
+        let d = self.duration(v, field, key)?;
+        if d <= 0 {
+            self.report(
+                &v.span(),
+                field,
+                format!("a window must be longer than zero, e.g. {example:?}"),
+            );
+            return None;
+        }
+        Some(d)
+    }
+
+    /// A word of a closed vocabulary (`what` is e.g. "channel", and names
+    /// the example of a value of the wrong type), with the word meant if it
+    /// looks misspelt, else `write`.
+    fn word<T>(
+        &mut self,
+        v: &Item<'_>,
+        field: &str,
+        what: &str,
+        all: &[T],
+        name: fn(&T) -> &'static str,
+        write: &str,
+    ) -> Option<T>
+    where
+        T: Copy,
+    {
+        let s = self.string(v, field, what)?;
+        if let Some(t) = all.iter().find(|t| name(t) == s) {
+            return Some(*t);
+        }
+        let message = match suggest(s, all.iter().map(name)) {
+            Some(meant) => format!("unknown {what} {s:?}; did you mean {meant:?}?"),
+            None => format!("unknown {what} {s:?}; {write}"),
+        };
+        self.report(&v.span(), field, message);
+        None
+    }
+
+    fn purpose(&mut self, v: &Item<'_>, field: &str) -> Option<Purpose> {
+        self.word(
+            v,
+            field,
+            "purpose",
+            &Purpose::ALL,
+            |p| p.as_str(),
+            "write \"marketing\" or \"transactional\"",
+        )
+    }
+
+    fn channel(&mut self, v: &Item<'_>, field: &str) -> Option<Channel> {
+        self.word(
+            v,
+            field,
+            "channel",
+            &Channel::ALL,
+            |c| c.as_str(),
+            &format!("channels are {}", Channel::NAMES),
+        )
+    }
+
+    fn compile(mut self) -> Result<Spec, SpecError> {
+        let (doc, errors) = DeTable::parse_recoverable(self.text);
+        if !errors.is_empty() {
+            // What follows a TOML syntax error is read by guesswork: report
+            // the syntax errors only.
+            for e in errors {
+                let span = e.span().unwrap_or(0..0);
+                let (field, message) = toml_errors::explain(self.text, &span, e.message().trim());
+                self.report(&span, field, message);
+            }
+            return Err(self.finish());
+        }
+        let doc = doc.into_inner();
+        self.unknown_keys(&doc, TOP_KEYS, &[], "", "the top level");
+
+        let dedup_horizon = doc
+            .get("dedup_horizon")
+            .and_then(|v| self.duration(v, "dedup_horizon", "dedup_horizon"))
+            .unwrap_or(MS_PER_DAY);
+        let allowed_lateness = doc
+            .get("allowed_lateness")
+            .and_then(|v| self.duration(v, "allowed_lateness", "allowed_lateness"))
+            .unwrap_or(0);
+        let mut holdout_bp = 0;
+        if let Some(h) = doc.get("holdout")
+            && let Some(v) = self.number(h, "holdout", "holdout")
+        {
+            if (0.0..=1.0).contains(&v) {
+                holdout_bp = basis_points(v);
+            } else {
+                self.report(
+                    &h.span(),
+                    "holdout",
+                    format!(
+                        "{v} is not a fraction; write a number from 0.0 to 1.0, e.g. 0.05 for 5%"
+                    ),
+                );
+            }
+        }
+
+        let rule_tables = self.tables(doc.get("rule"), "rule");
+        if let Some((span, _)) = rule_tables.get(64) {
+            self.report(
+                span,
                 "rule",
                 "a spec holds at most 64 rules; split it into several specs",
-            ));
+            );
         }
-        let mut rules = Vec::with_capacity(raw.rule.len());
-        for r in raw.rule {
-            let span = r.span();
-            let rule = self.rule(r.into_inner())?;
-            if rules.iter().any(|x: &Rule| x.name == rule.name) {
-                return Err(self.err(
-                    &span,
-                    "rule.name",
-                    format!(
-                        "a second rule is named {:?}; rule names must be unique",
-                        rule.name
-                    ),
-                ));
+        let mut rules = Vec::with_capacity(rule_tables.len());
+        let mut names: Vec<&str> = Vec::new();
+        for (span, t) in &rule_tables {
+            if let Some(name) = t.get("name")
+                && let DeValue::String(n) = name.get_ref()
+            {
+                let n = n.trim();
+                if names.contains(&n) {
+                    self.report(
+                        &name.span(),
+                        format!("rule `{n}`: name"),
+                        format!("a second rule is named {n:?}; rule names must be unique"),
+                    );
+                }
+                names.push(n);
             }
-            rules.push(rule);
+            if let Some(rule) = self.rule(span, t) {
+                rules.push(rule);
+            }
         }
 
         let mut purpose_caps: [Vec<Cap>; 2] = Default::default();
         let mut channel_caps: [Vec<Cap>; 5] = Default::default();
-        for c in raw.cap {
-            let span = c.span();
-            let c = c.into_inner();
-            let per = self.duration("cap.per", &c.per)?;
-            if per <= 0 {
-                return Err(self.err(
-                    &c.per.span(),
-                    "cap.per",
-                    "a cap window must be longer than zero, e.g. \"1h\"",
-                ));
+        for (span, t) in &self.tables(doc.get("cap"), "cap") {
+            match self.cap(span, t) {
+                Some((CapOn::Purpose(p), cap)) => purpose_caps[p as usize].push(cap),
+                Some((CapOn::Channel(c), cap)) => channel_caps[c as usize].push(cap),
+                None => {}
             }
-            let max = *c.max.get_ref();
-            if !(0..=u32::MAX as i64).contains(&max) {
-                return Err(self.err(
-                    &c.max.span(),
-                    "cap.max",
-                    format!("{max} is not a count; write a whole number ≥ 0"),
-                ));
-            }
-            let cap = Cap {
-                max: max as u32,
-                per,
-            };
-            match (c.purpose, c.channel) {
-                (Some(p), None) => {
-                    let purpose = Purpose::parse(p.get_ref()).ok_or_else(|| {
-                        self.err(
-                            &p.span(),
-                            "cap.purpose",
-                            format!(
-                                "unknown purpose {:?}; write \"marketing\" or \"transactional\"",
-                                p.get_ref()
-                            ),
-                        )
-                    })?;
-                    purpose_caps[purpose as usize].push(cap);
-                }
-                (None, Some(ch)) => {
-                    let channel = Channel::parse(ch.get_ref()).ok_or_else(|| {
-                        self.err(
-                            &ch.span(),
-                            "cap.channel",
-                            format!(
-                                "unknown channel {:?}; channels are {}",
-                                ch.get_ref(),
-                                Channel::NAMES
-                            ),
-                        )
-                    })?;
-                    channel_caps[channel as usize].push(cap);
-                }
-                _ => {
-                    return Err(self.err(
-                        &span,
-                        "cap",
-                        "a cap needs exactly one of `purpose` or `channel`",
-                    ));
-                }
-            }
+        }
+
+        if !self.problems.is_empty() {
+            return Err(self.finish());
         }
         Ok(Spec {
             dedup_horizon,
@@ -421,235 +655,469 @@ impl Compiler<'_> {
         })
     }
 
-    fn globs(&self, field: &str, v: Spanned<OneOrMany>) -> Result<Vec<Glob>, SpecError> {
-        let span = v.span();
-        let list = v.into_inner().into_vec();
-        if list.is_empty() || list.iter().any(|s| s.is_empty()) {
-            return Err(self.err(
-                &span,
-                field,
-                "write one or more event types, e.g. \"cart.abandoned\" or [\"order.*\"]",
-            ));
-        }
-        // Event types do not start or end with spaces: most likely a typo
-        // that would match nothing.
-        if let Some(s) = list.iter().find(|s| s.trim() != s.as_str()) {
-            return Err(self.err(
-                &span,
-                field,
-                format!("{s:?} starts or ends with a space; write {:?}", s.trim()),
-            ));
-        }
-        Ok(list.iter().map(|s| Glob::new(s)).collect())
+    /// The tables of a `[[rule]]` or `[[cap]]` list, each with its span
+    /// (its header's, for a `[[…]]` table).
+    fn tables<'v, 'i>(
+        &mut self,
+        v: Option<&'v Item<'i>>,
+        key: &str,
+    ) -> Vec<(Range<usize>, &'v DeTable<'i>)> {
+        let Some(list) = v.and_then(|v| self.list(v, key, key)) else {
+            return Vec::new();
+        };
+        list.iter()
+            .filter_map(|t| Some((t.span(), self.table(t, key, key)?)))
+            .collect()
     }
 
-    fn rule(&self, r: RawRule) -> Result<Rule, SpecError> {
-        let name = r.name.get_ref().trim().to_string();
-        if name.is_empty() {
-            return Err(self.err(&r.name.span(), "rule.name", "a rule needs a non-empty name"));
-        }
-        let f = |field: &str| format!("rule `{name}`: {field}");
-        let on = self.globs(&f("on"), r.on)?;
-        let purpose = Purpose::parse(r.purpose.get_ref()).ok_or_else(|| {
-            self.err(
-                &r.purpose.span(),
-                f("purpose"),
-                format!(
-                    "unknown purpose {:?}; write \"marketing\" or \"transactional\"",
-                    r.purpose.get_ref()
-                ),
-            )
-        })?;
-        let priority = match &r.priority {
-            None => Priority::Normal,
-            Some(p) => Priority::parse(p.get_ref()).ok_or_else(|| {
-                self.err(
-                    &p.span(),
-                    f("priority"),
-                    format!(
-                        "unknown priority {:?}; write \"normal\", \"high\" or \"critical\"",
-                        p.get_ref()
-                    ),
-                )
-            })?,
+    /// Event types (`on`, `cancel_on`): a string or a list of strings.
+    fn globs(&mut self, v: &Item<'_>, field: &str, key: &str) -> Option<Vec<Glob>> {
+        let items: Vec<&Item<'_>> = match v.get_ref() {
+            DeValue::String(_) => vec![v],
+            DeValue::Array(a) => a.iter().collect(),
+            _ => {
+                self.wrong(v, field, key);
+                return None;
+            }
         };
-        let mut channels = Vec::new();
-        for c in r.channels.get_ref() {
-            let ch = Channel::parse(c.get_ref()).ok_or_else(|| {
-                self.err(
-                    &c.span(),
-                    f("channels"),
-                    format!(
-                        "unknown channel {:?}; channels are {}",
-                        c.get_ref(),
-                        Channel::NAMES
-                    ),
-                )
-            })?;
-            if channels.contains(&ch) {
-                return Err(self.err(
-                    &c.span(),
-                    f("channels"),
-                    format!("{:?} is listed twice", c.get_ref()),
-                ));
-            }
-            channels.push(ch);
+        let mut globs = Some(Vec::with_capacity(items.len()));
+        if items.is_empty() {
+            self.report(
+                &v.span(),
+                field,
+                "write one or more event types, e.g. \"cart.abandoned\" or [\"order.*\"]",
+            );
+            globs = None;
         }
-        if channels.is_empty() {
-            return Err(self.err(
-                &r.channels.span(),
-                f("channels"),
-                format!("list at least one channel ({})", Channel::NAMES),
-            ));
-        }
-        let mut conditions = Vec::new();
-        for c in r.conditions {
-            let span = c.span();
-            let c = c.into_inner();
-            let op = Op::parse(&c.op).ok_or_else(|| {
-                self.err(
-                    &span,
-                    f("where.op"),
-                    format!("unknown operator {:?}; write one of {}", c.op, Op::NAMES),
-                )
-            })?;
-            if !is_field_path(&c.field) {
-                return Err(self.err(
-                    &span,
-                    f("where.field"),
-                    format!(
-                        "{:?} is not a field path; write a key of `data`, dots for nested keys",
-                        c.field
-                    ),
-                ));
-            }
-            let value = match (op.takes_value(), c.value) {
-                (true, None) => {
-                    return Err(self.err(
-                        &span,
-                        f("where.value"),
-                        format!("operator {:?} needs a `value`", c.op),
-                    ));
-                }
-                (false, Some(_)) => {
-                    return Err(self.err(
-                        &span,
-                        f("where.value"),
-                        format!("operator {:?} takes no `value`; remove it", c.op),
-                    ));
-                }
-                (false, None) => Value::Null,
-                (true, Some(v)) => {
-                    json_like(&v).map_err(|m| self.err(&span, f("where.value"), m))?;
-                    serde_json::to_value(&v)
-                        .map_err(|e| self.err(&span, f("where.value"), e.to_string()))?
-                }
+        for item in items {
+            let Some(s) = self.string(item, field, key) else {
+                globs = None;
+                continue;
             };
-            if op == Op::In && !value.as_array().is_some_and(|l| !l.is_empty()) {
-                return Err(self.err(
-                    &span,
-                    f("where.value"),
-                    "`in` needs a list of one or more values, e.g. value = [\"gold\", \"silver\"]",
-                ));
+            if s.is_empty() {
+                self.report(
+                    &item.span(),
+                    field,
+                    "write one or more event types, e.g. \"cart.abandoned\" or [\"order.*\"]",
+                );
+                globs = None;
+            } else if s.trim() != s {
+                // Event types do not start or end with spaces: most likely
+                // a typo that would match nothing.
+                self.report(
+                    &item.span(),
+                    field,
+                    format!("{s:?} starts or ends with a space; write {:?}", s.trim()),
+                );
+                globs = None;
+            } else if let Some(g) = globs.as_mut() {
+                g.push(Glob::new(s));
             }
-            if matches!(op, Op::Lt | Op::Le | Op::Gt | Op::Ge)
-                && !(value.is_number() || value.is_string())
-            {
-                return Err(self.err(
-                    &span,
-                    f("where.value"),
-                    format!(
-                        "{:?} compares only numbers with numbers and strings with strings; write a number or a string",
-                        c.op
-                    ),
-                ));
-            }
-            conditions.push(Condition {
-                path: Self::path(&c.field),
-                op,
-                value,
-            });
         }
-        let timing = match (&r.delay, &r.at) {
-            (Some(d), Some(_)) => {
-                return Err(self.err(
-                    &d.span(),
-                    f("delay"),
-                    "a rule has either `delay` or `at`, not both; remove one",
-                ));
+        globs
+    }
+
+    fn rule(&mut self, header: &Range<usize>, t: &DeTable<'_>) -> Option<Rule> {
+        let name = match t.get("name") {
+            None => {
+                self.missing(t, RULE_KEYS, header, "rule", "name");
+                None
             }
-            (Some(d), None) => Timing::Delay(self.duration(&f("delay"), d)?),
-            (None, Some(at)) => {
-                let span = at.span();
-                let at = at.get_ref();
-                if !is_field_path(&at.field) {
-                    return Err(self.err(
-                        &span,
+            Some(v) => match self.string(v, "rule: name", "name").map(str::trim) {
+                Some("") => {
+                    self.report(&v.span(), "rule: name", "a rule needs a non-empty name");
+                    None
+                }
+                n => n.map(str::to_string),
+            },
+        };
+        let prefix = name
+            .as_ref()
+            .map_or_else(|| "rule".to_string(), |n| format!("rule `{n}`"));
+        let f = |key: &str| field(&prefix, key);
+        self.unknown_keys(t, RULE_KEYS, RULE_KEYS_TO_COME, &prefix, "a [[rule]]");
+
+        let on = match t.get("on") {
+            None => {
+                self.missing(t, RULE_KEYS, header, &prefix, "on");
+                None
+            }
+            Some(v) => self.globs(v, &f("on"), "on"),
+        };
+        let conditions = match t.get("where") {
+            None => Some(Vec::new()),
+            Some(v) => self.conditions(v, &prefix),
+        };
+        let template = match t.get("template") {
+            None => Some(None),
+            Some(v) => self.string(v, &f("template"), "template").map(Some),
+        };
+        let purpose = match t.get("purpose") {
+            None => {
+                self.missing(t, RULE_KEYS, header, &prefix, "purpose");
+                None
+            }
+            Some(v) => self.purpose(v, &f("purpose")),
+        };
+        let priority = match t.get("priority") {
+            None => Some(Priority::Normal),
+            Some(v) => self.word(
+                v,
+                &f("priority"),
+                "priority",
+                &Priority::ALL,
+                |p| p.as_str(),
+                "write \"normal\", \"high\" or \"critical\"",
+            ),
+        };
+        let channels = match t.get("channels") {
+            None => {
+                self.missing(t, RULE_KEYS, header, &prefix, "channels");
+                None
+            }
+            Some(v) => self.channels(v, &f("channels")),
+        };
+        let delay = match t.get("delay") {
+            None => Some(None),
+            Some(v) => self.duration(v, &f("delay"), "delay").map(Some),
+        };
+        let at = match t.get("at") {
+            None => Some(None),
+            Some(v) => self.at(v, &prefix).map(Some),
+        };
+        let timing = if let (Some(d), Some(_)) = (t.get("delay"), t.get("at")) {
+            self.report(
+                &d.span(),
+                f("delay"),
+                "a rule has either `delay` or `at`, not both; remove one",
+            );
+            None
+        } else {
+            match (delay, at) {
+                (Some(Some(d)), _) => Some(Timing::Delay(d)),
+                (_, Some(Some(at))) => Some(at),
+                (Some(None), Some(None)) => Some(Timing::Delay(0)),
+                // A bad `delay` or `at`, already reported.
+                _ => None,
+            }
+        };
+        let cancel_on = match t.get("cancel_on") {
+            None => Some(Vec::new()),
+            Some(v) => self.globs(v, &f("cancel_on"), "cancel_on"),
+        };
+        let dedup = match t.get("dedup") {
+            None => Some(None),
+            Some(v) => self.dedup(v, &prefix).map(Some),
+        };
+        if let Some(fb) = t.get("fallback_after") {
+            self.report(
+                &fb.span(),
+                f("fallback_after"),
+                "channel fallback needs delivery receipts and is not supported yet; remove `fallback_after`",
+            );
+            return None;
+        }
+        let name = name?;
+        Some(Rule {
+            template: template?.map_or_else(|| name.clone(), str::to_string),
+            name,
+            on: on?,
+            conditions: conditions?,
+            purpose: purpose?,
+            priority: priority?,
+            channels: channels?,
+            timing: timing?,
+            cancel_on: cancel_on?,
+            dedup: dedup?,
+        })
+    }
+
+    fn channels(&mut self, v: &Item<'_>, field: &str) -> Option<Vec<Channel>> {
+        let list = self.list(v, field, "channels")?;
+        if list.is_empty() {
+            self.report(
+                &v.span(),
+                field,
+                format!("list at least one channel ({})", Channel::NAMES),
+            );
+            return None;
+        }
+        let mut channels = Some(Vec::with_capacity(list.len()));
+        let mut seen = Vec::new();
+        for c in list {
+            let Some(ch) = self.channel(c, field) else {
+                channels = None;
+                continue;
+            };
+            if seen.contains(&ch) {
+                self.report(
+                    &c.span(),
+                    field,
+                    format!("{:?} is listed twice", ch.as_str()),
+                );
+                channels = None;
+            }
+            seen.push(ch);
+            if let Some(list) = channels.as_mut() {
+                list.push(ch);
+            }
+        }
+        channels
+    }
+
+    /// `where`: a list of `{ field, op, value }` tables.
+    fn conditions(&mut self, v: &Item<'_>, prefix: &str) -> Option<Vec<Condition>> {
+        let f = |key: &str| field(prefix, key);
+        let list = self.list(v, &f("where"), "where")?;
+        let mut conditions = Some(Vec::with_capacity(list.len()));
+        for c in list {
+            let condition = self.condition(c, prefix);
+            match (condition, conditions.as_mut()) {
+                (Some(c), Some(list)) => list.push(c),
+                _ => conditions = None,
+            }
+        }
+        conditions
+    }
+
+    fn condition(&mut self, c: &Item<'_>, prefix: &str) -> Option<Condition> {
+        let f = |key: &str| field(prefix, key);
+        let t = self.table(c, &f("where"), "where")?;
+        self.unknown_keys(t, CONDITION_KEYS, &[], &f("where"), "a condition");
+        let span = c.span();
+        let path = match t.get("field") {
+            None => {
+                self.missing(t, CONDITION_KEYS, &span, prefix, "where.field");
+                None
+            }
+            Some(v) => match self.string(v, &f("where.field"), "field") {
+                Some(p) if is_field_path(p) => Some(Self::path(p)),
+                Some(p) => {
+                    self.report(
+                        &v.span(),
+                        f("where.field"),
+                        format!(
+                            "{p:?} is not a field path; write a key of `data`, dots for nested keys"
+                        ),
+                    );
+                    None
+                }
+                None => None,
+            },
+        };
+        let op = match t.get("op") {
+            None => {
+                self.missing(t, CONDITION_KEYS, &span, prefix, "where.op");
+                None
+            }
+            Some(v) => self.string(v, &f("where.op"), "op").and_then(|s| {
+                let op = Op::parse(s);
+                if op.is_none() {
+                    let names = Op::NAMES.split(", ");
+                    let write = match suggest(s, names) {
+                        Some(meant) => format!("did you mean {meant:?}?"),
+                        None => format!("write one of {}", Op::NAMES),
+                    };
+                    self.report(
+                        &v.span(),
+                        f("where.op"),
+                        format!("unknown operator {s:?}; {write}"),
+                    );
+                }
+                op.map(|op| (op, s))
+            }),
+        };
+        let (op, op_name) = op?;
+        let value = match (op.takes_value(), t.get("value")) {
+            (true, None) => {
+                self.report(
+                    &span,
+                    f("where.value"),
+                    format!("operator {op_name:?} needs a `value`"),
+                );
+                return None;
+            }
+            (false, Some(v)) => {
+                self.report(
+                    &v.span(),
+                    f("where.value"),
+                    format!("operator {op_name:?} takes no `value`; remove it"),
+                );
+                return None;
+            }
+            (false, None) => Value::Null,
+            (true, Some(v)) => self.condition_value(v, &f("where.value"))?,
+        };
+        if op == Op::In && value.as_array().is_none_or(|l| l.is_empty()) {
+            self.report(
+                &span,
+                f("where.value"),
+                "`in` needs a list of one or more values, e.g. value = [\"gold\", \"silver\"]",
+            );
+            return None;
+        }
+        if matches!(op, Op::Lt | Op::Le | Op::Gt | Op::Ge)
+            && !(value.is_number() || value.is_string())
+        {
+            self.report(
+                &span,
+                f("where.value"),
+                format!(
+                    "{op_name:?} compares only numbers with numbers and strings with strings; write a number or a string"
+                ),
+            );
+            return None;
+        }
+        Some(Condition {
+            path: path?,
+            op,
+            value,
+        })
+    }
+
+    /// A `where` value as JSON.
+    fn condition_value(&mut self, v: &Item<'_>, field: &str) -> Option<Value> {
+        let value = toml::Value::deserialize(ValueDeserializer::from(v.clone()))
+            .map_err(|e| self.report(&v.span(), field, e.message().trim().to_string()))
+            .ok()?;
+        if let Err(m) = json_like(&value) {
+            self.report(&v.span(), field, m);
+            return None;
+        }
+        serde_json::to_value(&value)
+            .map_err(|e| self.report(&v.span(), field, e.to_string()))
+            .ok()
+    }
+
+    /// `at = { field = "starts_at", before = "24h" }`.
+    fn at(&mut self, v: &Item<'_>, prefix: &str) -> Option<Timing> {
+        let f = |key: &str| field(prefix, key);
+        let t = self.table(v, &f("at"), "at")?;
+        self.unknown_keys(t, AT_KEYS, &[], &f("at"), "`at`");
+        let path = match t.get("field") {
+            None => {
+                self.missing(t, AT_KEYS, &v.span(), prefix, "at.field");
+                None
+            }
+            Some(p) => match self.string(p, &f("at.field"), "field") {
+                Some(s) if is_field_path(s) => Some(Self::path(s)),
+                Some(_) => {
+                    self.report(
+                        &p.span(),
                         f("at.field"),
                         "write the `data` field holding the time, e.g. field = \"starts_at\"",
-                    ));
+                    );
+                    None
                 }
-                let before = match &at.before {
-                    Some(b) => parse_duration(b).map_err(|m| self.err(&span, f("at.before"), m))?,
-                    None => 0,
-                };
-                Timing::At {
-                    path: Self::path(&at.field),
-                    before,
-                }
+                None => None,
+            },
+        };
+        let before = match t.get("before") {
+            None => Some(0),
+            Some(b) => self.duration(b, &f("at.before"), "before"),
+        };
+        Some(Timing::At {
+            path: path?,
+            before: before?,
+        })
+    }
+
+    /// `dedup = { window = "24h", key = "order_id" }`.
+    fn dedup(&mut self, v: &Item<'_>, prefix: &str) -> Option<Dedup> {
+        let f = |key: &str| field(prefix, key);
+        let t = self.table(v, &f("dedup"), "dedup")?;
+        self.unknown_keys(t, DEDUP_KEYS, &[], &f("dedup"), "`dedup`");
+        let window = match t.get("window") {
+            None => {
+                self.missing(t, DEDUP_KEYS, &v.span(), prefix, "dedup.window");
+                None
             }
-            (None, None) => Timing::Delay(0),
+            Some(w) => self.window(w, &f("dedup.window"), "window", "24h"),
         };
-        let cancel_on = match r.cancel_on {
-            Some(c) => self.globs(&f("cancel_on"), c)?,
-            None => Vec::new(),
-        };
-        let dedup = match r.dedup {
-            None => None,
-            Some(d) => {
-                let span = d.span();
-                let d = d.into_inner();
-                let window =
-                    parse_duration(&d.window).map_err(|m| self.err(&span, f("dedup.window"), m))?;
-                if window <= 0 {
-                    return Err(self.err(
-                        &span,
-                        f("dedup.window"),
-                        "a dedup window must be longer than zero, e.g. \"24h\"",
-                    ));
-                }
-                if let Some(key) = &d.key
-                    && !is_field_path(key)
-                {
-                    return Err(self.err(
-                        &span,
+        let key = match t.get("key") {
+            None => Some(None),
+            Some(k) => match self.string(k, &f("dedup.key"), "key") {
+                Some(s) if is_field_path(s) => Some(Some(Self::path(s))),
+                Some(s) => {
+                    self.report(
+                        &k.span(),
                         f("dedup.key"),
                         format!(
-                            "{key:?} is not a field path; write a key of `data`, dots for nested keys, e.g. key = \"order_id\""
+                            "{s:?} is not a field path; write a key of `data`, dots for nested keys, e.g. key = \"order_id\""
                         ),
-                    ));
+                    );
+                    None
                 }
-                Some(Dedup {
-                    window,
-                    key: d.key.as_deref().map(Self::path),
-                })
+                None => None,
+            },
+        };
+        Some(Dedup {
+            window: window?,
+            key: key?,
+        })
+    }
+
+    fn cap(&mut self, header: &Range<usize>, t: &DeTable<'_>) -> Option<(CapOn, Cap)> {
+        self.unknown_keys(t, CAP_KEYS, &[], "cap", "a [[cap]]");
+        let on = match (t.get("purpose"), t.get("channel")) {
+            (Some(p), None) => self.purpose(p, "cap: purpose").map(CapOn::Purpose),
+            (None, Some(c)) => self.channel(c, "cap: channel").map(CapOn::Channel),
+            (Some(_), Some(_)) => {
+                self.report(
+                    header,
+                    "cap",
+                    "a cap needs exactly one of `purpose` or `channel`; remove one",
+                );
+                None
+            }
+            (None, None) => {
+                if !misspelt(t, CAP_KEYS, "purpose") && !misspelt(t, CAP_KEYS, "channel") {
+                    self.report(
+                        header,
+                        "cap",
+                        "a cap needs exactly one of `purpose` or `channel`",
+                    );
+                }
+                None
             }
         };
-        if let Some(fb) = &r.fallback_after {
-            return Err(self.err(&fb.span(), f("fallback_after"), "channel fallback needs delivery receipts and is not supported yet; remove `fallback_after`"));
-        }
-        Ok(Rule {
-            template: r.template.unwrap_or_else(|| name.clone()),
-            name,
-            on,
-            conditions,
-            purpose,
-            priority,
-            channels,
-            timing,
-            cancel_on,
-            dedup,
-        })
+        let max = match t.get("max") {
+            None => {
+                self.missing(t, CAP_KEYS, header, "cap", "max");
+                None
+            }
+            Some(m) => self
+                .integer(m, "cap: max", "max")
+                .and_then(|n| match u32::try_from(n) {
+                    Ok(max) => Some(max),
+                    Err(_) => {
+                        self.report(
+                            &m.span(),
+                            "cap: max",
+                            format!("{n} is not a count; write a whole number ≥ 0"),
+                        );
+                        None
+                    }
+                }),
+        };
+        let per = match t.get("per") {
+            None => {
+                self.missing(t, CAP_KEYS, header, "cap", "per");
+                None
+            }
+            Some(p) => self.window(p, "cap: per", "per", "1h"),
+        };
+        Some((
+            on?,
+            Cap {
+                max: max?,
+                per: per?,
+            },
+        ))
+    }
+
+    fn path(field: &str) -> Vec<String> {
+        field.split('.').map(String::from).collect()
     }
 }
 
@@ -699,6 +1167,23 @@ mod tests {
 
     fn parse(text: &str) -> Result<Spec, SpecError> {
         Spec::parse("test.toml", text)
+    }
+
+    /// The one problem of a spec that has exactly one.
+    fn problem(text: &str) -> SpecProblem {
+        let e = parse(text).unwrap_err();
+        assert_eq!((e.problems.len(), e.more), (1, 0), "{e}");
+        e.problems.into_iter().next().unwrap()
+    }
+
+    /// Every problem of a spec, as `line: field: message` lines.
+    fn problems(text: &str) -> Vec<String> {
+        let e = parse(text).unwrap_err();
+        assert_eq!(e.more, 0, "{e}");
+        e.problems
+            .iter()
+            .map(|p| format!("{}: {}: {}", p.line, p.field, p.message))
+            .collect()
     }
 
     /// Half a basis point rounds up on the decimal as written, where
@@ -769,43 +1254,48 @@ mod tests {
 
     #[test]
     fn errors_name_file_line_field_and_fix() {
-        let e = parse(
+        let e = problem(
             "[[rule]]\nname = \"a\"\non = \"x\"\npurpose = \"marketting\"\nchannels = [\"push\"]\n",
-        )
-        .unwrap_err();
+        );
         assert_eq!(e.line, 4);
         assert!(
             e.to_string()
                 .starts_with("test.toml:4: rule `a`: purpose: unknown purpose"),
             "{e}"
         );
-        assert!(e.message.contains("write \"marketing\""));
+        assert!(e.message.contains("did you mean \"marketing\"?"), "{e}");
 
-        let e = parse("[[rule]]\nname = \"a\"\non = \"x\"\npurpose = \"marketing\"\nchannels = [\"push\", \"fax\"]\n").unwrap_err();
+        let e = problem(
+            "[[rule]]\nname = \"a\"\non = \"x\"\npurpose = \"marketing\"\nchannels = [\"push\", \"fax\"]\n",
+        );
         assert_eq!((e.line, e.field.as_str()), (5, "rule `a`: channels"));
 
-        let e = parse("dedup_horizon = \"1 day\"\n").unwrap_err();
+        let e = problem("dedup_horizon = \"1 day\"\n");
         assert!(e.message.contains("not a duration"), "{e}");
 
-        let e = parse("[[rule]]\nname = \"a\"\non = \"x\"\npurpose = \"marketing\"\nchannels = [\"push\"]\nchanels = []\n").unwrap_err();
-        assert!(e.message.contains("unknown field"), "{e}");
+        let e = problem(
+            "[[rule]]\nname = \"a\"\non = \"x\"\npurpose = \"marketing\"\nchannels = [\"push\"]\nchanels = []\n",
+        );
+        assert!(e.message.contains("unknown key `chanels`"), "{e}");
         assert_eq!(e.line, 6);
 
-        let e = parse("[[rule]]\nname = \"a\"\non = \"x\"\npurpose = \"marketing\"\nchannels = [\"push\"]\ndelay = \"1h\"\nat = { field = \"t\" }\n").unwrap_err();
+        let e = problem(
+            "[[rule]]\nname = \"a\"\non = \"x\"\npurpose = \"marketing\"\nchannels = [\"push\"]\ndelay = \"1h\"\nat = { field = \"t\" }\n",
+        );
         assert!(e.message.contains("either `delay` or `at`"), "{e}");
 
-        let e = parse("[[cap]]\nmax = 3\nper = \"1h\"\n").unwrap_err();
+        let e = problem("[[cap]]\nmax = 3\nper = \"1h\"\n");
         assert!(e.message.contains("exactly one of"), "{e}");
 
         // Cap errors point at the key's line, not the table's header.
-        let e = parse("[[cap]]\npurpose = \"marketing\"\nmax = 3\nper = \"1 hour\"\n").unwrap_err();
-        assert_eq!((e.line, e.field.as_str()), (4, "cap.per"), "{e}");
-        let e = parse("[[cap]]\nchannel = \"fax\"\nmax = 3\nper = \"1h\"\n").unwrap_err();
-        assert_eq!((e.line, e.field.as_str()), (2, "cap.channel"), "{e}");
-        let e = parse("[[cap]]\npurpose = \"marketing\"\nmax = -1\nper = \"1h\"\n").unwrap_err();
-        assert_eq!((e.line, e.field.as_str()), (3, "cap.max"), "{e}");
+        let e = problem("[[cap]]\npurpose = \"marketing\"\nmax = 3\nper = \"1 hour\"\n");
+        assert_eq!((e.line, e.field.as_str()), (4, "cap: per"), "{e}");
+        let e = problem("[[cap]]\nchannel = \"fax\"\nmax = 3\nper = \"1h\"\n");
+        assert_eq!((e.line, e.field.as_str()), (2, "cap: channel"), "{e}");
+        let e = problem("[[cap]]\npurpose = \"marketing\"\nmax = -1\nper = \"1h\"\n");
+        assert_eq!((e.line, e.field.as_str()), (3, "cap: max"), "{e}");
 
-        let e = parse("holdout = 1.5\n").unwrap_err();
+        let e = problem("holdout = 1.5\n");
         assert_eq!(e.field, "holdout");
 
         let rule =
@@ -832,20 +1322,23 @@ mod tests {
                 "one or more values",
             ),
         ] {
-            let e = parse(&format!("{rule}where = [{cond}]\n")).unwrap_err();
+            let e = problem(&format!("{rule}where = [{cond}]\n"));
             assert!(e.message.contains(says), "{cond}: {e}");
         }
 
-        let e = parse("[[rule]]\nname = \"a\"\non = \"x\"\npurpose = \"marketing\"\nchannels = [\"push\"]\ndedup = { window = \"1h\", key = \"a..b\" }\n").unwrap_err();
+        let e = problem(
+            "[[rule]]\nname = \"a\"\non = \"x\"\npurpose = \"marketing\"\nchannels = [\"push\"]\ndedup = { window = \"1h\", key = \"a..b\" }\n",
+        );
         assert_eq!(e.field, "rule `a`: dedup.key", "{e}");
 
-        let e = parse(
+        let e = problem(
             "[[rule]]\nname = \"a\"\non = \" x\"\npurpose = \"marketing\"\nchannels = [\"push\"]\n",
-        )
-        .unwrap_err();
+        );
         assert!(e.message.contains("write \"x\""), "{e}");
 
-        let e = parse("[[rule]]\nname = \"a\"\non = \"x\"\npurpose = \"marketing\"\nchannels = [\"push\"]\nwhere = [{ field = \"v\", op = \"~\", value = 1 }]\n").unwrap_err();
+        let e = problem(
+            "[[rule]]\nname = \"a\"\non = \"x\"\npurpose = \"marketing\"\nchannels = [\"push\"]\nwhere = [{ field = \"v\", op = \"~\", value = 1 }]\n",
+        );
         assert!(e.message.contains("unknown operator"), "{e}");
     }
 
@@ -893,6 +1386,223 @@ dedup = { window = "1h", key = "appointment_id" }
         assert_eq!(
             r.dedup_key(&d),
             r.dedup_key(&json!({"appointment_id": 7.0}))
+        );
+    }
+
+    /// One bad key or value hides no other: every problem of every rule
+    /// and cap is reported, in file order, with its line.
+    #[test]
+    fn every_problem_is_reported_in_file_order() {
+        let text = r#"holdout = 2
+dedup_horizon = "30m 1h 1h"
+
+[[rule]]
+name = "first"
+on = "x"
+purpose = "marketing"
+channels = ["push", "fax"]
+delay = "1m1h"
+
+[[cap]]
+purpose = "marketing"
+max = 2.5
+per = "1h"
+
+[[rule]]
+name = "second"
+on = ["y", 3]
+purpose = "transactional"
+channels = ["sms"]
+dedup = { window = "0s" }
+holdot = 0.5
+
+[[cap]]
+channel = "fax"
+max = 1
+per = "1 hour"
+
+[[rule]]
+name = "first"
+on = "z"
+channels = ["email"]
+"#;
+        assert_eq!(
+            problems(text),
+            [
+                "1: holdout: 2 is not a fraction; write a number from 0.0 to 1.0, e.g. 0.05 for 5%",
+                "2: dedup_horizon: \"30m 1h 1h\" names hours (h) after minutes (m); write each unit once, largest first (d, h, m, s, ms): \"2h30m\"",
+                "8: rule `first`: channels: unknown channel \"fax\"; channels are push, email, sms, in_app, webhook",
+                "9: rule `first`: delay: \"1m1h\" names hours (h) after minutes (m); write each unit once, largest first (d, h, m, s, ms): \"1h1m\"",
+                "13: cap: max: is float `2.5`; write a whole number, e.g. max = 3",
+                "18: rule `second`: on: is integer `3`; write an event type or a list of them (`*` matches any run of characters), e.g. on = \"cart.*\" or on = [\"order.placed\", \"order.paid\"]",
+                "21: rule `second`: dedup.window: a window must be longer than zero, e.g. \"24h\"",
+                "22: rule `second`: unknown key `holdot`; did you mean `holdout`? It is a top-level key: put it above the first [[rule]] or [[cap]] table",
+                "25: cap: channel: unknown channel \"fax\"; channels are push, email, sms, in_app, webhook",
+                "27: cap: per: \"1 hour\" is not a duration; write a number and a unit (ms, s, m, h, d), e.g. \"30m\" or \"1h30m\"",
+                "29: rule `first`: purpose: missing; write purpose = \"marketing\" or purpose = \"transactional\"",
+                "30: rule `first`: name: a second rule is named \"first\"; rule names must be unique",
+            ]
+        );
+        // Displayed one problem a line, each with its file and line.
+        let shown = parse(text).unwrap_err().to_string();
+        assert_eq!(shown.lines().count(), 12, "{shown}");
+        assert!(
+            shown.lines().all(|l| l.starts_with("test.toml:")),
+            "{shown}"
+        );
+    }
+
+    /// A misspelt key, channel, purpose, priority or operator is answered
+    /// with what was most likely meant; a word like none of them with the
+    /// list to choose from.
+    #[test]
+    fn misspellings_get_a_suggestion() {
+        let rule = |extra: &str| {
+            format!("[[rule]]\nname = \"a\"\non = \"x\"\npurpose = \"marketing\"\n{extra}\n")
+        };
+        for (text, says) in [
+            (
+                rule("chanels = [\"push\"]"),
+                "5: rule `a`: unknown key `chanels`; did you mean `channels`?",
+            ),
+            (
+                rule("channels = [\"emial\"]"),
+                "5: rule `a`: channels: unknown channel \"emial\"; did you mean \"email\"?",
+            ),
+            (
+                rule("channels = [\"Push\"]"),
+                "5: rule `a`: channels: unknown channel \"Push\"; did you mean \"push\"?",
+            ),
+            (
+                rule("channels = [\"push\"]\npriority = \"hgh\""),
+                "6: rule `a`: priority: unknown priority \"hgh\"; did you mean \"high\"?",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\non = \"x\"\npurpose = \"marketng\"\nchannels = [\"sms\"]\n"
+                    .to_string(),
+                "4: rule `a`: purpose: unknown purpose \"marketng\"; did you mean \"marketing\"?",
+            ),
+            (
+                rule("channels = [\"push\"]\nwhere = [{ field = \"v\", op = \"exist\" }]"),
+                "6: rule `a`: where.op: unknown operator \"exist\"; did you mean \"exists\"?",
+            ),
+            (
+                rule("channels = [\"push\"]\ndedup = { windw = \"1h\" }"),
+                "6: rule `a`: dedup: unknown key `windw`; did you mean `window`?",
+            ),
+            (
+                "[[cap]]\nchanel = \"sms\"\nmax = 1\nper = \"1h\"\n".to_string(),
+                "2: cap: unknown key `chanel`; did you mean `channel`?",
+            ),
+            (
+                "[[cap]]\npurpose = \"marketing\"\nmax = 1\npr = \"1h\"\n".to_string(),
+                "4: cap: unknown key `pr`; did you mean `per`?",
+            ),
+            (
+                "dedup_horizn = \"1h\"\n".to_string(),
+                "1: : unknown key `dedup_horizn`; did you mean `dedup_horizon`?",
+            ),
+            (
+                rule("channels = [\"fax\"]"),
+                "5: rule `a`: channels: unknown channel \"fax\"; channels are push, email, sms, in_app, webhook",
+            ),
+            (
+                rule("channels = [\"push\"]\npriority = \"urgent\""),
+                "6: rule `a`: priority: unknown priority \"urgent\"; write \"normal\", \"high\" or \"critical\"",
+            ),
+            (
+                rule("channels = [\"push\"]\ncolour = \"red\""),
+                "6: rule `a`: unknown key `colour`; a [[rule]] takes name, on, where, template, purpose, priority, channels, delay, at, cancel_on, dedup",
+            ),
+        ] {
+            // A misspelt required key is reported once, as a misspelling,
+            // not also as missing.
+            assert_eq!(problems(&text), [says], "{text}");
+        }
+    }
+
+    /// `fallback_after` waits for delivery receipts: it has its own error
+    /// and is never offered as a valid key.
+    #[test]
+    fn keys_to_come_are_not_offered() {
+        let rule =
+            "[[rule]]\nname = \"a\"\non = \"x\"\npurpose = \"marketing\"\nchannels = [\"push\"]\n";
+        let e = problem(&format!("{rule}fallback_after = \"1h\"\n"));
+        assert_eq!(e.field, "rule `a`: fallback_after");
+        assert!(e.message.contains("not supported yet"), "{e}");
+        for key in ["colour", "fallback_afer", "fallback"] {
+            let e = problem(&format!("{rule}{key} = \"1h\"\n"));
+            assert!(
+                e.message.starts_with(&format!("unknown key `{key}`")),
+                "{e}"
+            );
+            assert!(!e.message.contains("fallback_after"), "{e}");
+        }
+    }
+
+    /// At most MAX_PROBLEMS problems are listed, then how many more.
+    #[test]
+    fn problems_beyond_the_limit_are_counted() {
+        let text: String = (0..MAX_PROBLEMS + 7)
+            .map(|i| format!("[[cap]]\npurpose = \"marketing\"\nmax = {i}\nper = \"{i}\"\n"))
+            .collect();
+        let e = parse(&text).unwrap_err();
+        assert_eq!((e.problems.len(), e.more), (MAX_PROBLEMS, 7));
+        // The first ones, in file order.
+        let lines: Vec<usize> = e.problems.iter().map(|p| p.line).collect();
+        assert_eq!(
+            lines,
+            (0..MAX_PROBLEMS).map(|i| 4 * i + 4).collect::<Vec<_>>()
+        );
+        let shown = e.to_string();
+        assert_eq!(shown.lines().count(), MAX_PROBLEMS + 1);
+        assert_eq!(
+            shown.lines().last(),
+            Some("test.toml: … and 7 more problems")
+        );
+        let one_more: String = (0..=MAX_PROBLEMS)
+            .map(|i| format!("[[cap]]\npurpose = \"marketing\"\nmax = 1\nper = \"{i}\"\n"))
+            .collect();
+        let shown = parse(&one_more).unwrap_err().to_string();
+        assert_eq!(
+            shown.lines().last(),
+            Some("test.toml: … and 1 more problem")
+        );
+    }
+
+    /// Spec durations are strict: each unit once, largest first; parts may
+    /// be separated by spaces.
+    #[test]
+    fn spec_durations_are_strict() {
+        let spec = parse("dedup_horizon = \"1h 30m\"\nallowed_lateness = \"90s\"\n").unwrap();
+        assert_eq!(
+            (spec.dedup_horizon, spec.allowed_lateness),
+            (90 * 60_000, 90_000)
+        );
+        let e = problem("allowed_lateness = \"1m1h\"\n");
+        assert_eq!((e.line, e.field.as_str()), (1, "allowed_lateness"));
+        assert!(
+            e.message
+                .ends_with("write each unit once, largest first (d, h, m, s, ms): \"1h1m\""),
+            "{e}"
+        );
+    }
+
+    /// Every TOML syntax error is reported, and nothing read by guesswork
+    /// after one.
+    #[test]
+    fn syntax_errors_are_all_reported() {
+        let found = problems(
+            "holdout = 0.1\nholdout = 0.2\n[[rule]]\nname = \"a\"\non = \"x\nchannels = [\"push\"]\n",
+        );
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found[0].starts_with("2: holdout: `holdout` is set twice"),
+            "{found:?}"
+        );
+        assert!(
+            found[1].starts_with("5: rule `a`: on: invalid basic string"),
+            "{found:?}"
         );
     }
 }

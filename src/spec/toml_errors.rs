@@ -1,11 +1,10 @@
-//! Errors from the TOML reader, said in the spec's terms: which table and
-//! key, what is wrong, and what to write instead.
+//! TOML syntax errors said in the spec's terms: which table and key, what
+//! is wrong, and what to write instead; and, for every key, an example of
+//! what it takes (also used for missing keys and values of the wrong type).
 //!
-//! The reader (`toml` + serde) knows the byte span of the problem and
-//! speaks of Rust types ("expected a sequence", "untagged enum OneOrMany",
-//! "struct RawAt"). Here the span finds the key (on its line) and the table
-//! (the nearest header above it), and the key finds an example of what it
-//! takes.
+//! The TOML reader knows the byte span of a syntax error. Here the span
+//! finds the key (on its line) and the table (the nearest header above it),
+//! and the key finds an example of what it takes.
 
 use std::ops::Range;
 
@@ -70,7 +69,7 @@ fn lines_before(text: &str, end: usize) -> impl Iterator<Item = (usize, &str)> {
 }
 
 /// What a key takes, as something to write.
-fn example(key: &str) -> Option<&'static str> {
+pub(super) fn example(key: &str) -> Option<&'static str> {
     Some(match key {
         "name" => "a string, e.g. name = \"cart-recovery\"",
         "on" | "cancel_on" => {
@@ -108,56 +107,33 @@ fn field_name(place: &Place<'_>, key: &str) -> String {
     format!("{table}: {key}")
 }
 
-/// The reader's `message` at `span`, as (field, message with a fix).
+/// The TOML reader's syntax error `message` at `span`, as (field, message
+/// with a fix).
 pub(super) fn explain(text: &str, span: &Range<usize>, message: &str) -> (String, String) {
     let place = place(text, span);
-    let quoted = |m: &str, after: &str| {
-        m.split_once(after)
-            .and_then(|(_, rest)| rest.split('`').nth(1))
-            .map(str::to_string)
-    };
-    // A missing key is reported at its table's header.
-    if let Some(key) = quoted(message, "missing field") {
-        let write = example(&key).map_or(String::new(), |e| format!("; write {e}"));
-        return (field_name(&place, &key), format!("missing{write}"));
-    }
-    if let Some(key) = quoted(message, "unknown field") {
-        let top = ["dedup_horizon", "allowed_lateness", "holdout"];
-        let hint = if !place.table.is_empty() && top.contains(&key.as_str()) {
-            format!(
-                "; `{key}` is a top-level key: put it above the first [[rule]] or [[cap]] table"
-            )
-        } else {
-            "; see the README's spec reference for the keys each table accepts".to_string()
-        };
-        return (String::new(), format!("{message}{hint}"));
-    }
-    let (key, field) = match place.key {
-        Some(key) => (key, field_name(&place, key)),
-        // A header such as `[rule]` written for `[[rule]]`.
-        None if ["rule", "cap"].contains(&place.table.as_str()) => {
-            (place.table.as_str(), place.table.clone())
+    let duplicate = message.starts_with("duplicate key");
+    let Some(key) = place.key else {
+        // On a header line, or a line that is neither a header nor a key.
+        if duplicate && !place.table.is_empty() {
+            let t = &place.table;
+            return (
+                String::new(),
+                format!(
+                    "the table `{t}` is defined twice; keep one, or write [[{t}]] for each table of a list"
+                ),
+            );
         }
-        None => return (String::new(), message.to_string()),
+        return (String::new(), message.to_string());
     };
-    if message.starts_with("duplicate key") {
+    let field = field_name(&place, key);
+    if duplicate {
         return (
             field,
             format!("`{key}` is set twice in this table; keep one"),
         );
     }
-    let what = if let Some(found) = message
-        .strip_prefix("invalid type: ")
-        .and_then(|m| m.split(", expected").next())
-    {
-        format!("is {found}")
-    } else if message.contains("untagged enum") || message.contains("expected struct") {
-        "has the wrong form".to_string()
-    } else {
-        message.to_string()
-    };
     let write = example(key).map_or(String::new(), |e| format!("; write {e}"));
-    (field, format!("{what}{write}"))
+    (field, format!("{message}{write}"))
 }
 
 #[cfg(test)]
@@ -171,8 +147,9 @@ mod tests {
     const RULE: &str =
         "[[rule]]\nname = \"a\"\non = \"x\"\npurpose = \"marketing\"\nchannels = [\"push\"]\n";
 
-    /// Every error the TOML reader raises names the table and key, and
-    /// says what to write, in the spec's terms rather than Rust's.
+    /// Syntax errors, missing keys and values of the wrong type name the
+    /// table and key, and say what to write, in the spec's terms rather
+    /// than Rust's.
     #[test]
     fn reader_errors_name_the_field_and_the_fix() {
         let cases = [
@@ -180,11 +157,14 @@ mod tests {
                 format!("{RULE}delay = 30\n"),
                 "t.toml:6: rule `a`: delay: is integer `30`; write a duration string",
             ),
-            (format!("{RULE}on2 = 1\n"), "t.toml:6: unknown field `on2`"),
+            (
+                format!("{RULE}on2 = 1\n"),
+                "t.toml:6: rule `a`: unknown key `on2`; did you mean `on`?",
+            ),
             (
                 "[[rule]]\nname = \"a\"\non = 5\npurpose = \"marketing\"\nchannels = [\"push\"]\n"
                     .into(),
-                "t.toml:3: rule `a`: on: has the wrong form; write an event type or a list",
+                "t.toml:3: rule `a`: on: is integer `5`; write an event type or a list",
             ),
             (
                 format!("{RULE}at = \"starts_at\"\n"),
@@ -204,13 +184,24 @@ mod tests {
             ),
             (
                 "[rule]\nname = \"a\"\n".into(),
-                "t.toml:1: rule: is map; write rules as [[rule]] tables",
+                "t.toml:1: rule: is a table; write rules as [[rule]] tables",
             ),
             (
                 "[[cap]]\npurpose = \"marketing\"\nmax = 2.5\nper = \"1h\"\n".into(),
-                "t.toml:3: cap: max: is floating point `2.5`; write a whole number",
+                "t.toml:3: cap: max: is float `2.5`; write a whole number",
             ),
-            (format!("{RULE}channels = \"push\"\n"), "channels"),
+            (
+                format!("{RULE}channels = \"push\"\n"),
+                "t.toml:6: rule `a`: channels: `channels` is set twice in this table; keep one",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\n[rule]\n".into(),
+                "t.toml:3: the table `rule` is defined twice; keep one, or write [[rule]]",
+            ),
+            (
+                format!("{RULE}delay = \"1h\nx = 1\n"),
+                "t.toml:6: rule `a`: delay: invalid basic string, expected `\"`; write a duration string",
+            ),
         ];
         for (text, expected) in cases {
             let e = error(&text);

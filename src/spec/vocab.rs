@@ -50,6 +50,7 @@ pub enum Purpose {
 }
 
 impl Purpose {
+    pub const ALL: [Purpose; 2] = [Purpose::Marketing, Purpose::Transactional];
     pub fn parse(s: &str) -> Option<Purpose> {
         match s {
             "marketing" => Some(Purpose::Marketing),
@@ -73,6 +74,7 @@ pub enum Priority {
 }
 
 impl Priority {
+    pub const ALL: [Priority; 3] = [Priority::Normal, Priority::High, Priority::Critical];
     pub fn parse(s: &str) -> Option<Priority> {
         match s {
             "normal" => Some(Priority::Normal),
