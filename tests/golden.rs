@@ -1,5 +1,6 @@
 //! Golden fixtures: every `fixtures/<case>/` with an `expected/` directory is
-//! replayed and its outputs must equal the expected files byte for byte — once on one worker with the default stripe
+//! replayed and its outputs, `summary.json` included, must equal the
+//! expected files byte for byte — once on one worker with the default stripe
 //! size, and once on three workers with tiny stripes (so every file is cut
 //! into many stripes and the cross-stripe lateness and line numbering are
 //! exercised).
@@ -17,10 +18,11 @@ use libtest_mimic::{Arguments, Failed, Trial};
 
 use common::{case_spec, diff, read, replay, repo};
 
-const OUTPUTS: [&str; 3] = [
+const OUTPUTS: [&str; 4] = [
     "dispatches.jsonl",
     "suppressions.jsonl",
     "dead_letters.jsonl",
+    "summary.json",
 ];
 
 /// (workers, stripe bytes) of each replay of a case.
