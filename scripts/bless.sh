@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Regenerates the expected outputs of golden fixture cases from the engine,
-# and cross-checks each case against the independent oracle
+# Regenerates the expected outputs of golden fixture cases from the engine
+# (the three .jsonl files and summary.json, all compared by tests/golden.rs),
+# and cross-checks the decisions of each case against the independent oracle
 # (scripts/oracle.py). Review `git diff fixtures/` before committing.
 #
 # usage: scripts/bless.sh [CASE...]     (default: every case with expected/)
@@ -20,7 +21,6 @@ for case in "${cases[@]}"; do
   if [ -f "$dir/spec.toml" ]; then spec=$dir/spec.toml; else spec=$(tr -d '[:space:]' < "$dir/spec.ref"); fi
   mkdir -p "$dir/expected"
   "$BIN" replay --spec "$spec" --fixture "$dir" --out "$dir/expected" -q
-  rm -f "$dir/expected/summary.json"
   python3 scripts/oracle.py --spec "$spec" --fixture "$dir" --out "$tmp/$case" > /dev/null
   if python3 scripts/compare.py "$dir/expected" "$tmp/$case" > "$tmp/$case.diff"; then
     echo "ok       $case"

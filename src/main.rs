@@ -15,7 +15,11 @@ use nudgeflow::spec::Spec;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc's `purge_delay` option (`mi_option_t` 15 in mimalloc 3).
+/// mimalloc's `purge_delay` option: `mi_option_purge_delay`, 15 in the
+/// `mi_option_e` enum of the mimalloc 3 sources that libmimalloc-sys 0.1.49
+/// bundles (`c_src/mimalloc/v3/include/mimalloc.h`). The crate names no
+/// constant for it, so Cargo.toml pins that version exactly: check the
+/// number in the header before moving the pin.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Keeps freed memory in the allocator instead of handing it back to the

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -50,26 +51,55 @@ pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-/// The lines of `a` and `b` that differ, as a readable diff, or None.
+/// How `actual` differs from `expected`, as a readable report, or None when
+/// they are equal byte for byte.
+///
+/// Lines are compared as multisets: each distinct line that `actual` holds
+/// fewer times than `expected` is shown once with `-`, each it holds more
+/// times with `+`, with both counts when either is above one
+/// (`  - line (expected 2, got 1)`). When both hold the same lines the same
+/// number of times, the report says the order differs and gives the first
+/// line where they part; with the same lines in the same order, that only
+/// the line endings differ.
 pub fn diff(name: &str, expected: &str, actual: &str) -> Option<String> {
     if expected == actual {
         return None;
     }
     let e: Vec<&str> = expected.lines().collect();
     let a: Vec<&str> = actual.lines().collect();
-    let mut out = format!("{name}: expected {} lines, got {}\n", e.len(), a.len());
+    let mut counts: HashMap<&str, (usize, usize)> = HashMap::new();
     for line in &e {
-        if !a.contains(line) {
-            out += &format!("  - {line}\n");
-        }
+        counts.entry(line).or_default().0 += 1;
     }
     for line in &a {
-        if !e.contains(line) {
-            out += &format!("  + {line}\n");
+        counts.entry(line).or_default().1 += 1;
+    }
+    let mut out = format!("{name}: expected {} lines, got {}\n", e.len(), a.len());
+    let mut shown = HashSet::new();
+    let missing = e.iter().filter(|l| counts[*l].1 < counts[*l].0);
+    let extra = a.iter().filter(|l| counts[*l].1 > counts[*l].0);
+    for (sign, line) in missing.map(|l| ('-', l)).chain(extra.map(|l| ('+', l))) {
+        if shown.insert(*line) {
+            let (want, got) = counts[line];
+            if want > 1 || got > 1 {
+                out += &format!("  {sign} {line} (expected {want}, got {got})\n");
+            } else {
+                out += &format!("  {sign} {line}\n");
+            }
         }
     }
-    if e.len() == a.len() && out.lines().count() == 1 {
-        out += "  (same lines, different order)\n";
+    if shown.is_empty() {
+        match e.iter().zip(&a).position(|(x, y)| x != y) {
+            Some(i) => {
+                out += &format!(
+                    "  (same lines, different order; line {} is expected to be\n    {}\n  but is\n    {})\n",
+                    i + 1,
+                    e[i],
+                    a[i]
+                )
+            }
+            None => out += "  (same lines in the same order; line endings differ)\n",
+        }
     }
     Some(out)
 }
