@@ -873,6 +873,7 @@ channels = ["email"]
                 event_key: "s/1".into(),
                 time: t,
                 reason: Reason::Late,
+                detail: Detail::None,
             });
             lines.push(t, |out| d.write_json(&spec, out));
             summary.count_decisions(&spec, [&d]);
