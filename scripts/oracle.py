@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""nudgeflow reference implementation ("oracle") of DESIGN.md sections 2-4.
+"""nudgeflow reference implementation ("oracle") of docs/semantics.md.
 
-Independent of the Rust code: written only from /work/shared/DESIGN.md, the
+Independent of the Rust code: written only from docs/semantics.md, the
 spec-format reference and the project decisions listed below.  Standard
 library only.  Not implemented: fallback / further attempts and receipt
 effects (receipts are validated and late-checked only; good receipts do
@@ -16,7 +16,7 @@ JSON, one object a line, lines sorted by their UTF-8 bytes; suppressions carry
 the `detail` described at the end of this text) and prints
 {"dispatches":N,"suppressions":N,"dead_letters":N,"duplicates_dropped":N}.
 
-Ambiguities in DESIGN.md and how this oracle resolves them
+Ambiguities in docs/semantics.md and how this oracle resolves them
 -----------------------------------------------------------
 Project decisions (given to the oracle author, followed exactly):
  A1. Internal time is integer ms since the epoch; input fraction digits beyond
@@ -65,7 +65,7 @@ Project decisions (given to the oracle author, followed exactly):
      keys are forgotten.
  A11. A rule with `at` whose data field is missing / not an RFC 3339 time
      does not match; decision time = max(event time, at_time - before).
-Oracle author's own choices (DESIGN.md and the decisions above are silent):
+Oracle author's own choices (docs/semantics.md and the decisions above are silent):
  B1. `T`/`t` and `Z`/`z` are accepted (RFC 3339 allows lower case); a space
      instead of `T` is rejected.  Seconds must be 00-59 (leap second 60 is
      rejected); offsets +-00:00..23:59 ("-00:00" = UTC).  The fraction, if
@@ -123,8 +123,9 @@ Oracle author's own choices (DESIGN.md and the decisions above are silent):
 
 The `detail` of a suppression
 -----------------------------
-DESIGN.md section 3 says what `detail` explains but not its shape; the
-project's shape (given to the oracle author, followed exactly) is below.
+The contract says what `detail` explains; its exact shape is the project's
+choice (docs/semantics.md, "Suppressions"), given to the oracle author and
+followed exactly, as below.
 Every suppression is {"user","rule","event_key","time","reason","detail"} in
 this key order, and `detail` is always a JSON object:
  D1. muted, holdout, erased, late: {}.
@@ -1125,7 +1126,7 @@ def write_jsonl(path, objs):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="nudgeflow reference oracle (DESIGN.md §2-4)")
+    ap = argparse.ArgumentParser(description="nudgeflow reference oracle (docs/semantics.md)")
     ap.add_argument("--spec", required=True)
     ap.add_argument("--fixture", required=True)
     ap.add_argument("--out", required=True)

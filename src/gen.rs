@@ -1,6 +1,6 @@
 //! Deterministic generator of realistic input fixtures (`nudgeflow gen`).
 //!
-//! Writes the input streams of DESIGN.md §2 into one fixture directory:
+//! Writes the input streams of docs/semantics.md ("Input records") into one fixture directory:
 //! `events.jsonl` (CloudEvents 1.0), `preferences.jsonl`, `consent.jsonl` and
 //! `erasures.jsonl`, one compact JSON object per line, each file sorted by record
 //! time, times as RFC 3339 UTC with milliseconds. The same [`GenOptions`] always

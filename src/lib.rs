@@ -1,5 +1,5 @@
 //! nudgeflow: event-driven customer notifications on Timely and Differential
-//! Dataflow. See the README for the architecture; `DESIGN.md` semantics are
+//! Dataflow. See the README for the architecture; the contract, `docs/semantics.md`, is
 //! referenced by section throughout.
 
 pub mod connect;

@@ -1,4 +1,4 @@
-//! Determinism (DESIGN.md §6): the same input gives byte-identical sorted
+//! Determinism (docs/semantics.md): the same input gives byte-identical sorted
 //! outputs for 1, 2 and 4 worker threads, any stripe size and number of
 //! stripes per timely step, and two processes (timely's cluster mode, the
 //! real binary over loopback, both writing into one --out and their parts

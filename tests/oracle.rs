@@ -1,4 +1,4 @@
-//! Cross-check against the independent Python implementation of DESIGN.md
+//! Cross-check against the independent Python implementation of docs/semantics.md
 //! (`scripts/oracle.py`) on generated data, for every shipped spec: the
 //! decisions must be the same set, and dead letters the same lines.
 

@@ -1,5 +1,5 @@
 //! Property tests over random small fixtures: invariants that must hold for
-//! any input (DESIGN.md §4, §6).
+//! any input (docs/semantics.md).
 //!
 //! - determinism: one worker with whole-file stripes and three workers with
 //!   tiny stripes give byte-identical outputs;

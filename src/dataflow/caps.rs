@@ -1,4 +1,4 @@
-//! Frequency caps (DESIGN.md §4 steps 5 and 6): sliding windows over a user's
+//! Frequency caps (docs/semantics.md steps 5 and 6): sliding windows over a user's
 //! first-attempt dispatches.
 //!
 //! A cap `max per` holds at `t` when fewer than `max` first-attempt

@@ -4,7 +4,7 @@
 //! A consent value carries the record's time and stream position: at equal
 //! times the upsert keeps the greatest value, which is the one later in the
 //! stream, and the as-of read can tell a channel's record from a `"*"`
-//! record by recency (DESIGN.md §4 step 5).
+//! record by recency (docs/semantics.md step 5).
 
 use serde::{Deserialize, Serialize};
 

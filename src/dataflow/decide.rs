@@ -1,4 +1,4 @@
-//! Decide: the per-user decision operator (DESIGN.md §4, all steps but
+//! Decide: the per-user decision operator (docs/semantics.md, all steps but
 //! fallback).
 //!
 //! - inputs: arrivals from `route` (exchanged by user), and the profile
@@ -132,7 +132,7 @@ struct Engine {
 
 /// One ready arrival's place in the order `decide` applies arrivals in:
 /// by user hash, then by time, rank (erasures before events), the
-/// fingerprint of the event key and stream position. (DESIGN.md orders
+/// fingerprint of the event key and stream position. (docs/semantics.md orders
 /// events at one instant by event key; between different keys at one
 /// instant that order is not observable — cancellation needs an earlier
 /// event, candidates are decided in their own order — so the fingerprint,
@@ -407,7 +407,7 @@ impl Core {
     }
 
     /// Counts an event arrival and notes its key as seen; true if it is a
-    /// duplicate (DESIGN.md §4: last seen within (t − horizon, t]), which is
+    /// duplicate (docs/semantics.md: last seen within (t − horizon, t]), which is
     /// dropped.
     fn is_duplicate(&mut self, user: u64, fingerprint: u128, t: Time) -> bool {
         let mut stats = self.stats.borrow_mut();

@@ -1,4 +1,4 @@
-//! Holdout membership (DESIGN.md §4 step 2): a user is in the marketing
+//! Holdout membership (docs/semantics.md step 2): a user is in the marketing
 //! holdout iff FNV-1a 64 of the user id's UTF-8 bytes, modulo 10000, is below
 //! the spec's holdout in basis points. Stateless and the same on every worker.
 

@@ -1,4 +1,4 @@
-//! The notification decision dataflow (DESIGN.md §1, "decide").
+//! The notification decision dataflow (docs/semantics.md, "decide").
 //!
 //! ```text
 //!  source (parse + route) ─┬─ arrivals ──────────────────(exchange by user)─┐

@@ -173,8 +173,8 @@ impl<'a> UserProfile<'a> {
         prefs_as_of(self.history.part(self.prefs.clone()), t)
     }
 
-    /// The user's consent for `channel` and `purpose` as of `t` (DESIGN.md
-    /// §4 step 5).
+    /// The user's consent for `channel` and `purpose` as of `t`
+    /// (docs/semantics.md, step 5).
     pub fn granted(&self, channel: Channel, purpose: Purpose, t: Time) -> bool {
         let value = |channel| {
             let range = self.consent[consent_slot(channel, purpose)].clone();

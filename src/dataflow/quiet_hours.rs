@@ -1,4 +1,4 @@
-//! Quiet hours (DESIGN.md §4 step 4): is an instant inside the user's quiet
+//! Quiet hours (docs/semantics.md step 4): is an instant inside the user's quiet
 //! hours, and when do they end?
 //!
 //! Quiet hours are `[start, end)` in the user's local time (IANA zone,

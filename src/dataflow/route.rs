@@ -14,7 +14,7 @@
 //! An erasure at t also upserts "absent" in every profile slot of its user
 //! (preferences and all consent keys): the upsert arrangement prefers a
 //! present value at equal times, which is exactly "erasure ranks before
-//! consent and preferences at the same instant" (DESIGN.md §4 "Order").
+//! consent and preferences at the same instant" (docs/semantics.md "Order").
 //!
 //! Times are unchanged: every record keeps its exact millisecond time.
 
@@ -70,7 +70,7 @@ pub struct RuleHit {
 }
 
 /// An event that triggers and cancels nothing — most events. Only its key
-/// matters (DESIGN.md §4 "Duplicates"), so it travels as the fingerprint of
+/// matters (docs/semantics.md "Duplicates"), so it travels as the fingerprint of
 /// user and key: 40 bytes, where user id and key strings took 88. (The
 /// fingerprint is kept as two words, so that an [`Arrival`] is 48 bytes,
 /// not the 64 a 16-byte-aligned `u128` would pad it to.)

@@ -1,4 +1,4 @@
-//! Seen: event-key duplicates (DESIGN.md §4 "Duplicates"), for all the
+//! Seen: event-key duplicates (docs/semantics.md "Duplicates"), for all the
 //! users of one worker in one table.
 //!
 //! - input: each event arrival (the user's routing hash, the fingerprint of

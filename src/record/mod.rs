@@ -1,4 +1,4 @@
-//! Typed input records (DESIGN.md §2) and their parsing from one JSON line.
+//! Typed input records (docs/semantics.md (input records)) and their parsing from one JSON line.
 //!
 //! Parsing never panics and never guesses: a line that is not valid JSON,
 //! misses a required field, has a field of the wrong type, an unparsable time,
@@ -22,7 +22,7 @@ use serde_json::value::RawValue;
 pub use crate::spec::vocab::{Channel, Priority, Purpose};
 use crate::time::{Time, parse_rfc3339};
 
-/// The input streams, in their per-instant application order (DESIGN.md §4
+/// The input streams, in their per-instant application order (docs/semantics.md
 /// "Order": erasures 0 < consent 1 < preferences 2 < receipts 3 < events 4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum StreamKind {
@@ -359,7 +359,7 @@ pub struct EventRef<'a> {
 }
 
 impl EventRef<'_> {
-    /// The event key (DESIGN.md §2): `source + "/" + id`.
+    /// The event key (docs/semantics.md (input records)): `source + "/" + id`.
     pub fn key(&self) -> CompactString {
         let mut key = CompactString::with_capacity(self.source.len() + 1 + self.id.len());
         key.push_str(&self.source);

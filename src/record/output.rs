@@ -1,8 +1,8 @@
-//! Output records (DESIGN.md §3) and their JSON lines.
+//! Output records (docs/semantics.md (output records)) and their JSON lines.
 //!
 //! Decisions travel through the dataflow as compact typed values (rule
 //! indices, not names); [`Decision::to_json_line`] renders them with the spec
-//! at the sink. Field order follows DESIGN.md §3.
+//! at the sink. Field order follows docs/semantics.md (output records).
 
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};

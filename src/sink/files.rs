@@ -1,5 +1,5 @@
 //! The replay output directory: `dispatches.jsonl`, `suppressions.jsonl`,
-//! `dead_letters.jsonl` (DESIGN.md §3 records, one JSON object per line) and
+//! `dead_letters.jsonl` (docs/semantics.md, "Output records": one JSON object per line) and
 //! `summary.json` (counts by channel, rule and reason).
 //!
 //! Each worker renders its decisions as they come ([`render_lines`]); the

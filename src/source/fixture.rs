@@ -1,4 +1,4 @@
-//! Replays a fixture directory (DESIGN.md §2 files) as a timely source.
+//! Replays a fixture directory (the input files of docs/semantics.md) as a timely source.
 //!
 //! **Partitions.** Each file is one source partition with its own watermark
 //! (largest time seen in file order minus `allowed_lateness`); a record

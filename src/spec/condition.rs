@@ -1,4 +1,4 @@
-//! `where` conditions on an event's `data` (DESIGN.md §4 "Rules").
+//! `where` conditions on an event's `data` (docs/semantics.md "Rules").
 //!
 //! A condition compares one field of `data` (a dot path into nested objects)
 //! with a value. A null field counts as missing, and a missing field fails

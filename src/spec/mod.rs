@@ -1,5 +1,5 @@
 //! Dataflow specs: the TOML files in `dataflows/` that say which events
-//! become which notifications (DESIGN.md §4; format in the README, "Spec
+//! become which notifications (docs/semantics.md; format in the README, "Spec
 //! reference").
 //!
 //! [`Spec::load`] parses and validates a spec into a compiled [`Spec`]. Every
