@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the expected outputs of golden fixture cases from the engine
-# (the three .jsonl files and summary.json, all compared by tests/golden.rs),
+# (the three .jsonl files and summary.json, all compared by tests/golden.rs,
+# and the explanations in expected/explain/<user>.txt, by tests/explain.rs),
 # and cross-checks the decisions of each case against the independent oracle
 # (scripts/oracle.py). Review `git diff fixtures/` before committing.
 #
@@ -21,6 +22,10 @@ for case in "${cases[@]}"; do
   if [ -f "$dir/spec.toml" ]; then spec=$dir/spec.toml; else spec=$(tr -d '[:space:]' < "$dir/spec.ref"); fi
   mkdir -p "$dir/expected"
   "$BIN" replay --spec "$spec" --fixture "$dir" --out "$dir/expected" -q
+  for f in "$dir"/expected/explain/*.txt; do
+    [ -e "$f" ] || continue
+    "$BIN" explain --spec "$spec" --fixture "$dir" --user "$(basename "$f" .txt)" > "$f"
+  done
   python3 scripts/oracle.py --spec "$spec" --fixture "$dir" --out "$tmp/$case" > /dev/null
   if python3 scripts/compare.py "$dir/expected" "$tmp/$case" > "$tmp/$case.diff"; then
     echo "ok       $case"
