@@ -204,7 +204,8 @@ fn load_spec(path: &Path) -> anyhow::Result<Arc<Spec>> {
         .map_err(|e| anyhow::anyhow!("bad spec: {e}"))
 }
 
-fn print_summary(s: &Summary, secs: f64, workers: usize, out: &Path) {
+/// Prints a replay's counts; `out`, when given, is where its files are.
+fn print_summary(s: &Summary, secs: f64, workers: usize, out: Option<&Path>) {
     let rate = s.records as f64 / secs.max(1e-9);
     eprintln!(
         "replayed {} records in {:.2} s ({:.0} records/s) on {} worker(s)",
@@ -236,10 +237,12 @@ fn print_summary(s: &Summary, secs: f64, workers: usize, out: &Path) {
             c.dispatched, c.suppressed
         );
     }
-    eprintln!(
-        "  wrote {}/{{dispatches,suppressions,dead_letters}}.jsonl and summary.json",
-        out.display()
-    );
+    if let Some(out) = out {
+        eprintln!(
+            "  wrote {}/{{dispatches,suppressions,dead_letters}}.jsonl and summary.json",
+            out.display()
+        );
+    }
 }
 
 fn replay(args: ReplayArgs) -> anyhow::Result<()> {
@@ -258,7 +261,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             &out.summary,
             out.elapsed.as_secs_f64(),
             args.workers.workers,
-            &output_dir(&opts.cluster, &args.out),
+            Some(&output_dir(&opts.cluster, &args.out)),
         );
         if opts.cluster.processes > 1 {
             eprintln!(
@@ -349,7 +352,8 @@ fn demo(workers: usize) -> anyhow::Result<()> {
         "{}",
         std::fs::read_to_string(out_dir.join("suppressions.jsonl"))?
     );
-    print_summary(&out.summary, out.elapsed.as_secs_f64(), workers, &out_dir);
+    // The demo's directory is removed: its outputs were printed above.
+    print_summary(&out.summary, out.elapsed.as_secs_f64(), workers, None);
     Ok(())
 }
 
