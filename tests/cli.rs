@@ -1,6 +1,8 @@
 //! The command line, run as a user runs it: the built binary, its exit
 //! status, what it prints and what it leaves on disk.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -11,20 +13,8 @@ fn nudgeflow() -> Command {
     cmd
 }
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Every file under `dir` with its contents, in order.
@@ -52,9 +42,9 @@ fn cluster_replay(hosts: &Path, out: &Path, p: usize) -> Command {
     let mut cmd = nudgeflow();
     cmd.arg("replay")
         .arg("--spec")
-        .arg(repo().join("dataflows/ecommerce.toml"))
+        .arg(common::repo().join("dataflows/ecommerce.toml"))
         .arg("--fixture")
-        .arg(repo().join("fixtures/ecommerce-scenario"))
+        .arg(common::repo().join("fixtures/ecommerce-scenario"))
         .arg("--out")
         .arg(out)
         .args(["-n", "2", "-p", &p.to_string(), "-h"])
@@ -70,7 +60,7 @@ fn cluster_replay(hosts: &Path, out: &Path, p: usize) -> Command {
 fn a_cluster_process_without_its_peer_gives_up_and_leaves_out_alone() {
     for alone in [0, 1] {
         let tmp = tempfile::tempdir().unwrap();
-        let ports = [free_port(), free_port()];
+        let ports = [common::free_port(), common::free_port()];
         let hosts = tmp.path().join("hosts");
         std::fs::write(
             &hosts,
@@ -115,7 +105,11 @@ fn quiet_silences_the_connection_chatter() {
         let hosts = tmp.path().join("hosts");
         std::fs::write(
             &hosts,
-            format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+            format!(
+                "127.0.0.1:{}\n127.0.0.1:{}\n",
+                common::free_port(),
+                common::free_port()
+            ),
         )
         .unwrap();
         let out = tmp.path().join("out");
@@ -158,7 +152,7 @@ fn replay_out_that_is_a_file_is_refused() {
     std::fs::write(&file, "mine\n").unwrap();
     let run = nudgeflow()
         .args(["replay", "--spec", "no-such-spec.toml", "--fixture"])
-        .arg(repo().join("fixtures/ecommerce-scenario"))
+        .arg(common::repo().join("fixtures/ecommerce-scenario"))
         .arg("--out")
         .arg(&file)
         .output()

@@ -16,14 +16,6 @@ const FILES: [&str; 3] = [
     "dead_letters.jsonl",
 ];
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn same_output_for_any_workers_stripes_and_processes() {
     let tmp = tempfile::tempdir().unwrap();
@@ -74,7 +66,11 @@ fn same_output_for_any_workers_stripes_and_processes() {
         let hosts = tmp.path().join("hosts");
         std::fs::write(
             &hosts,
-            format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+            format!(
+                "127.0.0.1:{}\n127.0.0.1:{}\n",
+                common::free_port(),
+                common::free_port()
+            ),
         )
         .unwrap();
         let out = tmp.path().join(format!("{spec_name}-n2"));

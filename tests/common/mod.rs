@@ -117,3 +117,12 @@ pub fn case_spec(case: &Path) -> Arc<Spec> {
     };
     Arc::new(Spec::load(&path).unwrap_or_else(|e| panic!("{e}")))
 }
+
+/// A TCP port on loopback that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
