@@ -431,13 +431,12 @@ fn match_rule(rule: &Rule, time: Time, data: &Value) -> Result<(Time, String), S
             let due = rule
                 .decision_time(time, data)
                 .ok_or_else(|| "no decision time".to_string())?;
-            let how = if due > at.saturating_sub(*before) || due == time && *before > 0 {
-                format!(
-                    "{field} − {}, not before the event",
-                    format_duration(*before)
-                )
+            let wanted = at.saturating_sub(*before);
+            let before = format_duration(*before);
+            let how = if wanted < time {
+                format!("{field} − {before} is before the event: decided at the event time")
             } else {
-                format!("{field} − {}", format_duration(*before))
+                format!("{field} − {before}")
             };
             Ok((due, how))
         }
