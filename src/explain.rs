@@ -31,11 +31,13 @@ use crate::time::{Time, format_rfc3339, parse_rfc3339};
 /// The timeline of `user` in the replay `opts` describes, as text.
 pub fn explain(opts: &ReplayOptions, user: &str) -> anyhow::Result<String> {
     let out = run(opts)?;
+    // Lines that may be the user's name it as a JSON string.
+    let needle = quoted(user);
     let mut decisions = Vec::new();
     for lines in out.dispatches.iter().chain(&out.suppressions) {
         for (_, line) in lines.iter() {
             let line = std::str::from_utf8(line).context("an output line is not UTF-8")?;
-            if !line.contains(&quoted(user)) {
+            if !line.contains(needle.as_str()) {
                 continue;
             }
             let v: Value = serde_json::from_str(line).context("an output line is not JSON")?;
@@ -53,7 +55,7 @@ pub fn explain(opts: &ReplayOptions, user: &str) -> anyhow::Result<String> {
     let unparsed: Vec<String> = out
         .dead_letters
         .iter()
-        .filter(|d| d.record.contains(&quoted(user)))
+        .filter(|d| d.record.contains(needle.as_str()))
         .filter(|d| parse_line(d.stream, &d.record).is_err())
         .map(|d| format!("{}:{}: {}", d.file, d.line, d.reason))
         .collect();

@@ -102,16 +102,7 @@ fn a_cluster_process_without_its_peer_gives_up_and_leaves_out_alone() {
 fn quiet_silences_the_connection_chatter() {
     for quiet in [true, false] {
         let tmp = tempfile::tempdir().unwrap();
-        let hosts = tmp.path().join("hosts");
-        std::fs::write(
-            &hosts,
-            format!(
-                "127.0.0.1:{}\n127.0.0.1:{}\n",
-                common::free_port(),
-                common::free_port()
-            ),
-        )
-        .unwrap();
+        let hosts = common::two_process_hostfile(tmp.path());
         let out = tmp.path().join("out");
         let spawn = |p: usize| {
             let mut cmd = cluster_replay(&hosts, &out, p);

@@ -63,16 +63,7 @@ fn same_output_for_any_workers_stripes_and_processes() {
 
         // Two processes, one worker each, talking over loopback, writing
         // into the same --out; `merge` then writes what one process does.
-        let hosts = tmp.path().join("hosts");
-        std::fs::write(
-            &hosts,
-            format!(
-                "127.0.0.1:{}\n127.0.0.1:{}\n",
-                common::free_port(),
-                common::free_port()
-            ),
-        )
-        .unwrap();
+        let hosts = common::two_process_hostfile(tmp.path());
         let out = tmp.path().join(format!("{spec_name}-n2"));
         let children: Vec<_> = (0..2)
             .map(|p| {

@@ -126,3 +126,11 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A host file for a two-process cluster on loopback, written into `dir`.
+pub fn two_process_hostfile(dir: &Path) -> PathBuf {
+    let hosts = dir.join("hosts");
+    let text = format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port());
+    std::fs::write(&hosts, text).unwrap();
+    hosts
+}
