@@ -21,7 +21,7 @@ use std::path::Path;
 use anyhow::Context;
 use serde_json::Value;
 
-use crate::record::output::format_duration;
+use crate::record::output::{Position, format_duration};
 use crate::record::{Record, StreamKind, parse_line};
 use crate::replay::{ReplayOptions, run};
 use crate::spec::condition::lookup;
@@ -50,14 +50,20 @@ pub fn explain(opts: &ReplayOptions, user: &str) -> anyhow::Result<String> {
     let rejected: HashMap<(String, u64), String> = out
         .dead_letters
         .iter()
-        .map(|d| ((d.file.clone(), d.line), d.reason.clone()))
+        .filter_map(|d| match &d.at {
+            Position::File { file, line } => Some(((file.clone(), *line), d.reason.clone())),
+            Position::Kafka { .. } => None,
+        })
         .collect();
     let unparsed: Vec<String> = out
         .dead_letters
         .iter()
-        .filter(|d| d.record.contains(needle.as_str()))
-        .filter(|d| parse_line(d.stream, &d.record).is_err())
-        .map(|d| format!("{}:{}: {}", d.file, d.line, d.reason))
+        .filter(|d| d.record.text().contains(needle.as_str()))
+        .filter(|d| parse_line(d.stream, &d.record.text()).is_err())
+        .filter_map(|d| match &d.at {
+            Position::File { file, line } => Some(format!("{file}:{line}: {}", d.reason)),
+            Position::Kafka { .. } => None,
+        })
         .collect();
     let records = read_user_records(&opts.fixture, user)?;
     Ok(render(

@@ -6,6 +6,7 @@ pub mod connect;
 pub mod dataflow;
 pub mod explain;
 pub mod r#gen;
+pub mod ingest;
 pub mod record;
 pub mod replay;
 pub mod sink;

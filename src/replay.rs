@@ -21,7 +21,7 @@ use crate::sink::files::{
     Lines, OutputFiles, PartManifest, Rendered, Summary, dead_letter_lines, part_dir, render_lines,
 };
 use crate::source::Placement;
-use crate::source::fixture::{FixturePlan, SourceReport, fixture_source};
+use crate::source::fixture::{FixturePlan, fixture_source};
 use crate::spec::Spec;
 use crate::time::Time;
 use timely::CommunicationConfig;
@@ -307,18 +307,15 @@ fn run_prepared(opts: &ReplayOptions, prepared: Prepared) -> anyhow::Result<Repl
             };
             let operator_times = operator_times::register(worker);
             let rendered = Rc::new(RefCell::new(Rendered::new(&spec)));
-            let report = Rc::new(RefCell::new(SourceReport::default()));
             let stats = Rc::new(RefCell::new(DecideStats::default()));
             let probe = worker.dataflow::<Time, _, _>(|scope| {
-                let records = fixture_source(
-                    scope,
-                    worker_plan.clone(),
+                let source = fixture_source(scope, worker_plan.clone(), spec.clone(), placement);
+                let out = dataflow::build(
+                    (source.arrivals, source.profile),
                     spec.clone(),
-                    placement,
-                    report.clone(),
+                    stats.clone(),
                 );
-                let out = dataflow::build(records, spec.clone(), stats.clone());
-                render_lines(out, spec.clone(), rendered.clone())
+                render_lines(out, source.reports, spec.clone(), rendered.clone())
             });
             let bar = (progress && worker.index() == 0).then(|| {
                 let bar = indicatif::ProgressBar::new(worker_plan.total_bytes);
@@ -361,11 +358,14 @@ fn run_prepared(opts: &ReplayOptions, prepared: Prepared) -> anyhow::Result<Repl
                 mut dispatches,
                 mut suppressions,
                 tally,
+                dead_letters,
+                records,
+                late,
             } = rendered.take();
-            let (report, stats) = (report.take(), stats.take());
+            let stats = stats.take();
             let mut summary = Summary {
-                records: report.records,
-                late_events: report.late,
+                records,
+                late_events: late,
                 events: stats.events,
                 duplicates_dropped: stats.duplicates,
                 candidates: stats.candidates,
@@ -387,7 +387,7 @@ fn run_prepared(opts: &ReplayOptions, prepared: Prepared) -> anyhow::Result<Repl
                 ms = tail.elapsed().as_secs_f64() * 1e3,
                 "lines sorted"
             );
-            (dispatches, suppressions, report.dead_letters, summary)
+            (dispatches, suppressions, dead_letters, summary)
         });
         let part = match std::panic::catch_unwind(work) {
             Ok(part) => part,

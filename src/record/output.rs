@@ -120,16 +120,50 @@ pub enum Decision {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct DeadLetter {
     pub stream: StreamKind,
-    pub file: String,
-    /// 1-based line number in `file`.
-    pub line: u64,
+    pub at: Position,
     pub reason: String,
-    /// The line as read (lossily decoded if it was not UTF-8).
-    pub record: String,
+    pub record: Payload,
 }
 
-/// The idempotency key of a dispatch: UUID v5 (URL namespace) of
-/// `nudgeflow:dispatch:{user}:{event_key}:{rule}:{attempt}`.
+/// Where a record was read: a fixture file's line, or a Kafka message.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Position {
+    /// 1-based line number in `file`.
+    File { file: String, line: u64 },
+    Kafka {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+}
+
+/// A dead record as read: text, or the raw bytes of a Kafka value that is
+/// not UTF-8 (written as `record_base64`). A fixture line that is not
+/// UTF-8 is kept as text, decoded lossily.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Payload {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+impl Payload {
+    /// Text when `bytes` are UTF-8, else the bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Payload {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Payload::Text(text.to_owned()),
+            Err(_) => Payload::Binary(bytes.to_vec()),
+        }
+    }
+
+    /// The record as text (lossily for bytes that are not UTF-8).
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Payload::Text(t) => t.as_str().into(),
+            Payload::Binary(b) => String::from_utf8_lossy(b),
+        }
+    }
+}
+
 pub fn dispatch_id(user: &str, event_key: &str, rule: &str, attempt: u32) -> Uuid {
     // UUID v5 (RFC 9562 §5.5) by hand over a hardware-accelerated SHA-1:
     // the hash of the namespace and the name, version and variant set.
@@ -401,19 +435,56 @@ fn push_uuid(out: &mut Vec<u8>, id: Uuid) {
 }
 
 impl DeadLetter {
+    /// The dead-letter line of a fixture replay, or the value of a message
+    /// on the dead-letter topic: `{"stream","file","line","reason","record"}`
+    /// or `{"stream","topic","partition","offset","reason","record"}`, with
+    /// `record_base64` in place of `record` for bytes that are not UTF-8.
     pub fn to_json_line(&self) -> String {
-        let mut out = Vec::with_capacity(self.record.len() + 128);
+        let mut out = Vec::with_capacity(
+            128 + match &self.record {
+                Payload::Text(t) => t.len(),
+                Payload::Binary(b) => b.len() * 4 / 3,
+            },
+        );
         out.push(b'{');
         push_key(&mut out, "stream");
         push_json_str(&mut out, self.stream.name());
-        push_key(&mut out, "file");
-        push_json_str(&mut out, &self.file);
-        push_key(&mut out, "line");
-        push_int(&mut out, self.line);
+        match &self.at {
+            Position::File { file, line } => {
+                push_key(&mut out, "file");
+                push_json_str(&mut out, file);
+                push_key(&mut out, "line");
+                push_int(&mut out, *line);
+            }
+            Position::Kafka {
+                topic,
+                partition,
+                offset,
+            } => {
+                push_key(&mut out, "topic");
+                push_json_str(&mut out, topic);
+                push_key(&mut out, "partition");
+                out.extend_from_slice(partition.to_string().as_bytes());
+                push_key(&mut out, "offset");
+                out.extend_from_slice(offset.to_string().as_bytes());
+            }
+        }
         push_key(&mut out, "reason");
         push_json_str(&mut out, &self.reason);
-        push_key(&mut out, "record");
-        push_json_str(&mut out, &self.record);
+        match &self.record {
+            Payload::Text(text) => {
+                push_key(&mut out, "record");
+                push_json_str(&mut out, text);
+            }
+            Payload::Binary(bytes) => {
+                use base64::Engine;
+                push_key(&mut out, "record_base64");
+                push_json_str(
+                    &mut out,
+                    &base64::engine::general_purpose::STANDARD.encode(bytes),
+                );
+            }
+        }
         out.push(b'}');
         finish(out)
     }

@@ -26,7 +26,8 @@ use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::probe::Handle;
 
-use crate::record::output::{DeadLetter, Decision};
+use crate::record::output::{DeadLetter, Decision, Position};
+use crate::source::Report;
 use crate::spec::Spec;
 use crate::time::Time;
 
@@ -229,20 +230,23 @@ impl Lines {
     }
 }
 
-/// One worker's rendered decisions and their counts.
+/// One worker's rendered decisions and their counts, and its source's
+/// dead letters and counts.
 #[derive(Default)]
 pub struct Rendered {
     pub dispatches: Lines,
     pub suppressions: Lines,
     pub tally: Tally,
+    pub dead_letters: Vec<DeadLetter>,
+    pub records: u64,
+    pub late: u64,
 }
 
 impl Rendered {
     pub fn new(spec: &Spec) -> Rendered {
         Rendered {
-            dispatches: Lines::default(),
-            suppressions: Lines::default(),
             tally: Tally::new(spec),
+            ..Rendered::default()
         }
     }
 
@@ -263,15 +267,32 @@ impl Rendered {
 /// The probe tells when every decision up to a time is in.
 pub fn render_lines<'s>(
     decisions: Stream<'s, Time, Vec<Decision>>,
+    reports: Stream<'s, Time, Vec<Report>>,
     spec: Arc<Spec>,
     into: Rc<RefCell<Rendered>>,
 ) -> Handle<Time> {
     let (probe, decisions) = decisions.probe();
+    let sink = into.clone();
     decisions.sink(Pipeline, "RenderLines", move |(input, _frontier)| {
-        let mut into = into.borrow_mut();
+        let mut into = sink.borrow_mut();
         input.for_each(|_cap, data| {
             for d in data.drain(..) {
                 into.add(&spec, &d);
+            }
+        });
+    });
+    let reports = reports.probe_with(&probe);
+    reports.sink(Pipeline, "CollectReports", move |(input, _frontier)| {
+        let mut into = into.borrow_mut();
+        input.for_each(|_cap, data| {
+            for report in data.drain(..) {
+                match report {
+                    Report::DeadLetter(d) => into.dead_letters.push(d),
+                    Report::Counts { records, late } => {
+                        into.records += records;
+                        into.late += late;
+                    }
+                }
             }
         });
     });
@@ -449,7 +470,17 @@ pub fn dead_letter_lines(dead_letters: &[DeadLetter]) -> Lines {
     ordered_letters(
         dead_letters
             .iter()
-            .map(|d| (d.file.clone(), d.line, d.to_json_line().into_bytes()))
+            .map(|d| {
+                let (place, n) = match &d.at {
+                    Position::File { file, line } => (file.clone(), *line),
+                    Position::Kafka {
+                        topic,
+                        partition,
+                        offset,
+                    } => (format!("{topic}:{partition}"), *offset as u64),
+                };
+                (place, n, d.to_json_line().into_bytes())
+            })
             .collect(),
     )
 }
@@ -883,10 +914,12 @@ channels = ["email"]
         let letters: Vec<DeadLetter> = (process == 0)
             .then(|| DeadLetter {
                 stream: crate::record::StreamKind::Events,
-                file: "events.jsonl".into(),
-                line: 7,
+                at: Position::File {
+                    file: "events.jsonl".into(),
+                    line: 7,
+                },
                 reason: "bad".into(),
-                record: "x".into(),
+                record: crate::record::output::Payload::Text("x".into()),
             })
             .into_iter()
             .collect();

@@ -29,10 +29,8 @@
 //! users it owns (`Placement::process_owns`); process 0 alone reports dead
 //! letters and keeps receipts.
 
-use std::cell::RefCell;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -41,12 +39,13 @@ use timely::dataflow::Scope;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
-use super::Placement;
-use crate::dataflow::route::{Arrival, Routed, Router, Streams};
-use crate::record::output::DeadLetter;
-use crate::record::{Record, StreamKind, parse_event_ref, parse_line};
+use super::{Placement, SourceStreams};
+use crate::dataflow::route::Router;
+use crate::ingest::{self, Ingest, Ingested, Keep, Origin, Parsed, Watermark};
+use crate::record::StreamKind;
+use crate::record::output::Position;
 use crate::spec::Spec;
-use crate::time::{Time, format_rfc3339};
+use crate::time::Time;
 
 /// The default stripe size: large enough that each step of the dataflow
 /// (one per [`DEFAULT_STRIPES_PER_STEP`] stripes) visits many users, so
@@ -238,16 +237,8 @@ impl FilePlan {
     }
 }
 
-/// Per-worker counts and dead letters, read after the run.
-#[derive(Default, Debug)]
-pub struct SourceReport {
-    pub records: u64,
-    pub late: u64,
-    pub dead_letters: Vec<DeadLetter>,
-}
-
 /// A parsed stripe waiting for its predecessors.
-struct Parsed {
+struct ParsedStripe {
     stripe: usize,
     lines: Vec<ParsedLine>,
     summary: StripeSummary,
@@ -260,42 +251,15 @@ struct ParsedLine {
     /// Where the line is in its file (its start is the record's stream
     /// position).
     range: std::ops::Range<usize>,
-    result: Result<Input, String>,
-}
-
-/// A parsed line: events are routed as they are parsed (no copy of what
-/// `decide` does not need); other records are routed when emitted.
-enum Input {
-    Event(Arrival),
-    /// Boxed: a record is about three times an arrival's size, and most
-    /// lines are events.
-    Other(Box<Record>),
-}
-
-impl Input {
-    fn time(&self) -> Time {
-        match self {
-            Input::Event(a) => a.time(),
-            Input::Other(r) => r.time(),
-        }
-    }
+    result: Result<Parsed, String>,
 }
 
 /// One worker's progress through one file.
 struct Cursor {
     next_stripe: usize,
-    pending: Option<Parsed>,
+    pending: Option<ParsedStripe>,
     /// Least time any later record of ours in this file can have.
     lower: Time,
-}
-
-/// Validates a line as UTF-8: SIMD for the common case (simdutf8), the
-/// standard library's checker for the error message when it fails.
-fn utf8(bytes: &[u8]) -> Result<&str, std::str::Utf8Error> {
-    match simdutf8::basic::from_utf8(bytes) {
-        Ok(text) => Ok(text),
-        Err(_) => std::str::from_utf8(bytes),
-    }
 }
 
 fn memchr_nl(bytes: &[u8]) -> Option<usize> {
@@ -309,7 +273,7 @@ fn parse_stripe(
     stripe_bytes: u64,
     stripe: usize,
     mut lines: Vec<ParsedLine>,
-) -> Parsed {
+) -> ParsedStripe {
     let buf: &[u8] = plan.data.as_deref().unwrap_or_default();
     let start = (stripe as u64 * stripe_bytes) as usize;
     let end = (start + stripe_bytes as usize).min(buf.len());
@@ -334,14 +298,7 @@ fn parse_stripe(
         }
         let bytes = &buf[pos..line_end];
         if !bytes.iter().all(u8::is_ascii_whitespace) {
-            let offset = pos as u64;
-            let parsed = match utf8(bytes) {
-                Ok(text) if plan.stream == StreamKind::Events => {
-                    parse_event_ref(text).map(|e| Input::Event(router.event(&e, offset)))
-                }
-                Ok(text) => parse_line(plan.stream, text).map(|r| Input::Other(Box::new(r))),
-                Err(e) => Err(format!("the line is not UTF-8 ({e})")),
-            };
+            let parsed = ingest::parse(router, plan.stream, bytes, pos as u64);
             if let Ok(r) = &parsed {
                 max_time = max_time.max(Some(r.time()));
             }
@@ -354,7 +311,7 @@ fn parse_stripe(
         index += 1;
         pos = stop + 1;
     }
-    Parsed {
+    ParsedStripe {
         stripe,
         lines,
         summary: StripeSummary {
@@ -364,21 +321,22 @@ fn parse_stripe(
     }
 }
 
-/// The fixture source: parses and routes every record (late events
-/// flagged), with dead letters and counts going to `report`.
+/// The fixture source: parses, judges and routes every record
+/// (`ingest`); its reports carry the dead letters and counts.
 pub fn fixture_source<'s>(
     scope: Scope<'s, Time>,
     plan: Arc<FixturePlan>,
     spec: Arc<Spec>,
     placement: Placement,
-    report: Rc<RefCell<SourceReport>>,
-) -> Streams<'s> {
+) -> SourceStreams<'s> {
     let mut builder = OperatorBuilder::new("FixtureSource".to_owned(), scope);
     let info = builder.operator_info();
     let (arrivals_out, arrivals) = builder.new_output();
     let (profile_out, profile) = builder.new_output();
+    let (reports_out, reports) = builder.new_output();
     let mut arrivals_out = OutputBuilder::from(arrivals_out);
     let mut profile_out = OutputBuilder::from(profile_out);
+    let mut reports_out = OutputBuilder::from(reports_out);
     let allowed_lateness = spec.allowed_lateness;
 
     builder.build(move |capabilities| {
@@ -393,9 +351,8 @@ pub fn fixture_source<'s>(
                 lower: Time::MIN,
             })
             .collect();
-        let reports_dead_letters = placement.process == 0;
-        let mut routed = Routed::default();
-        let mut router = Router::new(spec);
+        let mut ingest = Ingest::new(spec, Keep::Owned(placement));
+        let mut ingested = Ingested::default();
         // Emptied line vectors of finalised stripes, reused (a stripe's
         // vector is megabytes: fresh ones cost page faults).
         let mut spare: Vec<Vec<ParsedLine>> = Vec::new();
@@ -418,8 +375,13 @@ pub fn fixture_source<'s>(
             if let Some(i) = next {
                 let (fplan, c) = (&plan.files[i], &mut cursors[i]);
                 let lines = spare.pop().unwrap_or_default();
-                let parsed =
-                    parse_stripe(&mut router, fplan, plan.stripe_bytes, c.next_stripe, lines);
+                let parsed = parse_stripe(
+                    ingest.router(),
+                    fplan,
+                    plan.stripe_bytes,
+                    c.next_stripe,
+                    lines,
+                );
                 fplan.publish(parsed.stripe, parsed.summary);
                 c.pending = Some(parsed);
                 progressed = true;
@@ -433,8 +395,7 @@ pub fn fixture_source<'s>(
                 };
                 let mut parsed = c.pending.take().unwrap();
                 let file_name = fplan.stream.file_name();
-                let mut seen = prefix_max;
-                let mut rep = report.borrow_mut();
+                let mut watermark = Watermark::after(allowed_lateness, prefix_max);
                 let text = fplan.data.as_deref().unwrap_or_default();
                 for ParsedLine {
                     index,
@@ -442,65 +403,28 @@ pub fn fixture_source<'s>(
                     result,
                 } in parsed.lines.drain(..)
                 {
-                    let line = base_line + index + 1;
-                    let mut dead_letter = |reason: String| {
-                        if reports_dead_letters {
-                            let record = String::from_utf8_lossy(&text[range.clone()]).into_owned();
-                            rep.dead_letters.push(DeadLetter {
-                                stream: fplan.stream,
-                                file: file_name.into(),
-                                line,
-                                reason,
-                                record,
-                            });
-                        }
+                    let at = || Position::File {
+                        file: file_name.into(),
+                        line: base_line + index + 1,
                     };
-                    let input = match result {
-                        Err(reason) => {
-                            dead_letter(reason);
-                            continue;
-                        }
-                        Ok(input) => input,
+                    let origin = Origin {
+                        stream: fplan.stream,
+                        partition: file_name,
+                        at: &at,
                     };
-                    let t = input.time();
-                    let watermark = seen.map(|m| m.saturating_sub(allowed_lateness));
-                    seen = seen.max(Some(t));
-                    let late = watermark.is_some_and(|w| t < w);
-                    if late && !matches!(input, Input::Event(_)) {
-                        dead_letter(format!(
-                            "late: time {} is older than the watermark {} of {file_name}",
-                            format_rfc3339(t),
-                            format_rfc3339(watermark.unwrap())
-                        ));
-                        continue;
-                    }
-                    let keep = match &input {
-                        Input::Event(a) => placement.process_owns(a.hash()),
-                        Input::Other(r) => match r.user() {
-                            Some(user) => placement.process_owns(crate::record::user_hash(user)),
-                            None => reports_dead_letters,
-                        },
-                    };
-                    if keep {
-                        rep.records += 1;
-                        rep.late += late as u64;
-                        match input {
-                            // A late event is reported with its user and
-                            // key, which routing dropped: parse it again
-                            // (it parsed once, so it parses again).
-                            Input::Event(_) if late => {
-                                let line = std::str::from_utf8(&text[range.clone()])
-                                    .expect("the line was UTF-8");
-                                let e = parse_event_ref(line).expect("the line parsed");
-                                routed.late(&e);
-                            }
-                            Input::Event(a) => routed.event(a),
-                            Input::Other(r) => routed.record(*r, range.start as u64),
-                        }
-                    }
+                    let bytes = &text[range.clone()];
+                    ingest.admit(
+                        &origin,
+                        bytes,
+                        range.start as u64,
+                        result,
+                        &mut watermark,
+                        Time::MIN,
+                        &mut ingested,
+                    );
                 }
-                drop(rep);
                 spare.push(std::mem::take(&mut parsed.lines));
+                let routed = &mut ingested.routed;
                 let sizes = (routed.arrivals.len(), routed.profile.len());
                 if !routed.arrivals.is_empty() {
                     arrivals_out
@@ -517,12 +441,19 @@ pub fn fixture_source<'s>(
                 // The next stripe most likely routes as many records.
                 routed.arrivals.reserve(sizes.0);
                 routed.profile.reserve(sizes.1);
+                let reports = ingested.take_reports();
+                if !reports.is_empty() {
+                    reports_out
+                        .activate()
+                        .session(&caps[2])
+                        .give_iterator(reports.into_iter());
+                }
                 let stripe_start = parsed.stripe as u64 * plan.stripe_bytes;
                 let stripe_len = plan.stripe_bytes.min(fplan.len - stripe_start);
                 fplan.release(stripe_start as usize, stripe_len as usize);
                 plan.bytes_done.fetch_add(stripe_len, Ordering::Relaxed);
                 c.next_stripe = parsed.stripe + placement.local_workers;
-                c.lower = seen.map_or(Time::MIN, |m| m.saturating_sub(allowed_lateness));
+                c.lower = watermark.get().unwrap_or(Time::MIN);
                 progressed = true;
                 unstamped += 1;
             }
@@ -552,7 +483,11 @@ pub fn fixture_source<'s>(
             }
         }
     });
-    (arrivals, profile)
+    SourceStreams {
+        arrivals,
+        profile,
+        reports,
+    }
 }
 
 #[cfg(test)]
@@ -583,11 +518,11 @@ mod tests {
     #[allow(invalid_from_utf8, reason = "the invalid line is the point")]
     fn lines_that_are_not_utf8_get_the_standard_message() {
         assert_eq!(
-            utf8("{\"id\":\"h\u{e9}llo\"}".as_bytes()),
+            ingest::utf8("{\"id\":\"h\u{e9}llo\"}".as_bytes()),
             Ok("{\"id\":\"h\u{e9}llo\"}")
         );
         let bad = b"{\"id\":\"\xff\"}";
-        let e = utf8(bad).unwrap_err();
+        let e = ingest::utf8(bad).unwrap_err();
         assert_eq!(e, std::str::from_utf8(bad).unwrap_err());
         assert_eq!(
             e.to_string(),

@@ -1,11 +1,35 @@
-//! Sources: where records enter the dataflow. The only places that read
-//! input. Today: fixture directories (`fixture`); Kafka comes later and must
-//! produce the same routed streams (`dataflow::route::Streams`), with each
-//! record's partition position as its `seq` (for fixture files, the byte
-//! offset of its line), which breaks ties "later in the stream wins" between
-//! records of the same partition.
+//! Sources: where records enter the dataflow, and the only places that
+//! read input: fixture directories (`fixture`) and Kafka topics (`kafka`).
+//! Both ingest every record with `crate::ingest` and produce the same
+//! streams ([`SourceStreams`]), with each record's partition position as
+//! its `seq` (a fixture line's byte offset, a Kafka offset), which breaks
+//! ties "later in the stream wins" between records of one partition.
 
 pub mod fixture;
+
+use timely::dataflow::Stream;
+
+use crate::dataflow::profile::ProfileUpsert;
+use crate::dataflow::route::Arrival;
+use crate::record::output::DeadLetter;
+use crate::time::Time;
+
+/// What a source produces: the two inputs of the decision dataflow, and
+/// its reports.
+pub struct SourceStreams<'s> {
+    pub arrivals: Stream<'s, Time, Vec<Arrival>>,
+    pub profile: Stream<'s, Time, Vec<ProfileUpsert>>,
+    pub reports: Stream<'s, Time, Vec<Report>>,
+}
+
+/// What a source reports beside the records it routes.
+#[derive(Clone, Debug)]
+pub enum Report {
+    /// A bad record (docs/semantics.md "Bad input").
+    DeadLetter(DeadLetter),
+    /// Records admitted, and late events among them, since the last count.
+    Counts { records: u64, late: u64 },
+}
 
 /// Where this worker sits in the cluster, and which users it answers for.
 #[derive(Clone, Copy, Debug)]
