@@ -212,6 +212,32 @@ impl Ingest {
         self.admit(origin, bytes, seq, parsed, watermark, released, out);
     }
 
+    /// Makes `bytes` (a record as read) a dead letter, when this worker
+    /// keeps dead letters.
+    pub fn dead_letter(
+        &self,
+        origin: &Origin<'_>,
+        bytes: &[u8],
+        reason: String,
+        out: &mut Ingested,
+    ) {
+        if !self.keep.unowned() {
+            return;
+        }
+        let at = (origin.at)();
+        let record = match at {
+            // A fixture line is text, lossily decoded.
+            Position::File { .. } => Payload::Text(String::from_utf8_lossy(bytes).into_owned()),
+            Position::Kafka { .. } => Payload::from_bytes(bytes),
+        };
+        out.dead_letters.push(DeadLetter {
+            stream: origin.stream,
+            at,
+            reason,
+            record,
+        });
+    }
+
     /// Judges a parsed record against its partition's `watermark` and the
     /// time its worker has `released`, then routes it into `out` or makes
     /// it a dead letter. `bytes` is the record as read.
@@ -226,26 +252,8 @@ impl Ingest {
         released: Time,
         out: &mut Ingested,
     ) {
-        let dead_letter = |out: &mut Ingested, reason: String| {
-            if self.keep.unowned() {
-                let at = (origin.at)();
-                let record = match at {
-                    // A fixture line is text, lossily decoded.
-                    Position::File { .. } => {
-                        Payload::Text(String::from_utf8_lossy(bytes).into_owned())
-                    }
-                    Position::Kafka { .. } => Payload::from_bytes(bytes),
-                };
-                out.dead_letters.push(DeadLetter {
-                    stream: origin.stream,
-                    at,
-                    reason,
-                    record,
-                });
-            }
-        };
         let parsed = match parsed {
-            Err(reason) => return dead_letter(out, reason),
+            Err(reason) => return self.dead_letter(origin, bytes, reason, out),
             Ok(parsed) => parsed,
         };
         let t = parsed.time();
@@ -269,7 +277,7 @@ impl Ingest {
                     format_rfc3339(released)
                 )
             };
-            return dead_letter(out, why);
+            return self.dead_letter(origin, bytes, why, out);
         }
         let keep = match &parsed {
             Parsed::Event(a) => self.keep.user(a.hash()),

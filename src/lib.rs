@@ -5,10 +5,14 @@
 pub mod connect;
 pub mod dataflow;
 pub mod explain;
+pub mod feed;
 pub mod r#gen;
 pub mod ingest;
+pub mod job;
+pub mod ops;
 pub mod record;
 pub mod replay;
+pub mod run;
 pub mod sink;
 pub mod source;
 pub mod spec;

@@ -74,9 +74,10 @@ enum Command {
         /// The --out directory of the cluster replay.
         dir: PathBuf,
     },
-    /// Validate specs; print what is wrong with each, with file and line.
+    /// Validate specs and job configs (a job config also has its spec
+    /// checked); print what is wrong with each, with file and line.
     Check {
-        /// Spec files (TOML).
+        /// Spec or job config files (TOML).
         #[arg(required = true)]
         specs: Vec<PathBuf>,
     },
@@ -125,6 +126,53 @@ enum Command {
         /// Worker threads.
         #[arg(short = 'w', long = "workers", default_value_t = 1)]
         workers: usize,
+    },
+    /// Run the live job on Kafka until SIGTERM or SIGINT (DESIGN.md §7).
+    ///
+    /// Reads the job config's input topics (partition p of each by worker
+    /// p mod W), decides, and produces dispatches, suppressions and dead
+    /// letters to its output topics; serves /metrics, /healthz and /readyz
+    /// on [http] listen (process I of a cluster on its port + I). On a stop
+    /// signal: stops reading, waits for the outputs to be acknowledged,
+    /// commits the offsets they cover, exits 0.
+    #[command(disable_help_flag = true)]
+    Run {
+        /// The job config (TOML), e.g. dataflows/job.toml.
+        #[arg(long)]
+        config: PathBuf,
+        #[command(flatten)]
+        workers: WorkerArgs,
+        /// Print help.
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
+    },
+    /// Load a fixture directory into a job's input topics, keyed by user,
+    /// in file order.
+    Produce {
+        /// The job config (TOML): its brokers and topics are used.
+        #[arg(long)]
+        config: PathBuf,
+        /// The fixture directory.
+        #[arg(long)]
+        fixture: PathBuf,
+        /// Records per second (default: as fast as the broker takes them).
+        #[arg(long)]
+        rate: Option<f64>,
+    },
+    /// Print the messages of an output topic as they arrive.
+    Tail {
+        /// The job config (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// dispatches, suppressions, dead_letters, or a topic name.
+        #[arg(long, default_value = "dispatches")]
+        topic: String,
+        /// Start at the topic's beginning, not its end.
+        #[arg(long)]
+        from_beginning: bool,
+        /// Stop after this many messages.
+        #[arg(long)]
+        limit: Option<u64>,
     },
     /// Replay the bundled demo (the default command).
     Demo {
@@ -196,6 +244,10 @@ impl WorkerArgs {
             connect_timeout: Duration::from_secs(self.connect_timeout),
         }
     }
+}
+
+fn load_job(path: &Path) -> anyhow::Result<nudgeflow::job::JobConfig> {
+    nudgeflow::job::JobConfig::load(path).map_err(|e| anyhow::anyhow!("bad job config: {e}"))
 }
 
 fn load_spec(path: &Path) -> anyhow::Result<Arc<Spec>> {
@@ -379,9 +431,46 @@ fn main() -> std::process::ExitCode {
             workers,
         }) => explain(&spec, fixture, &user, workers),
         Some(Command::Merge { dir }) => merge(&dir),
+        Some(Command::Run {
+            config, workers, ..
+        }) => load_job(&config).and_then(|job| {
+            nudgeflow::run::run(nudgeflow::run::RunOptions {
+                job,
+                cluster: workers.cluster(),
+            })
+        }),
+        Some(Command::Produce {
+            config,
+            fixture,
+            rate,
+        }) => load_job(&config).and_then(|job| {
+            let started = std::time::Instant::now();
+            let n = nudgeflow::feed::produce(&job, &fixture, rate)?;
+            eprintln!(
+                "produced {n} records from {} to {} in {:.2} s",
+                fixture.display(),
+                job.kafka.brokers,
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }),
+        Some(Command::Tail {
+            config,
+            topic,
+            from_beginning,
+            limit,
+        }) => load_job(&config)
+            .and_then(|job| nudgeflow::feed::tail(&job, &topic, from_beginning, limit)),
         Some(Command::Check { specs }) => {
             let mut bad = 0;
             for path in &specs {
+                if let Some(result) = check_job(path) {
+                    if let Err(e) = result {
+                        bad += 1;
+                        eprintln!("{e}");
+                    }
+                    continue;
+                }
                 match Spec::load(path) {
                     Ok(spec) if spec.rules.is_empty() => println!(
                         "{}: ok, but it has no [[rule]]: every event would be decided to nothing",
@@ -423,6 +512,29 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Checks a job config and the spec it names, printing "ok" with what it
+/// runs; `None` when the file is not a job config (it is checked as a
+/// spec).
+fn check_job(path: &Path) -> Option<anyhow::Result<()>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    if !nudgeflow::job::JobConfig::looks_like_job(&text) {
+        return None;
+    }
+    Some((|| {
+        let job = nudgeflow::job::JobConfig::parse(path, &text)?;
+        let spec = Spec::load(&job.spec)?;
+        println!(
+            "{}: ok (job config: {} with {} rule(s), brokers {}, group {:?})",
+            path.display(),
+            job.spec.display(),
+            spec.rules.len(),
+            job.kafka.brokers,
+            job.kafka.group
+        );
+        Ok(())
+    })())
 }
 
 fn merge(dir: &Path) -> anyhow::Result<()> {

@@ -204,10 +204,38 @@ struct Prepared {
 
 fn prepare(opts: &ReplayOptions) -> anyhow::Result<Prepared> {
     let plan = FixturePlan::open(&opts.fixture, opts.stripe_bytes, opts.stripes_per_step)?;
+    let Communication {
+        worker,
+        builders,
+        others,
+        part,
+    } = communicate(&opts.cluster, opts.progress)?;
+    Ok(Prepared {
+        plan,
+        worker,
+        builders,
+        others,
+        part,
+    })
+}
+
+/// Timely's communication for a cluster: its workers' allocators, what
+/// keeps them up, and (with several processes) which part of the cluster
+/// this process is.
+pub(crate) struct Communication {
+    pub worker: timely::WorkerConfig,
+    pub builders: Vec<AllocatorBuilder>,
+    pub others: Box<dyn std::any::Any + Send>,
+    pub part: Option<PartManifest>,
+}
+
+/// Builds the communication of `cluster`; with several processes, first
+/// connects to every peer (reporting the ones waited for when `progress`).
+pub(crate) fn communicate(cluster: &Cluster, progress: bool) -> anyhow::Result<Communication> {
     let timely::Config {
         communication,
         worker,
-    } = opts.cluster.timely_config()?;
+    } = cluster.timely_config()?;
     let (builders, others, part) = match communication {
         CommunicationConfig::Cluster {
             threads,
@@ -215,12 +243,8 @@ fn prepare(opts: &ReplayOptions) -> anyhow::Result<Prepared> {
             addresses,
             ..
         } => {
-            let connected = crate::connect::connect(
-                &addresses,
-                process,
-                opts.cluster.connect_timeout,
-                opts.progress,
-            )?;
+            let connected =
+                crate::connect::connect(&addresses, process, cluster.connect_timeout, progress)?;
             let hooks = timely::communication::Hooks::default();
             let local = ProcessBuilder::new_typed_vector(
                 threads,
@@ -254,8 +278,7 @@ fn prepare(opts: &ReplayOptions) -> anyhow::Result<Prepared> {
             (builders, others, None)
         }
     };
-    Ok(Prepared {
-        plan,
+    Ok(Communication {
         worker,
         builders,
         others,

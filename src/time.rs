@@ -183,6 +183,15 @@ const DURATION_UNITS: [(&str, &str, i64); 5] = [
     ("ms", "milliseconds", 1),
 ];
 
+/// The wall clock, in milliseconds since the Unix epoch. Only the live
+/// job reads it (to release event time on idle partitions, §7); replays
+/// never do.
+pub fn now_ms() -> Time {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Time)
+}
+
 /// Parses a duration such as `"30m"`, `"1h30m"`, `"1h 30m"`, `"2d"`,
 /// `"500ms"`, `"0s"`: numbers with units `d` (24 hours), `h`, `m` (or
 /// `min`), `s`, `ms`, each unit at most once and from largest to smallest,

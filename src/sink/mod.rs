@@ -1,8 +1,9 @@
-//! Sinks: where decisions leave the dataflow. Today: JSON-lines files and a
-//! summary (`files`); Kafka and HTTP sinks come later and take the same
-//! [`Decision`] stream.
+//! Sinks: where decisions leave the dataflow: JSON-lines files and a
+//! summary (`files`, for replays) and Kafka topics (`kafka`, for the live
+//! job), both from the same [`Decision`] and report streams.
 
 pub mod files;
+pub mod kafka;
 
 use std::cell::RefCell;
 use std::rc::Rc;

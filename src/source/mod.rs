@@ -6,6 +6,7 @@
 //! ties "later in the stream wins" between records of one partition.
 
 pub mod fixture;
+pub mod kafka;
 
 use timely::dataflow::Stream;
 

@@ -308,7 +308,10 @@ fn describe(v: &DeValue<'_>) -> String {
 /// Damerau–Levenshtein distance (case ignored), at most a third of the
 /// candidate's length away (one edit for short ones) and not wholly
 /// different (fewer edits than the candidate has characters).
-fn suggest<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+pub(crate) fn suggest<'c>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'c str>,
+) -> Option<&'c str> {
     let word = word.to_lowercase();
     candidates
         .into_iter()

@@ -1,0 +1,163 @@
+//! The HTTP endpoints of the live job: `GET /metrics` (OpenMetrics text;
+//! behind the bearer token when one is configured), `GET /healthz` (200
+//! while the process runs) and `GET /readyz` (200 once every partition has
+//! been caught up once, 503 before). They run on a one-thread tokio runtime
+//! of their own ([`spawn`]); later routes (the query API) join [`routes`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::metrics::Metrics;
+
+/// Whether the job is ready; clones share it.
+#[derive(Clone, Default)]
+pub struct Health(Arc<AtomicBool>);
+
+impl Health {
+    pub fn new() -> Health {
+        Health::default()
+    }
+
+    pub fn set_ready(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Clone)]
+struct Ops {
+    metrics: Metrics,
+    health: Health,
+    token: Option<Arc<str>>,
+}
+
+impl Ops {
+    /// `None` when the request may go on; else the 401 to answer.
+    fn unauthorized(&self, headers: &HeaderMap) -> Option<Response> {
+        let token = self.token.as_deref()?;
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        (given != Some(token)).then(|| {
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "a bearer token is required (Authorization: Bearer <token>)\n",
+            )
+                .into_response()
+        })
+    }
+}
+
+async fn metrics(State(ops): State<Ops>, headers: HeaderMap) -> Response {
+    if let Some(denied) = ops.unauthorized(&headers) {
+        return denied;
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        ops.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(ops): State<Ops>) -> Response {
+    if ops.health.is_ready() {
+        "ready\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+/// The operational routes.
+pub fn routes(metrics: Metrics, health: Health, token: Option<String>) -> Router {
+    let ops = Ops {
+        metrics,
+        health,
+        token: token.map(Arc::from),
+    };
+    Router::new()
+        .route("/metrics", get(self::metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(ops)
+}
+
+/// The running server; stopped when dropped.
+pub struct Running {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Binds `listen` (port 0: any free port) and serves the routes on a
+/// thread of its own until the returned [`Running`] is dropped.
+pub fn spawn(
+    listen: SocketAddr,
+    token: Option<String>,
+    metrics: Metrics,
+    health: Health,
+) -> std::io::Result<Running> {
+    let listener = std::net::TcpListener::bind(listen)?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let app = routes(metrics, health, token);
+    let thread = std::thread::Builder::new()
+        .name("nudgeflow-http".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot serve HTTP");
+                        return;
+                    }
+                };
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "HTTP server failed");
+                }
+            })
+        })?;
+    Ok(Running {
+        addr,
+        stop: Some(stop),
+        thread: Some(thread),
+    })
+}

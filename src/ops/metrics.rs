@@ -1,0 +1,251 @@
+//! The live job's metrics, in Prometheus/OpenMetrics text (the
+//! `prometheus-client` crate). Recording is a few atomic operations, cheap
+//! enough for timely workers and librdkafka's callback threads.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+struct Inner {
+    registry: Registry,
+    records_in: Family<Labels, Counter>,
+    records_out: Family<Labels, Counter>,
+    decisions: Family<Labels, Counter>,
+    dead_letters: Family<Labels, Counter>,
+    produce_errors: Family<Labels, Counter>,
+    produce_retries: Family<Labels, Counter>,
+    consumer_lag: Family<Labels, Gauge>,
+    watermark_lag: Family<Labels, Gauge<f64, AtomicU64>>,
+    checkpoint_duration: Histogram,
+    checkpoint_bytes: Gauge,
+    latency: Histogram,
+}
+
+/// Every metric of the job; clones share them.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("nudgeflow");
+        let records_in = Family::default();
+        registry.register(
+            "records_in",
+            "Records read, per input topic",
+            records_in.clone(),
+        );
+        let records_out = Family::default();
+        registry.register(
+            "records_out",
+            "Output messages acknowledged by the broker, per topic",
+            records_out.clone(),
+        );
+        let decisions = Family::default();
+        registry.register(
+            "decisions",
+            "Decisions by outcome: dispatched, or the suppression reason",
+            decisions.clone(),
+        );
+        let dead_letters = Family::default();
+        registry.register(
+            "dead_letters",
+            "Bad input records, per stream",
+            dead_letters.clone(),
+        );
+        let produce_errors = Family::default();
+        registry.register(
+            "produce_errors",
+            "Output messages the broker did not take, per topic (each is sent again)",
+            produce_errors.clone(),
+        );
+        let produce_retries = Family::default();
+        registry.register(
+            "produce_retries",
+            "Output messages sent again, per topic",
+            produce_retries.clone(),
+        );
+        let consumer_lag = Family::default();
+        registry.register(
+            "consumer_lag",
+            "Messages behind the partition's end, per input topic and partition",
+            consumer_lag.clone(),
+        );
+        let watermark_lag = Family::default();
+        registry.register(
+            "watermark_lag_seconds",
+            "How far the event time a worker has released is behind the wall clock",
+            watermark_lag.clone(),
+        );
+        let checkpoint_duration = Histogram::new(exponential_buckets(0.01, 2.0, 14));
+        registry.register(
+            "checkpoint_duration_seconds",
+            "Time to write a checkpoint",
+            checkpoint_duration.clone(),
+        );
+        let checkpoint_bytes = Gauge::default();
+        registry.register(
+            "checkpoint_bytes",
+            "Size of the last checkpoint",
+            checkpoint_bytes.clone(),
+        );
+        // 0.5 ms to about 65 s.
+        let latency = Histogram::new(exponential_buckets(0.0005, 2.0, 18));
+        registry.register(
+            "end_to_end_latency_seconds",
+            "From a dispatch's decision time (its event's time, plus any delay) to the broker's acknowledgement of it",
+            latency.clone(),
+        );
+        Metrics(Arc::new(Inner {
+            registry,
+            records_in,
+            records_out,
+            decisions,
+            dead_letters,
+            produce_errors,
+            produce_retries,
+            consumer_lag,
+            watermark_lag,
+            checkpoint_duration,
+            checkpoint_bytes,
+            latency,
+        }))
+    }
+
+    fn topic(topic: &str) -> Labels {
+        vec![("topic", topic.to_string())]
+    }
+
+    pub fn record_in(&self, topic: &str, n: u64) {
+        self.0
+            .records_in
+            .get_or_create(&Self::topic(topic))
+            .inc_by(n);
+    }
+
+    pub fn record_out(&self, topic: &str, n: u64) {
+        self.0
+            .records_out
+            .get_or_create(&Self::topic(topic))
+            .inc_by(n);
+    }
+
+    pub fn decision(&self, outcome: &str, n: u64) {
+        self.0
+            .decisions
+            .get_or_create(&vec![("outcome", outcome.to_string())])
+            .inc_by(n);
+    }
+
+    pub fn dead_letter(&self, stream: &str, n: u64) {
+        self.0
+            .dead_letters
+            .get_or_create(&vec![("stream", stream.to_string())])
+            .inc_by(n);
+    }
+
+    pub fn produce_error(&self, topic: &str) {
+        self.0
+            .produce_errors
+            .get_or_create(&Self::topic(topic))
+            .inc();
+    }
+
+    pub fn produce_retry(&self, topic: &str) {
+        self.0
+            .produce_retries
+            .get_or_create(&Self::topic(topic))
+            .inc();
+    }
+
+    pub fn consumer_lag(&self, topic: &str, partition: i32, lag: i64) {
+        let labels = vec![
+            ("topic", topic.to_string()),
+            ("partition", partition.to_string()),
+        ];
+        self.0.consumer_lag.get_or_create(&labels).set(lag);
+    }
+
+    pub fn watermark_lag(&self, worker: usize, seconds: f64) {
+        self.0
+            .watermark_lag
+            .get_or_create(&vec![("worker", worker.to_string())])
+            .set(seconds);
+    }
+
+    pub fn checkpoint(&self, seconds: f64, bytes: u64) {
+        self.0.checkpoint_duration.observe(seconds);
+        self.0.checkpoint_bytes.set(bytes as i64);
+    }
+
+    pub fn end_to_end_latency(&self, seconds: f64) {
+        self.0.latency.observe(seconds);
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.0.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_values_are_encoded_with_their_labels() {
+        let m = Metrics::new();
+        m.record_in("nudgeflow.events", 3);
+        m.record_in("nudgeflow.events", 2);
+        m.decision("dispatched", 4);
+        m.decision("capped", 1);
+        m.consumer_lag("nudgeflow.events", 1, 17);
+        m.watermark_lag(0, 0.25);
+        m.end_to_end_latency(0.003);
+        let text = m.encode();
+        assert!(
+            text.contains("nudgeflow_records_in_total{topic=\"nudgeflow.events\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("nudgeflow_decisions_total{outcome=\"capped\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("nudgeflow_consumer_lag{topic=\"nudgeflow.events\",partition=\"1\"} 17"),
+            "{text}"
+        );
+        assert!(
+            text.contains("nudgeflow_watermark_lag_seconds{worker=\"0\"} 0.25"),
+            "{text}"
+        );
+        assert!(
+            text.contains("nudgeflow_end_to_end_latency_seconds_count 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("nudgeflow_end_to_end_latency_seconds_bucket{le=\"0.004\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("nudgeflow_end_to_end_latency_seconds_bucket{le=\"0.002\"} 0"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}

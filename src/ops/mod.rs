@@ -1,0 +1,10 @@
+//! Operations: the live job's Prometheus metrics (`metrics`) and its HTTP
+//! endpoints (`http`): `/metrics`, `/healthz` and `/readyz` (DESIGN.md §7
+//! "Observability"), served on a small tokio runtime of their own so that
+//! timely workers never block on I/O.
+
+pub mod http;
+pub mod metrics;
+
+pub use http::{Health, Running, spawn};
+pub use metrics::Metrics;

@@ -1,0 +1,148 @@
+//! `nudgeflow run`: the live job (DESIGN.md §7). The same decision
+//! dataflow as `replay`, between the Kafka source (`source::kafka`) and the
+//! Kafka sink (`sink::kafka`), on timely workers in one or many processes,
+//! until SIGTERM or SIGINT.
+//!
+//! Each process serves `/metrics`, `/healthz` and `/readyz` (`ops`). On a
+//! stop signal every worker stops reading, waits until the outputs before
+//! the event time all workers have released are acknowledged, commits the
+//! offsets that time covers, and the process exits 0. Decisions still
+//! pending (a delay not yet due) are not made at a stop: without a
+//! checkpoint they are lost with the process (checkpoints keep them).
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use timely::dataflow::operators::Probe;
+use timely::dataflow::operators::probe::Handle;
+
+use crate::dataflow::{self, DecideStats};
+use crate::job::JobConfig;
+use crate::ops::{Health, Metrics};
+use crate::replay::{Cluster, Communication, communicate};
+use crate::sink::kafka::kafka_sink;
+use crate::source::kafka::{Control, kafka_source};
+use crate::spec::Spec;
+use crate::time::Time;
+
+pub struct RunOptions {
+    pub job: JobConfig,
+    pub cluster: Cluster,
+}
+
+/// The HTTP address of process `process`: the configured port plus the
+/// process index, so that the processes of one host do not collide (port 0
+/// stays 0: any free port).
+fn listen_address(job: &JobConfig, process: usize) -> SocketAddr {
+    let mut addr = job.http.listen;
+    if addr.port() != 0 {
+        addr.set_port(addr.port() + process as u16);
+    }
+    addr
+}
+
+/// Runs the job until a stop signal; returns once every worker has
+/// committed what it could.
+pub fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let RunOptions { job, cluster } = opts;
+    let spec = Arc::new(Spec::load(&job.spec).map_err(|e| anyhow::anyhow!("bad spec: {e}"))?);
+    let token = match &job.http.token_env {
+        None => None,
+        Some(var) => Some(std::env::var(var).with_context(|| {
+            format!(
+                "{}: [http] token_env names {var:?}, which is not set: export it or leave token_env empty",
+                job.path.display()
+            )
+        })?),
+    };
+    let metrics = Metrics::new();
+    let health = Health::new();
+    let listen = listen_address(&job, cluster.process);
+    let server = crate::ops::spawn(listen, token, metrics.clone(), health.clone())
+        .with_context(|| format!("cannot serve HTTP on {listen}"))?;
+    tracing::info!(addr = %server.addr, "serving /metrics, /healthz and /readyz");
+    eprintln!("nudgeflow: http on {}", server.addr);
+
+    let control = Arc::new(Control::new(cluster.workers, metrics.clone(), health));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, control.stop.clone())
+            .context("cannot install the signal handlers")?;
+    }
+    let Communication {
+        worker: worker_config,
+        builders,
+        others,
+        ..
+    } = communicate(&cluster, true)?;
+    let job = Arc::new(job);
+    let failure: Arc<Mutex<Option<String>>> = Arc::default();
+    let worker_failure = failure.clone();
+    let workers = cluster.workers;
+    tracing::info!(
+        brokers = %job.kafka.brokers,
+        group = %job.kafka.group,
+        workers,
+        processes = cluster.processes,
+        process = cluster.process,
+        "run starting"
+    );
+    let guards = timely::execute::execute_from(builders, others, worker_config, move |worker| {
+        let acked = Handle::<Time>::new();
+        let released = Handle::<Time>::new();
+        let built = worker.dataflow::<Time, _, _>(|scope| -> anyhow::Result<()> {
+            let source = kafka_source(
+                scope,
+                job.clone(),
+                spec.clone(),
+                acked.clone(),
+                released.clone(),
+                control.clone(),
+            )?;
+            let arrivals = source.arrivals.probe_with(&released);
+            let stats = Rc::new(RefCell::new(DecideStats::default()));
+            let decisions = dataflow::build((arrivals, source.profile), spec.clone(), stats);
+            kafka_sink(
+                decisions,
+                source.reports,
+                spec.clone(),
+                &job,
+                control.metrics.clone(),
+                &acked,
+            )
+        });
+        if let Err(e) = built {
+            tracing::error!(worker = worker.index(), error = %format!("{e:#}"), "cannot start");
+            worker_failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(format!("{e:#}"));
+            control.stop.store(true, Ordering::SeqCst);
+            control.finished.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
+        while !(control.stop.load(Ordering::Relaxed)
+            && control.finished.load(Ordering::SeqCst) >= workers)
+        {
+            worker.step_or_park(Some(Duration::from_millis(100)));
+        }
+        // The sources hold their capabilities (what is pending stays
+        // undecided), so the dataflow never completes: drop it.
+        for id in worker.installed_dataflows() {
+            worker.drop_dataflow(id);
+        }
+    })
+    .map_err(|e| anyhow::anyhow!("cannot start timely workers: {e}"))?;
+    let joined: Result<Vec<()>, String> = guards.join().into_iter().collect();
+    drop(server);
+    if let Some(e) = failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        anyhow::bail!(e);
+    }
+    joined.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))?;
+    tracing::info!("stopped: outputs acknowledged and offsets committed");
+    Ok(())
+}

@@ -1,0 +1,369 @@
+//! The Kafka sink of `nudgeflow run` (DESIGN.md §7): every output record
+//! is one message on its topic.
+//!
+//! - input: the worker's decisions and the source's reports (dead letters,
+//!   counts), each batch at a timely time t.
+//! - output: dispatches and suppressions keyed by user (dispatches with the
+//!   `idempotency-key`, `nudgeflow-channel` and `nudgeflow-rule` headers),
+//!   dead letters keyed by their partition (`topic/partition`); and an
+//!   empty timely stream whose frontier is "every output before t is
+//!   acknowledged by the broker": the sink holds a capability at t while
+//!   any message of t is unacknowledged. The source commits offsets
+//!   behind that frontier.
+//! - delivery: one idempotent producer per worker, `acks=all`. A message
+//!   the broker does not take (librdkafka gave up, or its queue is full) is
+//!   counted and sent again, never dropped.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rdkafka::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::probe::{Handle, Probe};
+use timely::scheduling::SyncActivator;
+
+use crate::job::JobConfig;
+use crate::ops::Metrics;
+use crate::record::output::{Decision, dispatch_id};
+use crate::source::Report;
+use crate::spec::Spec;
+use crate::time::Time;
+
+/// The output topics, indexed by [`Out`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Out {
+    Dispatches = 0,
+    Suppressions = 1,
+    DeadLetters = 2,
+}
+
+/// What a message carries through librdkafka back to its delivery report.
+struct Sent {
+    time: Time,
+    out: Out,
+    /// A dispatch's decision time, for the end-to-end latency.
+    due: Option<Time>,
+}
+
+/// A message to send again.
+struct Retry {
+    sent: Box<Sent>,
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    headers: Option<OwnedHeaders>,
+}
+
+/// Shared by the sink and its producer's delivery reports.
+struct Acks {
+    /// Unacknowledged messages per timely time.
+    pending: Mutex<BTreeMap<Time, usize>>,
+    retries: Mutex<Vec<Retry>>,
+    activator: OnceLock<SyncActivator>,
+    topics: [String; 3],
+    metrics: Metrics,
+}
+
+impl Acks {
+    fn wake(&self) {
+        if let Some(a) = self.activator.get() {
+            let _ = a.activate();
+        }
+    }
+}
+
+struct SinkContext(Arc<Acks>);
+
+impl ClientContext for SinkContext {
+    fn stats(&self, _: rdkafka::statistics::Statistics) {}
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::source::kafka::log(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "kafka producer error");
+    }
+}
+
+impl ProducerContext for SinkContext {
+    type DeliveryOpaque = Box<Sent>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, sent: Box<Sent>) {
+        let acks = &self.0;
+        let topic = &acks.topics[sent.out as usize];
+        match result {
+            Ok(_) => {
+                acks.metrics.record_out(topic, 1);
+                if let Some(due) = sent.due {
+                    let lag = (crate::time::now_ms() - due).max(0);
+                    acks.metrics.end_to_end_latency(lag as f64 / 1000.0);
+                }
+                let mut pending = acks.pending.lock().unwrap_or_else(|e| e.into_inner());
+                let n = pending.get_mut(&sent.time).expect("a pending time");
+                *n -= 1;
+                if *n == 0 {
+                    pending.remove(&sent.time);
+                    drop(pending);
+                    acks.wake();
+                }
+            }
+            Err((error, message)) => {
+                acks.metrics.produce_error(topic);
+                tracing::warn!(%error, topic, "produce failed: sending again");
+                let headers = message.headers().map(|h| {
+                    use rdkafka::message::Headers;
+                    let mut owned = OwnedHeaders::new();
+                    for h in h.iter() {
+                        owned = owned.insert(Header {
+                            key: h.key,
+                            value: h.value,
+                        });
+                    }
+                    owned
+                });
+                acks.retries
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(Retry {
+                        sent,
+                        key: message.key().map(<[u8]>::to_vec),
+                        value: message.payload().unwrap_or_default().to_vec(),
+                        headers,
+                    });
+                acks.wake();
+            }
+        }
+    }
+}
+
+/// Sends one message, waiting while librdkafka's queue is full.
+fn send(
+    producer: &ThreadedProducer<SinkContext>,
+    acks: &Acks,
+    sent: Box<Sent>,
+    key: Option<&[u8]>,
+    value: &[u8],
+    headers: Option<OwnedHeaders>,
+) {
+    let topic = &acks.topics[sent.out as usize];
+    let mut record = BaseRecord::with_opaque_to(topic, sent).payload(value);
+    if let Some(k) = key {
+        record = record.key(k);
+    }
+    if let Some(h) = headers {
+        record = record.headers(h);
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, r)) => {
+                // Not retriable as is (e.g. larger than message.max.bytes):
+                // counted, logged, and retried slowly so it is never lost
+                // silently.
+                acks.metrics.produce_error(topic);
+                tracing::error!(error = %e, topic, "cannot produce: retrying in 1 s");
+                record = r;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// The producer of one worker: idempotent, `acks=all`.
+fn producer(job: &JobConfig, acks: Arc<Acks>) -> anyhow::Result<ThreadedProducer<SinkContext>> {
+    let mut config = crate::source::kafka::client_config(job);
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "1");
+    for (k, v) in &job.kafka.properties {
+        if k == "linger.ms" || k.starts_with("queue.buffering") || k.starts_with("batch.") {
+            config.set(k, v);
+        }
+    }
+    config
+        .create_with_context(SinkContext(acks))
+        .context("cannot create the Kafka producer")
+}
+
+/// Sinks decisions and reports into their topics; returns the stream
+/// whose frontier passes t once every output before t is acknowledged
+/// (attach `acked` to watch it).
+pub fn kafka_sink<'s>(
+    decisions: Stream<'s, Time, Vec<Decision>>,
+    reports: Stream<'s, Time, Vec<Report>>,
+    spec: Arc<Spec>,
+    job: &JobConfig,
+    metrics: Metrics,
+    acked: &Handle<Time>,
+) -> anyhow::Result<()> {
+    let scope = decisions.scope();
+    let acks = Arc::new(Acks {
+        pending: Mutex::new(BTreeMap::new()),
+        retries: Mutex::new(Vec::new()),
+        activator: OnceLock::new(),
+        topics: [
+            job.topics.dispatches.clone(),
+            job.topics.suppressions.clone(),
+            job.topics.dead_letters.clone(),
+        ],
+        metrics: metrics.clone(),
+    });
+    let producer = producer(job, acks.clone())?;
+    let mut builder = OperatorBuilder::new("KafkaSink".to_owned(), scope);
+    let info = builder.operator_info();
+    let _ = acks
+        .activator
+        .set(scope.worker().sync_activator_for(info.address.to_vec()));
+    let mut decisions_in = builder.new_input(decisions, Pipeline);
+    let mut reports_in = builder.new_input(reports, Pipeline);
+    let (_acked_out, acked_stream) = builder.new_output::<Vec<()>>();
+
+    builder.build(move |_capabilities| {
+        // Capabilities held for times with unacknowledged messages.
+        let mut held: BTreeMap<Time, Capability<Time>> = BTreeMap::new();
+        let mut value = Vec::with_capacity(512);
+        move |_frontiers| {
+            let retries =
+                std::mem::take(&mut *acks.retries.lock().unwrap_or_else(|e| e.into_inner()));
+            for r in retries {
+                acks.metrics
+                    .produce_retry(&acks.topics[r.sent.out as usize]);
+                send(
+                    &producer,
+                    &acks,
+                    r.sent,
+                    r.key.as_deref(),
+                    &r.value,
+                    r.headers,
+                );
+            }
+            let mut count = |time: Time, n: usize, cap: &dyn Fn() -> Capability<Time>| {
+                if n == 0 {
+                    return;
+                }
+                *acks
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(time)
+                    .or_insert(0) += n;
+                held.entry(time).or_insert_with(cap);
+            };
+            decisions_in.for_each(|cap, data| {
+                let time = *cap.least().expect("a time");
+                // Counted before sending: a delivery report may come at once.
+                count(time, data.len(), &|| {
+                    cap.retain_least(0).expect("a capability")
+                });
+                for d in data.drain(..) {
+                    value.clear();
+                    d.write_json(&spec, &mut value);
+                    match &d {
+                        Decision::Dispatch(x) => {
+                            let rule = &spec.rules[x.rule as usize];
+                            acks.metrics.decision("dispatched", 1);
+                            let id = dispatch_id(&x.user, &x.event_key, &rule.name, x.attempt)
+                                .hyphenated()
+                                .to_string();
+                            let headers = OwnedHeaders::new()
+                                .insert(Header {
+                                    key: "idempotency-key",
+                                    value: Some(id.as_bytes()),
+                                })
+                                .insert(Header {
+                                    key: "nudgeflow-channel",
+                                    value: Some(x.channel.as_str().as_bytes()),
+                                })
+                                .insert(Header {
+                                    key: "nudgeflow-rule",
+                                    value: Some(rule.name.as_bytes()),
+                                });
+                            let sent = Box::new(Sent {
+                                time,
+                                out: Out::Dispatches,
+                                due: Some(x.decision_time),
+                            });
+                            send(
+                                &producer,
+                                &acks,
+                                sent,
+                                Some(x.user.as_bytes()),
+                                &value,
+                                Some(headers),
+                            );
+                        }
+                        Decision::Suppression(s) => {
+                            acks.metrics.decision(s.reason.as_str(), 1);
+                            let sent = Box::new(Sent {
+                                time,
+                                out: Out::Suppressions,
+                                due: None,
+                            });
+                            send(
+                                &producer,
+                                &acks,
+                                sent,
+                                Some(s.user.as_bytes()),
+                                &value,
+                                None,
+                            );
+                        }
+                    }
+                }
+            });
+            reports_in.for_each(|cap, data| {
+                let time = *cap.least().expect("a time");
+                let letters = data
+                    .iter()
+                    .filter(|r| matches!(r, Report::DeadLetter(_)))
+                    .count();
+                count(time, letters, &|| {
+                    cap.retain_least(0).expect("a capability")
+                });
+                for r in data.drain(..) {
+                    if let Report::DeadLetter(d) = r {
+                        acks.metrics.dead_letter(d.stream.name(), 1);
+                        let key = match &d.at {
+                            crate::record::output::Position::Kafka {
+                                topic, partition, ..
+                            } => format!("{topic}/{partition}"),
+                            crate::record::output::Position::File { file, .. } => file.clone(),
+                        };
+                        let line = d.to_json_line();
+                        let sent = Box::new(Sent {
+                            time,
+                            out: Out::DeadLetters,
+                            due: None,
+                        });
+                        send(
+                            &producer,
+                            &acks,
+                            sent,
+                            Some(key.as_bytes()),
+                            line.as_bytes(),
+                            None,
+                        );
+                    }
+                }
+            });
+            // Release the times whose messages are all acknowledged.
+            let pending = acks.pending.lock().unwrap_or_else(|e| e.into_inner());
+            held.retain(|t, _| pending.contains_key(t));
+        }
+    });
+    acked_stream.probe_with(acked);
+    Ok(())
+}

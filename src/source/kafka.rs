@@ -1,0 +1,615 @@
+//! The Kafka source of `nudgeflow run` (DESIGN.md §7): each worker reads
+//! its own partitions of every input topic and ingests their records with
+//! `crate::ingest`, as the fixture source does with files.
+//!
+//! - input: partition p of each input topic, for worker p mod W (W: every
+//!   worker of every process), assigned directly (no group rebalancing),
+//!   from the group's committed offset, else from `[kafka] start`.
+//! - output: [`SourceStreams`] (arrivals, profile upserts, reports: dead
+//!   letters with topic, partition and offset, and counts).
+//! - time: records are sent at the worker's capability, the event time it
+//!   has released so far. It releases up to the least watermark of its
+//!   partitions that are not idle; a partition is idle once it is caught up
+//!   (librdkafka reported its end) and has delivered nothing for
+//!   `idle_timeout`; when all are idle, the worker releases up to the wall
+//!   clock minus `allowed_lateness` minus `idle_timeout`. A worker with no
+//!   partition at all holds nothing back. The capability moves at most once
+//!   per activation, never per record.
+//! - commits: when the worker releases T it notes every partition's
+//!   position; once every output before T is acknowledged by the broker
+//!   (the `acked` probe, fed by `sink::kafka`), those positions are
+//!   committed to the group.
+//!
+//! Message formats: the value is a §2 record; events may instead be in the
+//! CloudEvents binary mode (`ce_*` headers, the value being `data`), which
+//! is rebuilt into the structured JSON and parsed like it. A null value on
+//! the preferences topic deletes the preferences of the user the key names,
+//! at the message's timestamp. Any other null or empty value is bad input.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use timely::dataflow::Scope;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::probe::Handle;
+
+use crate::ingest::{Ingest, Ingested, Keep, Origin, Watermark};
+use crate::job::JobConfig;
+use crate::ops::{Health, Metrics};
+use crate::record::StreamKind;
+use crate::record::output::Position;
+use crate::source::SourceStreams;
+use crate::spec::Spec;
+use crate::time::{Time, format_rfc3339};
+
+/// Records a worker reads from one partition per activation, so that one
+/// busy partition does not starve the others or the rest of the dataflow.
+const BATCH: usize = 4096;
+
+/// What the workers of a process share with `run` and with each other.
+pub struct Control {
+    /// Set by SIGTERM/SIGINT: stop reading, commit what is acknowledged,
+    /// finish.
+    pub stop: Arc<AtomicBool>,
+    /// Workers of this process whose sources have finished.
+    pub finished: AtomicUsize,
+    /// Workers of this process not yet caught up on every partition.
+    pub not_ready: AtomicUsize,
+    pub metrics: Metrics,
+    pub health: Health,
+}
+
+impl Control {
+    pub fn new(workers: usize, metrics: Metrics, health: Health) -> Control {
+        Control {
+            stop: Arc::new(AtomicBool::new(false)),
+            finished: AtomicUsize::new(0),
+            not_ready: AtomicUsize::new(workers),
+            metrics,
+            health,
+        }
+    }
+
+    fn caught_up_once(&self) {
+        if self.not_ready.fetch_sub(1, Ordering::SeqCst) == 1 {
+            tracing::info!("every partition has been caught up once: ready");
+            self.health.set_ready();
+        }
+    }
+}
+
+/// The librdkafka client settings shared by the consumers and the
+/// producer: the brokers, then the job's properties (which may override
+/// anything nudgeflow does not own, see `job`).
+pub fn client_config(job: &JobConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &job.kafka.brokers);
+    for (k, v) in &job.kafka.properties {
+        config.set(k, v);
+    }
+    config
+}
+
+/// Logs librdkafka's messages with `tracing`, and publishes the consumer
+/// lag of each partition from its statistics.
+pub struct SourceContext {
+    metrics: Metrics,
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (p, part) in &t.partitions {
+                if *p >= 0 && part.consumer_lag >= 0 {
+                    self.metrics.consumer_lag(topic, *p, part.consumer_lag);
+                }
+            }
+        }
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::source::kafka::log(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        // The end of a partition is news (it may become idle), not an error.
+        if !matches!(error, KafkaError::PartitionEOF(_))
+            && !matches!(&error, KafkaError::Global(c) if *c == rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+        {
+            tracing::warn!(%error, reason, "kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {}
+
+/// librdkafka's log lines at their level.
+pub fn log(level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+    use rdkafka::config::RDKafkaLogLevel as L;
+    match level {
+        L::Emerg | L::Alert | L::Critical | L::Error => {
+            tracing::error!(target: "librdkafka", fac, "{message}")
+        }
+        L::Warning => tracing::warn!(target: "librdkafka", fac, "{message}"),
+        L::Notice | L::Info => tracing::info!(target: "librdkafka", fac, "{message}"),
+        L::Debug => tracing::debug!(target: "librdkafka", fac, "{message}"),
+    }
+}
+
+type Queue = rdkafka::consumer::base_consumer::PartitionQueue<SourceContext>;
+
+/// One partition this worker reads.
+struct Partition {
+    stream: StreamKind,
+    topic: Arc<str>,
+    partition: i32,
+    /// `topic/partition`, for messages.
+    name: String,
+    watermark: Watermark,
+    /// librdkafka has reported the end of the partition and nothing has
+    /// arrived since.
+    caught_up: bool,
+    last_record: Instant,
+    /// The offset after the last record read; `None` before the first.
+    next_offset: Option<i64>,
+}
+
+impl Partition {
+    fn idle(&self, now: Instant, idle_timeout: Duration) -> bool {
+        self.caught_up && now.duration_since(self.last_record) >= idle_timeout
+    }
+}
+
+/// The partitions of each input topic this worker reads; a topic the
+/// broker does not know is skipped with a warning (it may be created
+/// later, but is read only after a restart).
+fn my_partitions(
+    consumer: &BaseConsumer<SourceContext>,
+    job: &JobConfig,
+    index: usize,
+    peers: usize,
+) -> anyhow::Result<Vec<(StreamKind, String, i32)>> {
+    let mut mine = Vec::new();
+    for (stream, topic) in job.topics.inputs() {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(30))
+            .with_context(|| {
+                format!(
+                    "cannot read the metadata of topic {topic:?} from {}",
+                    job.kafka.brokers
+                )
+            })?;
+        let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
+            continue;
+        };
+        if let Some(e) = t.error() {
+            tracing::warn!(topic, stream = stream.name(), error = ?e, "input topic unavailable: not read");
+            continue;
+        }
+        for p in t.partitions() {
+            if p.id() as usize % peers == index {
+                mine.push((stream, topic.to_string(), p.id()));
+            }
+        }
+    }
+    Ok(mine)
+}
+
+/// The Kafka source of one worker.
+pub fn kafka_source<'s>(
+    scope: Scope<'s, Time>,
+    job: Arc<JobConfig>,
+    spec: Arc<Spec>,
+    acked: Handle<Time>,
+    released_everywhere: Handle<Time>,
+    control: Arc<Control>,
+) -> anyhow::Result<SourceStreams<'s>> {
+    let (index, peers) = (scope.index(), scope.peers());
+    let mut builder = OperatorBuilder::new("KafkaSource".to_owned(), scope);
+    let info = builder.operator_info();
+    let (arrivals_out, arrivals) = builder.new_output();
+    let (profile_out, profile) = builder.new_output();
+    let (reports_out, reports) = builder.new_output();
+    let mut arrivals_out = OutputBuilder::from(arrivals_out);
+    let mut profile_out = OutputBuilder::from(profile_out);
+    let mut reports_out = OutputBuilder::from(reports_out);
+
+    let mut config = client_config(&job);
+    config
+        .set("group.id", &job.kafka.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("statistics.interval.ms", "1000")
+        .set("auto.offset.reset", job.kafka.start.as_str());
+    let context = SourceContext {
+        metrics: control.metrics.clone(),
+    };
+    let mut consumer: BaseConsumer<SourceContext> = config
+        .create_with_context(context)
+        .context("cannot create the Kafka consumer")?;
+    let activator = Arc::new(scope.worker().sync_activator_for(info.address.to_vec()));
+    let wake = activator.clone();
+    consumer.set_nonempty_callback(move || {
+        let _ = wake.activate();
+    });
+    let consumer = Arc::new(consumer);
+    let mine = my_partitions(&consumer, &job, index, peers)?;
+    let mut assignment = TopicPartitionList::new();
+    for (_, topic, p) in &mine {
+        assignment
+            .add_partition_offset(topic, *p, Offset::Stored)
+            .context("cannot build the assignment")?;
+    }
+    consumer
+        .assign(&assignment)
+        .context("cannot assign the partitions")?;
+    let allowed_lateness = spec.allowed_lateness;
+    let now = Instant::now();
+    let mut partitions = Vec::new();
+    let mut queues: Vec<Queue> = Vec::new();
+    for (stream, topic, p) in mine {
+        let mut queue = consumer
+            .split_partition_queue(&topic, p)
+            .with_context(|| format!("cannot read partition {topic}/{p}"))?;
+        let wake = activator.clone();
+        queue.set_nonempty_callback(move || {
+            let _ = wake.activate();
+        });
+        partitions.push(Partition {
+            stream,
+            name: format!("{topic}/{p}"),
+            topic: topic.into(),
+            partition: p,
+            watermark: Watermark::new(allowed_lateness),
+            caught_up: false,
+            last_record: now,
+            next_offset: None,
+        });
+        queues.push(queue);
+    }
+    tracing::info!(
+        worker = index,
+        partitions = %partitions.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(","),
+        "reading"
+    );
+    let idle_timeout = job.idle_timeout;
+    let tick = (idle_timeout / 2).clamp(Duration::from_millis(5), Duration::from_millis(100));
+
+    builder.build(move |capabilities| {
+        let activator = scope.activator_for(info.address.clone());
+        let mut capabilities = Some(capabilities);
+        let mut ingest = Ingest::new(spec, Keep::All);
+        let mut ingested = Ingested::default();
+        let mut released = Time::MIN;
+        let mut ready = partitions.is_empty();
+        if ready {
+            control.caught_up_once();
+        }
+        // Positions noted at each release, oldest first, until committed.
+        let mut noted: VecDeque<(Time, TopicPartitionList)> = VecDeque::new();
+        let mut scratch = Vec::new();
+        let mut stopping_since: Option<Instant> = None;
+        let mut counted = false;
+
+        move |_frontiers| {
+            let now = Instant::now();
+            let stopping = control.stop.load(Ordering::Relaxed);
+            let Some(caps) = capabilities.as_mut() else {
+                // Without partitions: nothing to read, held or committed.
+                if stopping && !counted {
+                    counted = true;
+                    control.finished.fetch_add(1, Ordering::SeqCst);
+                } else if !counted {
+                    activator.activate_after(tick);
+                }
+                return;
+            };
+            // Serve the consumer's own queue (errors, statistics).
+            while let Some(result) = consumer.poll(Duration::ZERO) {
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "kafka consumer");
+                }
+            }
+            let mut more = false;
+            if !stopping {
+                for (part, queue) in partitions.iter_mut().zip(&queues) {
+                    let mut n = 0;
+                    while n < BATCH {
+                        let Some(result) = queue.poll(Duration::ZERO) else {
+                            break;
+                        };
+                        match result {
+                            Ok(message) => {
+                                n += 1;
+                                part.caught_up = false;
+                                part.last_record = now;
+                                part.next_offset = Some(message.offset() + 1);
+                                read(
+                                    &mut ingest,
+                                    part,
+                                    &message,
+                                    released,
+                                    &mut scratch,
+                                    &mut ingested,
+                                );
+                            }
+                            Err(KafkaError::PartitionEOF(_)) => {
+                                part.caught_up = true;
+                                break;
+                            }
+                            Err(e) => {
+                                tracing::warn!(partition = %part.name, error = %e, "kafka fetch");
+                                break;
+                            }
+                        }
+                    }
+                    if n > 0 {
+                        control.metrics.record_in(&part.topic, n as u64);
+                    }
+                    more |= n == BATCH;
+                }
+            }
+            let routed = &mut ingested.routed;
+            if !routed.arrivals.is_empty() {
+                arrivals_out
+                    .activate()
+                    .session(&caps[0])
+                    .give_container(&mut routed.arrivals);
+            }
+            if !routed.profile.is_empty() {
+                profile_out
+                    .activate()
+                    .session(&caps[1])
+                    .give_container(&mut routed.profile);
+            }
+            let reports = ingested.take_reports();
+            if !reports.is_empty() {
+                reports_out
+                    .activate()
+                    .session(&caps[2])
+                    .give_iterator(reports.into_iter());
+            }
+            if !ready && partitions.iter().all(|p| p.caught_up) {
+                ready = true;
+                control.caught_up_once();
+            }
+
+            // Release event time.
+            let wall = crate::time::now_ms();
+            if !stopping {
+                let active = partitions.iter().filter(|p| !p.idle(now, idle_timeout));
+                let target = if partitions.is_empty() {
+                    Time::MAX
+                } else {
+                    active
+                        .map(|p| p.watermark.get().unwrap_or(Time::MIN))
+                        .min()
+                        .unwrap_or_else(|| {
+                            wall - allowed_lateness - idle_timeout.as_millis() as Time
+                        })
+                };
+                if target > released {
+                    released = target;
+                    if target == Time::MAX {
+                        capabilities = None;
+                        activator.activate_after(tick);
+                        return;
+                    }
+                    for cap in caps.iter_mut() {
+                        cap.downgrade(&target);
+                    }
+                    noted.push_back((target, positions(&partitions)));
+                }
+                control
+                    .metrics
+                    .watermark_lag(index, wall.saturating_sub(released).max(0) as f64 / 1000.0);
+            }
+
+            // Commit the newest positions whose outputs are all acknowledged.
+            let mut commit = None;
+            while let Some((t, _)) = noted.front() {
+                if acked.less_than(t) {
+                    break;
+                }
+                commit = noted.pop_front().map(|(_, tpl)| tpl);
+            }
+            if let Some(tpl) = commit
+                && tpl.count() > 0
+            {
+                let mode = if stopping { CommitMode::Sync } else { CommitMode::Async };
+                if let Err(e) = consumer.commit(&tpl, mode) {
+                    tracing::warn!(error = %e, "cannot commit offsets");
+                }
+            }
+
+            if stopping {
+                // Stop once the outputs before what every worker has
+                // released are acknowledged, and their positions committed.
+                let since = *stopping_since.get_or_insert(now);
+                let everywhere = released_everywhere.with_frontier(|f| f.first().copied());
+                let done = match everywhere {
+                    None => true,
+                    Some(f) => !acked.less_than(&f) && noted.front().is_none_or(|(t, _)| *t > f),
+                };
+                if done || now.duration_since(since) > Duration::from_secs(30) {
+                    if !done {
+                        tracing::error!("outputs not acknowledged within 30 s of the stop: offsets not committed");
+                    }
+                    if let Some((_, tpl)) = noted.iter().rev().find(|(t, _)| !acked.less_than(t))
+                        && tpl.count() > 0
+                    {
+                        let _ = consumer.commit(tpl, CommitMode::Sync);
+                    }
+                    // Holding the capabilities keeps pending decisions
+                    // undecided: they are not complete.
+                    std::mem::forget(capabilities.take());
+                    counted = true;
+                    control.finished.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+            }
+            if more {
+                activator.activate();
+            } else {
+                activator.activate_after(tick);
+            }
+        }
+    });
+    Ok(SourceStreams {
+        arrivals,
+        profile,
+        reports,
+    })
+}
+
+/// The offset each partition will read next, for a commit.
+fn positions(partitions: &[Partition]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        if let Some(o) = p.next_offset {
+            let _ = tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(o));
+        }
+    }
+    tpl
+}
+
+/// Ingests one message: its value, a CloudEvents binary-mode event rebuilt
+/// from its headers, or a preferences tombstone.
+fn read(
+    ingest: &mut Ingest,
+    part: &mut Partition,
+    message: &BorrowedMessage<'_>,
+    released: Time,
+    scratch: &mut Vec<u8>,
+    out: &mut Ingested,
+) {
+    let at = || Position::Kafka {
+        topic: part.topic.to_string(),
+        partition: part.partition,
+        offset: message.offset(),
+    };
+    let origin = Origin {
+        stream: part.stream,
+        partition: &part.name,
+        at: &at,
+    };
+    let seq = message.offset() as u64;
+    let value = message.payload();
+    let bytes: &[u8] = match (part.stream, value) {
+        (StreamKind::Events, v) if binary_mode(message) => {
+            scratch.clear();
+            match rebuild_event(message, v.unwrap_or_default(), scratch) {
+                Ok(()) => scratch,
+                Err(reason) => {
+                    ingest.dead_letter(&origin, v.unwrap_or_default(), reason, out);
+                    return;
+                }
+            }
+        }
+        (StreamKind::Preferences, None) => {
+            scratch.clear();
+            match tombstone(message, scratch) {
+                Ok(()) => scratch,
+                Err(reason) => {
+                    ingest.dead_letter(&origin, &[], reason, out);
+                    return;
+                }
+            }
+        }
+        (_, None) | (_, Some([])) => {
+            let what = if value.is_none() { "null" } else { "empty" };
+            ingest.dead_letter(
+                &origin,
+                &[],
+                format!(
+                    "the message value is {what}: a {} record was expected",
+                    part.stream.name()
+                ),
+                out,
+            );
+            return;
+        }
+        (_, Some(v)) => v,
+    };
+    ingest.ingest(&origin, bytes, seq, &mut part.watermark, released, out);
+}
+
+fn header<'m>(message: &'m BorrowedMessage<'_>, name: &str) -> Option<&'m [u8]> {
+    message
+        .headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+}
+
+/// An event in the CloudEvents Kafka binding's binary mode carries
+/// `ce_specversion`.
+fn binary_mode(message: &BorrowedMessage<'_>) -> bool {
+    header(message, "ce_specversion").is_some()
+}
+
+/// Writes the structured JSON of a binary-mode event into `out`: its
+/// `ce_*` headers as attributes, the value as `data` (none when empty).
+fn rebuild_event(
+    message: &BorrowedMessage<'_>,
+    value: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    out.push(b'{');
+    let mut first = true;
+    for name in ["specversion", "id", "source", "type", "time", "subject"] {
+        let Some(v) = header(message, &format!("ce_{name}")) else {
+            continue;
+        };
+        let v = std::str::from_utf8(v)
+            .map_err(|_| format!("binary-mode event: header ce_{name} is not UTF-8"))?;
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        crate::record::output::push_json_str(out, name);
+        out.push(b':');
+        crate::record::output::push_json_str(out, v);
+    }
+    if !value.is_empty() {
+        serde_json::from_slice::<&serde_json::value::RawValue>(value).map_err(|e| {
+            format!("binary-mode event: the value (the event's data) is not JSON: {e}")
+        })?;
+        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(value);
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+/// Writes the preferences record a tombstone stands for: the key's user's
+/// preferences deleted at the message's timestamp.
+fn tombstone(message: &BorrowedMessage<'_>, out: &mut Vec<u8>) -> Result<(), String> {
+    let key = message
+        .key()
+        .ok_or("a preferences tombstone (null value) without a key: no user to delete")?;
+    let user = std::str::from_utf8(key)
+        .map_err(|_| "a preferences tombstone whose key is not UTF-8".to_string())?;
+    let time = message
+        .timestamp()
+        .to_millis()
+        .ok_or("a preferences tombstone without a timestamp")?;
+    out.extend_from_slice(b"{\"user\":");
+    crate::record::output::push_json_str(out, user);
+    out.extend_from_slice(b",\"time\":");
+    crate::record::output::push_json_str(out, &format_rfc3339(time));
+    out.extend_from_slice(b",\"deleted\":true}");
+    Ok(())
+}
