@@ -3,14 +3,15 @@
 # integration tests, the benchmarks, and trying `nudgeflow run` by hand.
 #
 #   scripts/kafka-up.sh [--engine sqlite|memory] [--dir DIR] [--port P]
-#                       [--partitions N] [--topics a,b,c] [--owner PID]
+#                       [--partitions N] [--topics a,b:1,c] [--owner PID]
 #
 # Installs Tansu only when missing (`cargo install tansu --locked --features
 # dynostore,libsql` into ${NUDGEFLOW_CACHE:-~/.cache/nudgeflow}/tansu, about
 # 10-15 minutes on two cores; one install even when several test binaries
 # ask at once). Starts it on a free loopback port with its data in DIR
 # (default: a new temporary directory), creates the topics (default: the
-# job config's default topics) and prints
+# job config's default topics; `name:N` gives one topic N partitions
+# instead of --partitions) and prints
 #   KAFKA_BROKERS=127.0.0.1:P
 #   KAFKA_DIR=DIR
 #   KAFKA_PID=PID
@@ -89,7 +90,10 @@ wait_port
 if [ "$fresh" = 1 ]; then
   IFS=, read -ra names <<<"$topics"
   for t in "${names[@]}"; do
-    [ -n "$t" ] && "$tansu" topic create "$t" --broker "$url" --partitions "$partitions" >>"$dir/tansu.log" 2>&1
+    [ -z "$t" ] && continue
+    n="$partitions"
+    case "$t" in *:*) n="${t##*:}"; t="${t%:*}" ;; esac
+    "$tansu" topic create "$t" --broker "$url" --partitions "$n" >>"$dir/tansu.log" 2>&1
   done
   if [ "$engine" = sqlite ]; then
     # Tansu reads each fetched record's headers by scanning an unindexed

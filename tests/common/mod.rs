@@ -5,6 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub mod kafka;
+
 use nudgeflow::replay::{Cluster, ReplayOptions, run_to_dir};
 use nudgeflow::source::fixture::DEFAULT_STRIPES_PER_STEP;
 use nudgeflow::spec::Spec;

@@ -1,0 +1,392 @@
+//! A real Kafka-compatible broker (Tansu, started by scripts/kafka-up.sh,
+//! which installs it when missing) and the live job, for integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use super::repo;
+
+pub enum Engine {
+    Memory,
+    Sqlite,
+}
+
+/// A broker on a free loopback port, stopped when dropped.
+pub struct Broker {
+    pub brokers: String,
+    pub dir: PathBuf,
+    _data: tempfile::TempDir,
+}
+
+impl Broker {
+    /// Starts a broker with `topics` of `partitions` partitions each.
+    pub fn start(engine: Engine, partitions: u32, topics: &[String]) -> Broker {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join("kafka");
+        let out = Command::new(repo().join("scripts/kafka-up.sh"))
+            .args([
+                "--engine",
+                match engine {
+                    Engine::Memory => "memory",
+                    Engine::Sqlite => "sqlite",
+                },
+            ])
+            .arg("--dir")
+            .arg(&dir)
+            .args(["--partitions", &partitions.to_string()])
+            .args(["--topics", &topics.join(",")])
+            .args(["--owner", &std::process::id().to_string()])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("scripts/kafka-up.sh runs");
+        assert!(out.status.success(), "kafka-up.sh failed");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let brokers = text
+            .lines()
+            .find_map(|l| l.strip_prefix("KAFKA_BROKERS="))
+            .expect("kafka-up.sh prints KAFKA_BROKERS")
+            .to_string();
+        Broker {
+            brokers,
+            dir,
+            _data: data,
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("tansu.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/kafka-down.sh"))
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+/// The topics of a job whose topic names start with `prefix`.
+pub fn topics(prefix: &str) -> Vec<String> {
+    [
+        "events",
+        "preferences",
+        "consent",
+        "receipts",
+        "erasures",
+        "dispatches",
+        "suppressions",
+        "dead-letters",
+        "churn-signals",
+    ]
+    .iter()
+    .map(|t| format!("{prefix}.{t}"))
+    .collect()
+}
+
+/// Writes a job config for `spec` on `brokers` whose topics start with
+/// `prefix`, into `dir/job.toml`.
+pub fn job_config(dir: &Path, brokers: &str, spec: &Path, prefix: &str, extra: &str) -> PathBuf {
+    let t = |s: &str| format!("{prefix}.{s}");
+    let text = format!(
+        "spec = {spec:?}\n{extra}\n[kafka]\nbrokers = {brokers:?}\ngroup = {group:?}\n\
+         properties = {{ \"fetch.wait.max.ms\" = 10 }}\n\
+         [topics]\nevents = {:?}\npreferences = {:?}\nconsent = {:?}\nreceipts = {:?}\n\
+         erasures = {:?}\ndispatches = {:?}\nsuppressions = {:?}\ndead_letters = {:?}\n\
+         churn_signals = {:?}\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        t("events"),
+        t("preferences"),
+        t("consent"),
+        t("receipts"),
+        t("erasures"),
+        t("dispatches"),
+        t("suppressions"),
+        t("dead-letters"),
+        t("churn-signals"),
+        spec = spec.display().to_string(),
+        group = format!("{prefix}-group"),
+    );
+    let path = dir.join("job.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn nudgeflow() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_nudgeflow"))
+}
+
+/// `nudgeflow produce` of a fixture into the job's topics.
+pub fn produce_fixture(config: &Path, fixture: &Path) {
+    let out = nudgeflow()
+        .args(["produce", "--config"])
+        .arg(config)
+        .arg("--fixture")
+        .arg(fixture)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "produce failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A running `nudgeflow run`; killed when dropped.
+pub struct Job {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Job {
+    /// Starts `nudgeflow run --config CONFIG ARGS…`, logging into
+    /// `dir/run-N.log`.
+    pub fn start(config: &Path, args: &[&str]) -> Job {
+        let dir = config.parent().unwrap();
+        let n = std::fs::read_dir(dir).unwrap().count();
+        let log = dir.join(format!("run-{n}.log"));
+        let child = nudgeflow()
+            .args(["run", "--config"])
+            .arg(config)
+            .args(args)
+            .env("NUDGEFLOW_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Job {
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits (at most a minute) for the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "the job did not stop within 60 s of SIGTERM:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Fails with the job's log if it has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+            panic!("the job exited ({status}):\n{}", self.log());
+        }
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn client(brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    c
+}
+
+pub fn producer(brokers: &str) -> BaseProducer {
+    client(brokers)
+        .set("linger.ms", "1")
+        .create()
+        .expect("a producer")
+}
+
+/// Sends one message and waits for its acknowledgement.
+pub fn send(
+    producer: &BaseProducer,
+    topic: &str,
+    key: Option<&str>,
+    value: Option<&[u8]>,
+    headers: &[(&str, &str)],
+) {
+    let mut record = BaseRecord::<str, [u8]>::to(topic);
+    if let Some(k) = key {
+        record = record.key(k);
+    }
+    if let Some(v) = value {
+        record = record.payload(v);
+    }
+    if !headers.is_empty() {
+        let mut h = rdkafka::message::OwnedHeaders::new();
+        for (k, v) in headers {
+            h = h.insert(rdkafka::message::Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        record = record.headers(h);
+    }
+    producer.send(record).map_err(|(e, _)| e).unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// A message read back.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub value: String,
+    pub headers: Vec<(String, String)>,
+    pub at: Instant,
+}
+
+/// Reads `topic` from the beginning until it holds at least `n` messages
+/// and nothing more arrives for `settle`, or `timeout` passes.
+pub fn read_topic(
+    brokers: &str,
+    topic: &str,
+    n: usize,
+    settle: Duration,
+    timeout: Duration,
+) -> Vec<Received> {
+    let consumer: BaseConsumer = client(brokers)
+        .set("group.id", "nudgeflow-tests-reader")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .unwrap();
+        }
+    }
+    consumer.assign(&tpl).unwrap();
+    let started = Instant::now();
+    let mut last = Instant::now();
+    let mut out = Vec::new();
+    while started.elapsed() < timeout && (out.len() < n || last.elapsed() < settle) {
+        match consumer.poll(Duration::from_millis(50)) {
+            Some(Ok(m)) => {
+                last = Instant::now();
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_string(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(Received {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    value: String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+                    headers,
+                    at: last,
+                });
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// The offsets `group` has committed on `topic`, by partition.
+/// [`read_topic`] of several topics at once, each on its own thread.
+pub fn read_topics(
+    brokers: &str,
+    wanted: &[(String, usize)],
+    settle: Duration,
+    timeout: Duration,
+) -> Vec<Vec<Received>> {
+    std::thread::scope(|s| {
+        let readers: Vec<_> = wanted
+            .iter()
+            .map(|(topic, n)| s.spawn(move || read_topic(brokers, topic, *n, settle, timeout)))
+            .collect();
+        readers.into_iter().map(|r| r.join().unwrap()).collect()
+    })
+}
+
+pub fn committed(brokers: &str, group: &str, topic: &str) -> Vec<(i32, i64)> {
+    let consumer: BaseConsumer = client(brokers).set("group.id", group).create().unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            tpl.add_partition(topic, p.id());
+        }
+    }
+    let got = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    got.elements()
+        .iter()
+        .map(|e| {
+            let o = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => -1,
+            };
+            (e.partition(), o)
+        })
+        .collect()
+}
+
+/// The number of messages in each partition of `topic`.
+pub fn end_offsets(brokers: &str, topic: &str) -> Vec<(i32, i64)> {
+    let consumer: BaseConsumer = client(brokers).create().unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut out = Vec::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .unwrap();
+            out.push((p.id(), high));
+        }
+    }
+    out.sort();
+    out
+}
