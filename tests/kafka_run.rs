@@ -7,14 +7,19 @@
 
 mod common;
 
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
 use common::kafka::{
     Broker, Engine, Job, Received, job_config, produce_fixture, read_topics, topics,
 };
-use common::{read, repo};
+use common::kafka::{committed, end_offsets, producer, queue, read_topic, send, stop_all};
+use common::{http, read, repo};
+use nudgeflow::r#gen::{GenOptions, generate};
 use nudgeflow::time;
+use rdkafka::producer::Producer;
+use serde_json::value::RawValue;
 
 /// Fixtures whose outcome depends on each file being one partition (§7:
 /// each partition has its own watermark, so with a stream's records spread
@@ -50,21 +55,24 @@ fn compare(
     now: &str,
 ) -> Option<String> {
     let got = sorted_values(got);
+    let got_set: HashSet<&String> = got.iter().collect();
+    let expected_set: HashSet<&String> = expected.iter().collect();
     let missing: Vec<&String> = expected
         .iter()
-        .filter(|l| decided_at(l).as_str() <= now && !got.contains(l))
+        .filter(|l| decided_at(l).as_str() <= now && !got_set.contains(l))
+        .take(20)
         .collect();
-    let extra: Vec<&String> = got.iter().filter(|l| !expected.contains(l)).collect();
-    let mut seen = got.clone();
-    seen.dedup();
-    let twice = got.len() - seen.len();
+    let extra: Vec<&String> = got
+        .iter()
+        .filter(|l| !expected_set.contains(l))
+        .take(20)
+        .collect();
+    let twice = got.len() - got_set.len();
     if missing.is_empty() && extra.is_empty() && twice == 0 {
         return None;
     }
     Some(format!(
-        "{name}: {what}: {} missing, {} not expected, {twice} repeated\nmissing: {missing:#?}\nnot expected: {extra:#?}",
-        missing.len(),
-        extra.len()
+        "{name}: {what}: missing (at most 20 shown): {missing:#?}\nnot expected: {extra:#?}\n{twice} repeated"
     ))
 }
 
@@ -99,13 +107,15 @@ fn run_fixture(
     spec: &Path,
     expected: (usize, usize, usize),
     processes: usize,
+    workers: usize,
 ) -> (Vec<Received>, Vec<Received>, Vec<Received>) {
     let dir = tempfile::tempdir().unwrap();
     let config = job_config(dir.path(), &broker.brokers, spec, prefix, "");
     produce_fixture(&config, fixture);
     let mut jobs = Vec::new();
+    let w = workers.to_string();
     if processes == 1 {
-        jobs.push(Job::start(&config, &[]));
+        jobs.push(Job::start(&config, &["-w", &w]));
     } else {
         let hosts = common::two_process_hostfile(dir.path());
         let hosts = hosts.to_str().unwrap().to_string();
@@ -132,12 +142,12 @@ fn run_fixture(
         &broker.brokers,
         &wanted,
         Duration::from_secs(1),
-        Duration::from_secs(30),
+        // Generous for a debug build on a busy machine.
+        Duration::from_secs(30 + (expected.0 + expected.1) as u64 / 1000),
     )
     .into_iter();
-    for job in jobs {
-        let log = job.log();
-        let status = job.stop();
+    let logs: Vec<String> = jobs.iter().map(Job::log).collect();
+    for (status, log) in stop_all(jobs).into_iter().zip(logs) {
         assert!(status.success(), "the job exited with {status}:\n{log}");
     }
     (
@@ -149,6 +159,19 @@ fn run_fixture(
 
 #[test]
 fn golden_fixtures_decide_as_the_replay_does() {
+    goldens(1);
+}
+
+/// (b) The same across two processes of one worker each (timely's cluster
+/// mode over loopback): each reads only its worker's partitions.
+#[test]
+fn golden_fixtures_decide_the_same_across_two_processes() {
+    goldens(2);
+}
+
+/// (a) Every golden fixture, produced into its own topics, decided by
+/// `nudgeflow run` in `processes` processes.
+fn goldens(processes: usize) {
     let mut cases: Vec<_> = std::fs::read_dir(repo().join("fixtures"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -186,6 +209,7 @@ fn golden_fixtures_decide_as_the_replay_does() {
             case,
             &spec_path(case),
             (due(&dispatches), due(&suppressions), letters),
+            processes,
             1,
         );
         failures.extend(compare(&name, "dispatches", &d, &dispatches, &now));
@@ -198,4 +222,550 @@ fn golden_fixtures_decide_as_the_replay_does() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// (a, b) A generated stream of 200k events (all streams, re-sent
+/// duplicates, many users) decides as the replay does, in one process of
+/// two workers and in two processes of one worker.
+#[test]
+fn a_generated_stream_decides_as_the_replay_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = tmp.path().join("in");
+    let opts = GenOptions {
+        users: 20_000,
+        events: 200_000,
+        seed: 17,
+        out: fixture.clone(),
+        days: 7,
+        ..Default::default()
+    };
+    generate(&opts, &mut |_| {}).unwrap();
+    let spec_path = repo().join("dataflows/ecommerce.toml");
+    let spec = std::sync::Arc::new(nudgeflow::spec::Spec::load(&spec_path).unwrap());
+    let expected = tmp.path().join("expected");
+    common::replay(&spec, &fixture, &expected, 2, 1 << 20);
+    let dispatches = sorted_lines(&read(&expected.join("dispatches.jsonl")));
+    let suppressions = sorted_lines(&read(&expected.join("suppressions.jsonl")));
+    let letters = read(&expected.join("dead_letters.jsonl")).lines().count();
+    assert!(
+        dispatches.len() > 10_000,
+        "a realistic stream: {} dispatches",
+        dispatches.len()
+    );
+
+    let all: Vec<String> = ["w", "p"].iter().flat_map(|p| topics(p)).collect();
+    let broker = Broker::start(Engine::Memory, 4, &all);
+    let now = time::format_rfc3339(time::now_ms() - spec.allowed_lateness - 200);
+    let mut failures = Vec::new();
+    for (prefix, processes, workers) in [("w", 1, 2), ("p", 2, 1)] {
+        let (d, s, l) = run_fixture(
+            &broker,
+            prefix,
+            &fixture,
+            &spec_path,
+            (dispatches.len(), suppressions.len(), letters),
+            processes,
+            workers,
+        );
+        let name = format!("{processes} process(es) of {workers} worker(s)");
+        failures.extend(compare(&name, "dispatches", &d, &dispatches, &now));
+        failures.extend(compare(&name, "suppressions", &s, &suppressions, &now));
+        if l.len() != letters {
+            failures.push(format!(
+                "{name}: {} dead letters, expected {letters}",
+                l.len()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// A spec of one transactional rule on `t` (push, which needs no consent)
+/// and one delayed by 2 s on `d`, with 1 s of allowed lateness.
+fn small_spec(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("spec.toml");
+    std::fs::write(
+        &path,
+        "allowed_lateness = \"1s\"\n\
+         [[rule]]\nname = \"now\"\non = \"t\"\npurpose = \"transactional\"\nchannels = [\"push\"]\n\
+         [[rule]]\nname = \"later\"\non = \"d\"\npurpose = \"transactional\"\nchannels = [\"push\"]\ndelay = \"2s\"\n",
+    )
+    .unwrap();
+    path
+}
+
+fn event(id: &str, kind: &str, time: &str, user: &str) -> String {
+    format!(
+        r#"{{"specversion":"1.0","id":"{id}","source":"test","type":"{kind}","time":"{time}","subject":"{user}"}}"#
+    )
+}
+
+/// (c) On a topic that then stays silent, a delayed decision is made
+/// within idle_timeout + allowed_lateness + 1 s of its wall-clock time:
+/// with every partition idle, the worker releases event time by the wall
+/// clock (§7).
+#[test]
+fn a_delayed_rule_fires_on_a_silent_topic() {
+    let broker = Broker::start(Engine::Memory, 2, &topics("s"));
+    let dir = tempfile::tempdir().unwrap();
+    let spec = small_spec(dir.path());
+    let config = job_config(dir.path(), &broker.brokers, &spec, "s", "");
+    let mut job = Job::start(&config, &[]);
+    job.wait_ready();
+    let t = time::now_ms();
+    let producer = producer(&broker.brokers);
+    let value = event("e-1", "d", &time::format_rfc3339(t), "u-1");
+    send(
+        &producer,
+        "s.events",
+        Some("u-1"),
+        Some(value.as_bytes()),
+        &[],
+    );
+    let due = t + 2_000;
+    let d = read_topic(
+        &broker.brokers,
+        "s.dispatches",
+        1,
+        Duration::ZERO,
+        Duration::from_secs(30),
+    );
+    let arrived = time::now_ms();
+    assert_eq!(d.len(), 1, "no dispatch:\n{}", job.log());
+    let v: serde_json::Value = serde_json::from_str(&d[0].value).unwrap();
+    assert_eq!(v["decision_time"], time::format_rfc3339(due).as_str());
+    let bound = 200 + 1_000 + 1_000;
+    assert!(
+        arrived >= due && arrived - due <= bound,
+        "the dispatch due at {due} arrived at {arrived}: {} ms after, the bound is {bound} ms",
+        arrived - due
+    );
+    assert!(job.stop().success());
+}
+
+/// (d) A flood of bad input of every kind, on every input topic, goes to
+/// the dead-letter topic, each record once with its topic, partition and
+/// offset, while the good events among it are decided and the job runs on.
+#[test]
+fn malformed_records_go_to_the_dead_letter_topic_while_decisions_go_on() {
+    let broker = Broker::start(Engine::Memory, 2, &topics("m"));
+    let dir = tempfile::tempdir().unwrap();
+    let spec = small_spec(dir.path());
+    let config = job_config(dir.path(), &broker.brokers, &spec, "m", "");
+    let mut job = Job::start(&config, &[]);
+    job.wait_ready();
+
+    type Bad = (
+        &'static str,
+        Option<Vec<u8>>,
+        Vec<(&'static str, &'static str)>,
+    );
+    let text = |t: &str| Some(t.as_bytes().to_vec());
+    let bad: Vec<Bad> = vec![
+        ("events", text("not json"), vec![]),
+        ("events", text(r#"{"specversion":"1.0","id":"x","#), vec![]),
+        (
+            "events",
+            text(
+                r#"{"specversion":"1.0","id":"x","source":"s","type":"t","time":"2026-01-01T00:00:00Z"}"#,
+            ),
+            vec![],
+        ),
+        (
+            "events",
+            text(
+                r#"{"specversion":"1.0","id":7,"source":"s","type":"t","time":"2026-01-01T00:00:00Z","subject":"u"}"#,
+            ),
+            vec![],
+        ),
+        (
+            "events",
+            text(
+                r#"{"specversion":"1.0","id":"x","source":"s","type":"t","time":"2026-13-01T00:00:00Z","subject":"u"}"#,
+            ),
+            vec![],
+        ),
+        (
+            "events",
+            text(
+                r#"{"specversion":"1.0","id":"x","source":"s","type":"t","time":"yesterday","subject":"u"}"#,
+            ),
+            vec![],
+        ),
+        ("events", text("[1,2,3]"), vec![]),
+        ("events", Some(vec![0xff, 0xfe, b'{', 0x80]), vec![]),
+        ("events", text(""), vec![]),
+        ("events", None, vec![]),
+        (
+            "events",
+            text("{not json either"),
+            vec![
+                ("ce_specversion", "1.0"),
+                ("ce_id", "b"),
+                ("ce_source", "s"),
+                ("ce_type", "t"),
+                ("ce_time", "2026-01-01T00:00:00Z"),
+                ("ce_subject", "u"),
+            ],
+        ),
+        (
+            "events",
+            text("{}"),
+            vec![
+                ("ce_specversion", "1.0"),
+                ("ce_id", "b"),
+                ("ce_source", "s"),
+                ("ce_type", "t"),
+                ("ce_time", "never"),
+                ("ce_subject", "u"),
+            ],
+        ),
+        (
+            "preferences",
+            text(r#"{"user":"u","time":"2026-01-01T00:00:00Z","channels":["fax"]}"#),
+            vec![],
+        ),
+        (
+            "preferences",
+            text(
+                r#"{"user":"u","time":"2026-01-01T00:00:00Z","quiet_hours":{"start":"22:00","end":"07:00","tz":"Mars/Olympus"}}"#,
+            ),
+            vec![],
+        ),
+        ("preferences", text(""), vec![]),
+        (
+            "consent",
+            text(
+                r#"{"user":"u","channel":"pigeon","purpose":"marketing","granted":true,"time":"2026-01-01T00:00:00Z"}"#,
+            ),
+            vec![],
+        ),
+        (
+            "consent",
+            text(
+                r#"{"user":"u","channel":"email","purpose":"newsletter","granted":true,"time":"2026-01-01T00:00:00Z"}"#,
+            ),
+            vec![],
+        ),
+        (
+            "consent",
+            text(
+                r#"{"user":"u","channel":"email","purpose":"marketing","granted":"yes","time":"2026-01-01T00:00:00Z"}"#,
+            ),
+            vec![],
+        ),
+        ("consent", None, vec![]),
+        ("erasures", text(r#"{"user":"u"}"#), vec![]),
+        ("receipts", text("receipt?"), vec![]),
+    ];
+    let rounds = 200;
+    let producer = producer(&broker.brokers);
+    for round in 0..rounds {
+        for (stream, value, headers) in &bad {
+            let topic = format!("m.{stream}");
+            queue(&producer, &topic, Some("u"), value.as_deref(), headers);
+        }
+        let good = event(
+            &format!("g-{round}"),
+            "t",
+            &format!("2026-01-01T00:{:02}:{:02}Z", round / 60, round % 60),
+            &format!("u-{round}"),
+        );
+        queue(
+            &producer,
+            "m.events",
+            Some(&format!("u-{round}")),
+            Some(good.as_bytes()),
+            &[],
+        );
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+
+    let expected_letters = rounds * bad.len();
+    let mut read = read_topics(
+        &broker.brokers,
+        &[
+            ("m.dispatches".to_string(), rounds),
+            ("m.dead-letters".to_string(), expected_letters),
+        ],
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+    )
+    .into_iter();
+    let (dispatches, letters) = (read.next().unwrap(), read.next().unwrap());
+    job.assert_running();
+
+    let mut users: Vec<String> = dispatches
+        .iter()
+        .map(|m| {
+            serde_json::from_str::<serde_json::Value>(&m.value).unwrap()["user"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    users.sort();
+    let mut want: Vec<String> = (0..rounds).map(|r| format!("u-{r}")).collect();
+    want.sort();
+    assert_eq!(users, want, "each good event is decided once");
+
+    // Every input message, by position.
+    let mut inputs = std::collections::HashMap::new();
+    for stream in ["events", "preferences", "consent", "erasures", "receipts"] {
+        let topic = format!("m.{stream}");
+        let n = bad.iter().filter(|b| b.0 == stream).count() * rounds
+            + if stream == "events" { rounds } else { 0 };
+        for m in read_topic(
+            &broker.brokers,
+            &topic,
+            n,
+            Duration::ZERO,
+            Duration::from_secs(30),
+        ) {
+            inputs.insert((topic.clone(), m.partition, m.offset), m);
+        }
+    }
+    let mut seen = HashSet::new();
+    for letter in &letters {
+        let v: serde_json::Value = serde_json::from_str(&letter.value).unwrap();
+        let at = (
+            v["topic"].as_str().unwrap().to_string(),
+            v["partition"].as_i64().unwrap() as i32,
+            v["offset"].as_i64().unwrap(),
+        );
+        assert!(seen.insert(at.clone()), "two dead letters for {at:?}");
+        let input = inputs
+            .get(&at)
+            .unwrap_or_else(|| panic!("{at:?} is no input message: {letter:?}"));
+        assert!(
+            !input.value.contains("\"g-"),
+            "a good event became a dead letter: {}",
+            letter.value
+        );
+        assert!(!v["reason"].as_str().unwrap().is_empty());
+        assert_eq!(
+            v["stream"].as_str().unwrap(),
+            at.0.strip_prefix("m.").unwrap()
+        );
+        let raw = input.raw.clone().unwrap_or_default();
+        let binary = input.headers.iter().any(|(k, _)| k == "ce_specversion");
+        match std::str::from_utf8(&raw) {
+            Ok(text) if !binary || v["reason"].as_str().unwrap().contains("not JSON") => {
+                assert_eq!(v["record"].as_str(), Some(text), "{}", letter.value)
+            }
+            Ok(_) => assert!(v["record"].is_string(), "{}", letter.value),
+            Err(_) => {
+                use base64::Engine as _;
+                let b64 = base64::engine::general_purpose::STANDARD.encode(&raw);
+                assert_eq!(
+                    v["record_base64"].as_str(),
+                    Some(b64.as_str()),
+                    "{}",
+                    letter.value
+                );
+            }
+        }
+    }
+    let without: Vec<String> = inputs
+        .iter()
+        .filter(|(at, m)| !seen.contains(*at) && !m.value.contains("\"g-"))
+        .take(5)
+        .map(|(at, m)| format!("{at:?}: {:?} {:?}", m.raw, m.headers))
+        .collect();
+    assert!(
+        without.is_empty(),
+        "bad records without a dead letter: {without:#?}"
+    );
+    assert_eq!(letters.len(), expected_letters);
+    assert!(job.stop().success());
+}
+
+/// (e) Events in the CloudEvents Kafka binding's binary mode (attributes
+/// in `ce_*` headers, the value being `data`) decide exactly like the same
+/// events in structured mode.
+#[test]
+fn binary_mode_events_decide_like_structured_ones() {
+    let case = repo().join("fixtures/ecommerce-scenario");
+    let broker = Broker::start(Engine::Memory, 2, &topics("b"));
+    let dir = tempfile::tempdir().unwrap();
+    // Everything but the events, produced as `nudgeflow produce` does.
+    let rest = dir.path().join("rest");
+    std::fs::create_dir(&rest).unwrap();
+    for f in [
+        "preferences.jsonl",
+        "consent.jsonl",
+        "erasures.jsonl",
+        "receipts.jsonl",
+    ] {
+        if case.join(f).exists() {
+            std::fs::copy(case.join(f), rest.join(f)).unwrap();
+        }
+    }
+    let config = job_config(dir.path(), &broker.brokers, &spec_path(&case), "b", "");
+    produce_fixture(&config, &rest);
+    let producer = producer(&broker.brokers);
+    let mut binary = 0;
+    for line in read(&case.join("events.jsonl")).lines() {
+        // Raw values, so that `data` keeps its bytes (and key order).
+        let Ok(event) = serde_json::from_str::<BTreeMap<String, &RawValue>>(line) else {
+            queue(&producer, "b.events", None, Some(line.as_bytes()), &[]);
+            continue;
+        };
+        let attributes: Vec<(String, String)> = event
+            .iter()
+            .filter(|(k, _)| *k != "data")
+            .filter_map(|(k, v)| {
+                serde_json::from_str::<String>(v.get())
+                    .ok()
+                    .map(|v| (format!("ce_{k}"), v))
+            })
+            .collect();
+        if attributes.len() != event.len() - event.contains_key("data") as usize {
+            // An attribute that is not a string has no header form.
+            queue(&producer, "b.events", None, Some(line.as_bytes()), &[]);
+            continue;
+        }
+        let mut headers: Vec<(&str, &str)> = attributes
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        headers.push(("content-type", "application/json"));
+        let data = event
+            .get("data")
+            .map(|d| d.get().as_bytes().to_vec())
+            .unwrap_or_default();
+        let subject = event
+            .get("subject")
+            .and_then(|s| serde_json::from_str::<String>(s.get()).ok());
+        let key = subject.as_deref();
+        queue(&producer, "b.events", key, Some(&data), &headers);
+        binary += 1;
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    assert!(binary > 10, "most events go in binary mode ({binary})");
+
+    let expected = case.join("expected");
+    let dispatches = sorted_lines(&read(&expected.join("dispatches.jsonl")));
+    let suppressions = sorted_lines(&read(&expected.join("suppressions.jsonl")));
+    let mut job = Job::start(&config, &[]);
+    let mut read = read_topics(
+        &broker.brokers,
+        &[
+            ("b.dispatches".to_string(), dispatches.len()),
+            ("b.suppressions".to_string(), suppressions.len()),
+        ],
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+    )
+    .into_iter();
+    job.assert_running();
+    let now = time::format_rfc3339(time::now_ms());
+    let mut failures = Vec::new();
+    failures.extend(compare(
+        "binary mode",
+        "dispatches",
+        &read.next().unwrap(),
+        &dispatches,
+        &now,
+    ));
+    failures.extend(compare(
+        "binary mode",
+        "suppressions",
+        &read.next().unwrap(),
+        &suppressions,
+        &now,
+    ));
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert!(job.stop().success());
+}
+
+/// (f) SIGTERM: the job stops reading, waits for every output to be
+/// acknowledged, commits the offsets of what it decided and exits 0. On
+/// the sqlite engine, which keeps committed offsets, a restart then reads
+/// nothing again and decides nothing twice. The HTTP endpoints answer
+/// while it runs, /metrics only with the bearer token.
+#[test]
+fn sigterm_commits_offsets_and_exits_zero() {
+    let case = repo().join("fixtures/ecommerce-scenario");
+    let broker = Broker::start(Engine::Sqlite, 2, &topics("t"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = job_config(dir.path(), &broker.brokers, &spec_path(&case), "t", "");
+    let text = read(&config).replace(
+        "listen = \"127.0.0.1:0\"\n",
+        "listen = \"127.0.0.1:0\"\ntoken_env = \"NUDGEFLOW_TEST_TOKEN\"\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    produce_fixture(&config, &case);
+    let expected = read(&case.join("expected/dispatches.jsonl"))
+        .lines()
+        .count();
+
+    // SAFETY: set before any thread of this test reads the environment;
+    // the job inherits it.
+    unsafe { std::env::set_var("NUDGEFLOW_TEST_TOKEN", "s3cret") };
+    let mut job = Job::start(&config, &[]);
+    let addr = job.http_addr();
+    assert_eq!(http::get(&addr, "/healthz", &[]).status, 200);
+    let first = read_topic(
+        &broker.brokers,
+        "t.dispatches",
+        expected,
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+    );
+    assert_eq!(first.len(), expected);
+    assert_eq!(http::get(&addr, "/readyz", &[]).status, 200);
+    assert_eq!(http::get(&addr, "/metrics", &[]).status, 401);
+    assert_eq!(
+        http::get(&addr, "/metrics", &["Authorization: Bearer wrong"]).status,
+        401
+    );
+    let metrics = http::get(&addr, "/metrics", &["Authorization: Bearer s3cret"]);
+    assert_eq!(metrics.status, 200);
+    let events = read(&case.join("events.jsonl"))
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count();
+    let line = format!("nudgeflow_records_in_total{{topic=\"t.events\"}} {events}");
+    assert!(
+        metrics.body.lines().any(|l| l == line),
+        "no {line:?} in\n{}",
+        metrics.body
+    );
+    let line = format!("nudgeflow_records_out_total{{topic=\"t.dispatches\"}} {expected}");
+    assert!(
+        metrics.body.lines().any(|l| l == line),
+        "no {line:?} in\n{}",
+        metrics.body
+    );
+    assert_eq!(http::get(&addr, "/nothing", &[]).status, 404);
+
+    let log = job.log();
+    let status = job.stop();
+    assert!(status.success(), "exit {status}:\n{log}");
+    for stream in ["events", "preferences", "consent"] {
+        let topic = format!("t.{stream}");
+        let mut committed = committed(&broker.brokers, "t-group", &topic);
+        committed.sort();
+        assert_eq!(
+            committed,
+            end_offsets(&broker.brokers, &topic),
+            "{topic}: committed offsets"
+        );
+    }
+
+    let job = Job::start(&config, &[]);
+    let again = read_topic(
+        &broker.brokers,
+        "t.dispatches",
+        expected + 1,
+        Duration::ZERO,
+        Duration::from_secs(3),
+    );
+    assert_eq!(
+        again.len(),
+        expected,
+        "a restart after a clean stop decides nothing twice"
+    );
+    assert!(job.stop().success());
 }

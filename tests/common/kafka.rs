@@ -169,31 +169,57 @@ impl Job {
         }
     }
 
+    /// The address of its HTTP endpoints, from its log.
+    pub fn http_addr(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(addr) = self
+                .log()
+                .lines()
+                .find_map(|l| l.strip_prefix("nudgeflow: http on "))
+            {
+                return addr.trim().to_string();
+            }
+            self.assert_running();
+            assert!(
+                Instant::now() < deadline,
+                "no HTTP address:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until `/readyz` answers 200 (every partition caught up once).
+    pub fn wait_ready(&mut self) {
+        let addr = self.http_addr();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while super::http::get(&addr, "/readyz", &[]).status != 200 {
+            self.assert_running();
+            assert!(
+                Instant::now() < deadline,
+                "not ready in 60 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Sends SIGTERM and waits (at most a minute) for the exit status.
-    pub fn stop(mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().unwrap();
+    pub fn stop(self) -> std::process::ExitStatus {
+        stop_all(vec![self]).pop().unwrap()
+    }
+
+    fn terminate(&self) {
+        let child = self.child.as_ref().unwrap();
         Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "the job did not stop within 60 s of SIGTERM:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 
     /// Fails with the job's log if it has exited.
@@ -211,6 +237,34 @@ impl Drop for Job {
             let _ = c.wait();
         }
     }
+}
+
+/// Sends SIGTERM to every process of a job, then waits (at most a minute)
+/// for their exit statuses: a process of a cluster leaves once all have
+/// stopped.
+pub fn stop_all(mut jobs: Vec<Job>) -> Vec<std::process::ExitStatus> {
+    for job in &jobs {
+        job.terminate();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    jobs.iter_mut()
+        .map(|job| {
+            let child = job.child.as_mut().unwrap();
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    return status;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!(
+                        "the job did not stop within 60 s of SIGTERM:\n{}",
+                        job.log()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+        .collect()
 }
 
 fn client(brokers: &str) -> ClientConfig {
@@ -234,6 +288,18 @@ pub fn send(
     value: Option<&[u8]>,
     headers: &[(&str, &str)],
 ) {
+    queue(producer, topic, key, value, headers);
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// Queues one message; `producer.flush` waits for it.
+pub fn queue(
+    producer: &BaseProducer,
+    topic: &str,
+    key: Option<&str>,
+    value: Option<&[u8]>,
+    headers: &[(&str, &str)],
+) {
     let mut record = BaseRecord::<str, [u8]>::to(topic);
     if let Some(k) = key {
         record = record.key(k);
@@ -251,8 +317,21 @@ pub fn send(
         }
         record = record.headers(h);
     }
-    producer.send(record).map_err(|(e, _)| e).unwrap();
-    producer.flush(Duration::from_secs(30)).unwrap();
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                r,
+            )) => {
+                producer.poll(Duration::from_millis(10));
+                record = r;
+            }
+            Err((e, _)) => panic!("producing to {topic}: {e}"),
+        }
+    }
 }
 
 /// A message read back.
@@ -261,7 +340,10 @@ pub struct Received {
     pub partition: i32,
     pub offset: i64,
     pub key: Option<String>,
+    /// The value as text (lossy), empty for a null value.
     pub value: String,
+    /// The value's bytes; `None` for a null value.
+    pub raw: Option<Vec<u8>>,
     pub headers: Vec<(String, String)>,
     pub at: Instant,
 }
@@ -318,6 +400,7 @@ pub fn read_topic(
                     offset: m.offset(),
                     key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
                     value: String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+                    raw: m.payload().map(<[u8]>::to_vec),
                     headers,
                     at: last,
                 });

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub mod http;
 pub mod kafka;
 
 use nudgeflow::replay::{Cluster, ReplayOptions, run_to_dir};
