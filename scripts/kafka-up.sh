@@ -4,6 +4,7 @@
 #
 #   scripts/kafka-up.sh [--engine sqlite|memory] [--dir DIR] [--port P]
 #                       [--partitions N] [--topics a,b:1,c] [--owner PID]
+#   scripts/kafka-up.sh --install-only
 #
 # Installs Tansu only when missing (`cargo install tansu --locked --features
 # dynostore,libsql` into ${NUDGEFLOW_CACHE:-~/.cache/nudgeflow}/tansu, about
@@ -21,7 +22,7 @@
 # Stop it with scripts/kafka-down.sh DIR.
 set -euo pipefail
 
-engine=sqlite dir="" port="" partitions=2 owner=""
+engine=sqlite dir="" port="" partitions=2 owner="" install_only=0
 topics="nudgeflow.events,nudgeflow.preferences,nudgeflow.consent,nudgeflow.receipts,nudgeflow.erasures,nudgeflow.dispatches,nudgeflow.suppressions,nudgeflow.dead-letters,nudgeflow.churn-signals"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -31,6 +32,7 @@ while [ $# -gt 0 ]; do
     --partitions) partitions="$2"; shift 2 ;;
     --topics) topics="$2"; shift 2 ;;
     --owner) owner="$2"; shift 2 ;;
+    --install-only) install_only=1; shift ;;
     *) echo "kafka-up.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -49,12 +51,15 @@ if [ ! -x "$tansu" ]; then
     fi
   ) 9>"$cache/tansu.lock"
 fi
+[ "$install_only" = 1 ] && { echo "kafka-up.sh: Tansu is $tansu" >&2; exit 0; }
 
 if [ -z "$dir" ]; then dir="$(mktemp -d "${TMPDIR:-/tmp}/nudgeflow-kafka.XXXXXX")"; fi
 mkdir -p "$dir"
 dir="$(cd "$dir" && pwd)"
+# A port given, or the one of a broker started before in DIR, is kept.
+given_port="$port"
 if [ -z "$port" ]; then
-  if [ -f "$dir/port" ]; then port="$(cat "$dir/port")"; else
+  if [ -f "$dir/port" ]; then port="$(cat "$dir/port")"; given_port="$port"; else
     port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
   fi
 fi
@@ -73,20 +78,29 @@ start_broker() {
      --storage-engine "$storage" >>"$dir/tansu.log" 2>&1) &
   echo $! >"$dir/pid"
 }
+# Waits until the broker listens; fails when it exits first.
 wait_port() {
   for _ in $(seq 1 200); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    if ! kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
-      echo "kafka-up.sh: Tansu exited; its log ($dir/tansu.log) ends:" >&2
-      tail -20 "$dir/tansu.log" >&2; exit 1
-    fi
+    if ! kill -0 "$(cat "$dir/pid")" 2>/dev/null; then return 1; fi
     sleep 0.05
   done
   echo "kafka-up.sh: Tansu did not listen on $port within 10 s" >&2; exit 1
 }
 
-start_broker
-wait_port
+# A free port found above may be taken by another process before Tansu
+# binds it: then try another (only when no --port was given).
+for attempt in 1 2 3 4 5; do
+  start_broker
+  if wait_port; then break; fi
+  if [ -n "$given_port" ] || [ "$attempt" = 5 ]; then
+    echo "kafka-up.sh: Tansu exited; its log ($dir/tansu.log) ends:" >&2
+    tail -20 "$dir/tansu.log" >&2; exit 1
+  fi
+  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  echo "$port" >"$dir/port"
+  url="tcp://127.0.0.1:$port"
+done
 if [ "$fresh" = 1 ]; then
   IFS=, read -ra names <<<"$topics"
   for t in "${names[@]}"; do
@@ -97,17 +111,14 @@ if [ "$fresh" = 1 ]; then
   done
   if [ "$engine" = sqlite ]; then
     # Tansu reads each fetched record's headers by scanning an unindexed
-    # table: index it (with the broker stopped) or records with headers
-    # (dispatches, binary-mode events) are read at seconds per 10k.
-    kill -INT "$(cat "$dir/pid")"; while kill -0 "$(cat "$dir/pid")" 2>/dev/null; do sleep 0.05; done
+    # table: index it, or records with headers (dispatches, binary-mode
+    # events) are read at seconds per 10k.
     python3 - "$dir/tansu.db" <<'PY'
 import sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
+db = sqlite3.connect(sys.argv[1], timeout=30)
 db.execute("create index if not exists header_topition_offset on header (topition, offset_id)")
 db.commit()
 PY
-    start_broker
-    wait_port
   fi
 fi
 if [ -n "$owner" ]; then

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests, golden fixtures, property tests,
-# determinism across workers and processes, and the cross-check against the
-# independent Python oracle (scripts/oracle.py).
+# determinism across workers and processes, the cross-check against the
+# independent Python oracle (scripts/oracle.py), and the live job against a
+# real Kafka-compatible broker (Tansu, installed here when missing: about
+# 10-15 minutes once, then cached in ~/.cache/nudgeflow).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
+scripts/kafka-up.sh --install-only
 cargo test --all-targets "$@"
