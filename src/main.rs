@@ -199,8 +199,8 @@ struct WorkerArgs {
     #[arg(short = 'h', long = "hostfile")]
     hostfile: Option<PathBuf>,
     /// In a cluster, how long to wait for every other process to connect
-    /// before giving up (with the missing processes named, and --out
-    /// untouched).
+    /// before giving up, naming the missing processes, with nothing
+    /// written.
     #[arg(long = "connect-timeout", value_name = "SECS", default_value_t = 60)]
     connect_timeout: u64,
 }
@@ -411,15 +411,21 @@ fn demo(workers: usize) -> anyhow::Result<()> {
 
 fn main() -> std::process::ExitCode {
     keep_freed_memory();
+    let cli = Cli::parse();
+    // The live job reports its progress (partitions, readiness, stopping)
+    // at `info`; the batch commands only warn.
+    let default_filter = match cli.command {
+        Some(Command::Run { .. }) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("NUDGEFLOW_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         None => demo(1),
         Some(Command::Demo { workers }) => demo(workers),
