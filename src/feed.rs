@@ -137,10 +137,16 @@ pub fn tail(
     while limit.is_none_or(|l| n < l) {
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
-                out.write_all(m.payload().unwrap_or_default())?;
-                out.write_all(b"\n")?;
-                out.flush()?;
-                n += 1;
+                let written = out
+                    .write_all(m.payload().unwrap_or_default())
+                    .and_then(|()| out.write_all(b"\n"))
+                    .and_then(|()| out.flush());
+                match written {
+                    Ok(()) => n += 1,
+                    // The reader has gone (`tail | head`): done.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                }
             }
             Some(Err(e)) => tracing::warn!(error = %e, "kafka"),
             None => {}

@@ -740,6 +740,27 @@ fn sigterm_commits_offsets_and_exits_zero() {
     );
     assert_eq!(http::get(&addr, "/nothing", &[]).status, 404);
 
+    // `nudgeflow tail` prints the same dispatches, one a line.
+    let tail = std::process::Command::new(env!("CARGO_BIN_EXE_nudgeflow"))
+        .args([
+            "tail",
+            "--from-beginning",
+            "--limit",
+            &expected.to_string(),
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(tail.status.success());
+    let mut tailed: Vec<String> = String::from_utf8(tail.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    tailed.sort();
+    assert_eq!(tailed, sorted_values(&first));
+
     let log = job.log();
     let status = job.stop();
     assert!(status.success(), "exit {status}:\n{log}");
