@@ -16,13 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
+use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{
-    BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer,
-};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::ClientContext;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -56,6 +54,10 @@ fn consumer(brokers: &str, group: &str) -> BaseConsumer {
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "10")
+        // A fetch that cuts a stored batch makes Tansu's memory engine skip
+        // the rest of it: fetch whole batches.
+        .set("max.partition.fetch.bytes", "33554432")
+        .set("fetch.max.bytes", "67108864")
         .create()
         .unwrap()
 }
@@ -117,9 +119,12 @@ fn send(producer: &ThreadedProducer<Ctx>, mut record: BaseRecord<'_, [u8], [u8],
     loop {
         match producer.send(record) {
             Ok(()) => return,
-            Err((rdkafka::error::KafkaError::MessageProduction(
-                rdkafka::types::RDKafkaErrorCode::QueueFull,
-            ), r)) => {
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                r,
+            )) => {
                 record = r;
                 std::thread::sleep(Duration::from_micros(200));
             }
@@ -278,6 +283,9 @@ fn ping_id(value: &[u8]) -> Option<u64> {
         .find("\"bench/p")
         .map(|i| i + 8)
         .or_else(|| text.find("\"id\":\"p").map(|i| i + 7))?;
-    let digits: String = text[start..].chars().take_while(char::is_ascii_digit).collect();
+    let digits: String = text[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
     digits.parse().ok()
 }

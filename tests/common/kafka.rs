@@ -361,6 +361,10 @@ pub fn read_topic(
         .set("group.id", "nudgeflow-tests-reader")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "10")
+        // A fetch that cuts a stored batch makes Tansu's memory engine skip
+        // the rest of it (README, Tansu): fetch whole batches.
+        .set("max.partition.fetch.bytes", "33554432")
+        .set("fetch.max.bytes", "67108864")
         .create()
         .unwrap();
     let metadata = consumer
