@@ -10,17 +10,20 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::job::JobConfig;
 use crate::record::StreamKind;
-use crate::source::kafka::client_config;
+use crate::source::kafka::{Logged, client_config};
 
 /// The key of a record line: the user, or a receipt's dispatch id.
 fn key_of(stream: StreamKind, line: &str) -> Option<String> {
@@ -33,15 +36,48 @@ fn key_of(stream: StreamKind, line: &str) -> Option<String> {
     value.get(field)?.as_str().map(str::to_string)
 }
 
+/// The producer's context: librdkafka's log lines, and the first of any
+/// records the broker did not take.
+#[derive(Default)]
+struct Feeding {
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for Feeding {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::source::kafka::log(level, fac, message);
+    }
+}
+
+impl ProducerContext for Feeding {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, m)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
+            first.get_or_insert_with(|| format!("{} partition {}: {e}", m.topic(), m.partition()));
+        }
+    }
+}
+
 /// Sends every record of `fixture` to the job's input topics; `rate`
-/// limits records per second. Returns the number sent.
+/// limits records per second. Returns the number sent, once the broker
+/// has acknowledged every one.
 pub fn produce(job: &JobConfig, fixture: &Path, rate: Option<f64>) -> anyhow::Result<u64> {
-    let producer: BaseProducer = client_config(job)
+    let producer: BaseProducer<Feeding> = client_config(job)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
-        .create()
+        .create_with_context(Feeding::default())
         .context("cannot create the Kafka producer")?;
+    // Every topic first, so that a missing one sends nothing at all.
+    for stream in StreamKind::ALL {
+        if fixture.join(stream.file_name()).exists() {
+            check_topic(producer.client(), job.topics.input(stream))?;
+        }
+    }
     let started = Instant::now();
     let mut sent = 0u64;
     for stream in StreamKind::ALL {
@@ -88,7 +124,37 @@ pub fn produce(job: &JobConfig, fixture: &Path, rate: Option<f64>) -> anyhow::Re
     producer
         .flush(Duration::from_secs(60))
         .context("the broker did not acknowledge every record within 60 s")?;
+    let failed = producer.context().failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        let first = producer
+            .context()
+            .first_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        anyhow::bail!(
+            "{failed} of {sent} records were not produced; the first: {}",
+            first.unwrap_or_default()
+        );
+    }
     Ok(sent)
+}
+
+/// Fails with a clear message when `topic` is not on the broker (which
+/// need not create topics on first use).
+fn check_topic<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+) -> anyhow::Result<()> {
+    let metadata = client
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .with_context(|| format!("cannot read the broker's metadata for {topic}"))?;
+    match metadata.topics().iter().find(|t| t.name() == topic) {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
+        _ => anyhow::bail!(
+            "topic {topic} does not exist on the broker: create it first (scripts/kafka-up.sh --topics)"
+        ),
+    }
 }
 
 /// Prints the values of an output topic (`dispatches`, `suppressions`,
@@ -107,10 +173,10 @@ pub fn tail(
         "dead_letters" | "dead-letters" => job.topics.dead_letters.as_str(),
         other => other,
     };
-    let consumer: BaseConsumer = client_config(job)
+    let consumer: BaseConsumer<Logged> = client_config(job)
         .set("group.id", format!("{}-tail", job.kafka.group))
         .set("enable.auto.commit", "false")
-        .create()
+        .create_with_context(Logged)
         .context("cannot create the Kafka consumer")?;
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(30))

@@ -790,3 +790,29 @@ fn sigterm_commits_offsets_and_exits_zero() {
     );
     assert!(job.stop().success());
 }
+
+/// `nudgeflow produce` into a broker that lacks one of the fixture's
+/// topics fails, naming it, before sending anything.
+#[test]
+fn produce_names_a_missing_topic_and_sends_nothing() {
+    let broker = Broker::start(Engine::Memory, 1, &["x.events".to_string()]);
+    let dir = tempfile::tempdir().unwrap();
+    let case = repo().join("fixtures/saas-scenario");
+    let config = job_config(dir.path(), &broker.brokers, &spec_path(&case), "x", "");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nudgeflow"))
+        .args(["produce", "--config"])
+        .arg(&config)
+        .arg("--fixture")
+        .arg(&case)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        ["x.preferences", "x.consent"]
+            .iter()
+            .any(|t| stderr.contains(&format!("topic {t} does not exist on the broker"))),
+        "{stderr}"
+    );
+    assert_eq!(end_offsets(&broker.brokers, "x.events"), vec![(0, 0)]);
+}

@@ -134,9 +134,26 @@ impl ClientContext for SourceContext {
 
 impl ConsumerContext for SourceContext {}
 
+/// A consumer context that only sends librdkafka's log lines to [`log`].
+pub struct Logged;
+
+impl ClientContext for Logged {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        log(level, fac, message);
+    }
+}
+
+impl ConsumerContext for Logged {}
+
 /// librdkafka's log lines at their level.
 pub fn log(level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
     use rdkafka::config::RDKafkaLogLevel as L;
+    // `[kafka] properties` go to the consumer and the producers alike, so
+    // each warns of the other's properties: that is expected, not news.
+    let other_clients = fac == "CONFWARN"
+        && (message.contains("is a consumer property and will be ignored by this producer")
+            || message.contains("is a producer property and will be ignored by this consumer"));
+    let level = if other_clients { L::Debug } else { level };
     match level {
         L::Emerg | L::Alert | L::Critical | L::Error => {
             tracing::error!(target: "librdkafka", fac, "{message}")
