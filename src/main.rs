@@ -495,7 +495,7 @@ fn main() -> std::process::ExitCode {
             }
             if bad > 0 {
                 Err(anyhow::anyhow!(
-                    "{bad} of {} spec(s) are invalid",
+                    "{bad} of {} file(s) are invalid",
                     specs.len()
                 ))
             } else {

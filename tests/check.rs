@@ -53,5 +53,5 @@ fn check_prints_every_problem_and_counts_rules() {
         ],
         "{stderr}"
     );
-    assert!(stderr.contains("1 of 2 spec(s) are invalid"), "{stderr}");
+    assert!(stderr.contains("1 of 2 file(s) are invalid"), "{stderr}");
 }
