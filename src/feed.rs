@@ -23,7 +23,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::job::JobConfig;
 use crate::record::StreamKind;
-use crate::source::kafka::{Logged, client_config};
+use crate::source::kafka::{Logged, check_topic, client_config};
 
 /// The key of a record line: the user, or a receipt's dispatch id.
 fn key_of(stream: StreamKind, line: &str) -> Option<String> {
@@ -138,23 +138,6 @@ pub fn produce(job: &JobConfig, fixture: &Path, rate: Option<f64>) -> anyhow::Re
         );
     }
     Ok(sent)
-}
-
-/// Fails with a clear message when `topic` is not on the broker (which
-/// need not create topics on first use).
-fn check_topic<C: ClientContext>(
-    client: &rdkafka::client::Client<C>,
-    topic: &str,
-) -> anyhow::Result<()> {
-    let metadata = client
-        .fetch_metadata(Some(topic), Duration::from_secs(30))
-        .with_context(|| format!("cannot read the broker's metadata for {topic}"))?;
-    match metadata.topics().iter().find(|t| t.name() == topic) {
-        Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
-        _ => anyhow::bail!(
-            "topic {topic} does not exist on the broker: create it first (scripts/kafka-up.sh --topics)"
-        ),
-    }
 }
 
 /// Prints the values of an output topic (`dispatches`, `suppressions`,

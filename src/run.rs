@@ -60,6 +60,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             )
         })?),
     };
+    crate::source::kafka::check_outputs(&job)?;
     let metrics = Metrics::new();
     let health = Health::new();
     let listen = listen_address(&job, cluster.process);
@@ -83,6 +84,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let failure: Arc<Mutex<Option<String>>> = Arc::default();
     let worker_failure = failure.clone();
     let workers = cluster.workers;
+    let control_after = control.clone();
     tracing::info!(
         brokers = %job.kafka.brokers,
         group = %job.kafka.group,
@@ -143,6 +145,11 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         anyhow::bail!(e);
     }
     joined.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))?;
+    if control_after.unclean.load(Ordering::SeqCst) {
+        anyhow::bail!(
+            "stopped without every output acknowledged or every offset committed (see the log):              a restart reads again from the last committed offsets"
+        );
+    }
     tracing::info!("stopped: outputs acknowledged and offsets committed");
     Ok(())
 }

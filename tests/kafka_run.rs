@@ -465,10 +465,12 @@ fn malformed_records_go_to_the_dead_letter_topic_while_decisions_go_on() {
             let topic = format!("m.{stream}");
             queue(&producer, &topic, Some("u"), value.as_deref(), headers);
         }
+        // Now, so that a good event is never behind what the idle job has
+        // released by the wall clock.
         let good = event(
             &format!("g-{round}"),
             "t",
-            &format!("2026-01-01T00:{:02}:{:02}Z", round / 60, round % 60),
+            &time::format_rfc3339(time::now_ms()),
             &format!("u-{round}"),
         );
         queue(
@@ -775,7 +777,16 @@ fn sigterm_commits_offsets_and_exits_zero() {
         );
     }
 
-    let job = Job::start(&config, &[]);
+    let mut job = Job::start(&config, &[]);
+    job.wait_ready();
+    std::thread::sleep(Duration::from_secs(1));
+    let addr = job.http_addr();
+    let metrics = http::get(&addr, "/metrics", &["Authorization: Bearer s3cret"]);
+    assert!(
+        !metrics.body.contains("nudgeflow_records_in_total{"),
+        "the restarted job read records again:\n{}",
+        metrics.body
+    );
     let again = read_topic(
         &broker.brokers,
         "t.dispatches",
@@ -815,4 +826,17 @@ fn produce_names_a_missing_topic_and_sends_nothing() {
         "{stderr}"
     );
     assert_eq!(end_offsets(&broker.brokers, "x.events"), vec![(0, 0)]);
+
+    // `run` stops at its start on a missing output topic, naming it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nudgeflow"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("topic x.dispatches does not exist on the broker"),
+        "{stderr}"
+    );
 }

@@ -66,6 +66,9 @@ pub struct Control {
     pub finished: AtomicUsize,
     /// Workers of this process not yet caught up on every partition.
     pub not_ready: AtomicUsize,
+    /// Set by a worker whose stop could not wait for every output to be
+    /// acknowledged, or whose last commit failed: `run` then fails.
+    pub unclean: AtomicBool,
     pub metrics: Metrics,
     pub health: Health,
 }
@@ -76,6 +79,7 @@ impl Control {
             stop: Arc::new(AtomicBool::new(false)),
             finished: AtomicUsize::new(0),
             not_ready: AtomicUsize::new(workers),
+            unclean: AtomicBool::new(false),
             metrics,
             health,
         }
@@ -134,6 +138,42 @@ impl ClientContext for SourceContext {
 
 impl ConsumerContext for SourceContext {}
 
+/// Fails with a clear message when `topic` is not on the broker (which
+/// need not create topics on first use).
+pub fn check_topic<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let metadata = client
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .with_context(|| format!("cannot read the broker's metadata for {topic}"))?;
+    match metadata.topics().iter().find(|t| t.name() == topic) {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
+        _ => anyhow::bail!(
+            "topic {topic} does not exist on the broker: create it first (scripts/kafka-up.sh --topics)"
+        ),
+    }
+}
+
+/// Checks that the job's output topics exist, so that a misspelt one
+/// stops the job at its start rather than stalling its outputs.
+pub fn check_outputs(job: &JobConfig) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let consumer: BaseConsumer<Logged> = client_config(job)
+        .create_with_context(Logged)
+        .context("cannot create a Kafka client")?;
+    for topic in [
+        &job.topics.dispatches,
+        &job.topics.suppressions,
+        &job.topics.dead_letters,
+    ] {
+        check_topic(consumer.client(), topic)
+            .with_context(|| format!("{}: [topics]", job.path.display()))?;
+    }
+    Ok(())
+}
+
 /// A consumer context that only sends librdkafka's log lines to [`log`].
 pub struct Logged;
 
@@ -177,6 +217,8 @@ struct Partition {
     /// librdkafka has reported the end of the partition and nothing has
     /// arrived since.
     caught_up: bool,
+    /// It has been caught up at least once (for readiness).
+    was_caught_up: bool,
     last_record: Instant,
     /// The offset after the last record read; `None` before the first.
     next_offset: Option<i64>,
@@ -291,6 +333,7 @@ pub fn kafka_source<'s>(
             partition: p,
             watermark: Watermark::new(allowed_lateness),
             caught_up: false,
+            was_caught_up: false,
             last_record: now,
             next_offset: None,
         });
@@ -364,6 +407,7 @@ pub fn kafka_source<'s>(
                             }
                             Err(KafkaError::PartitionEOF(_)) => {
                                 part.caught_up = true;
+                                part.was_caught_up = true;
                                 break;
                             }
                             Err(e) => {
@@ -398,7 +442,7 @@ pub fn kafka_source<'s>(
                     .session(&caps[2])
                     .give_iterator(reports.into_iter());
             }
-            if !ready && partitions.iter().all(|p| p.caught_up) {
+            if !ready && partitions.iter().all(|p| p.was_caught_up) {
                 ready = true;
                 control.caught_up_once();
             }
@@ -429,9 +473,11 @@ pub fn kafka_source<'s>(
                     }
                     noted.push_back((target, positions(&partitions)));
                 }
-                control
-                    .metrics
-                    .watermark_lag(index, wall.saturating_sub(released).max(0) as f64 / 1000.0);
+                if released > Time::MIN {
+                    control
+                        .metrics
+                        .watermark_lag(index, wall.saturating_sub(released).max(0) as f64 / 1000.0);
+                }
             }
 
             // Commit the newest positions whose outputs are all acknowledged.
@@ -462,12 +508,17 @@ pub fn kafka_source<'s>(
                 };
                 if done || now.duration_since(since) > Duration::from_secs(30) {
                     if !done {
-                        tracing::error!("outputs not acknowledged within 30 s of the stop: offsets not committed");
+                        tracing::error!(
+                            "outputs not acknowledged within 30 s of the stop: offsets committed only up to the acknowledged ones"
+                        );
+                        control.unclean.store(true, Ordering::SeqCst);
                     }
                     if let Some((_, tpl)) = noted.iter().rev().find(|(t, _)| !acked.less_than(t))
                         && tpl.count() > 0
+                        && let Err(e) = consumer.commit(tpl, CommitMode::Sync)
                     {
-                        let _ = consumer.commit(tpl, CommitMode::Sync);
+                        tracing::error!(error = %e, "cannot commit offsets at the stop");
+                        control.unclean.store(true, Ordering::SeqCst);
                     }
                     // Holding the capabilities keeps pending decisions
                     // undecided: they are not complete.
@@ -623,6 +674,11 @@ fn tombstone(message: &BorrowedMessage<'_>, out: &mut Vec<u8>) -> Result<(), Str
         .timestamp()
         .to_millis()
         .ok_or("a preferences tombstone without a timestamp")?;
+    if !(crate::time::MIN_TIME..=crate::time::MAX_TIME).contains(&time) {
+        return Err(format!(
+            "a preferences tombstone whose timestamp ({time} ms) is outside the accepted times (years 0000 to 9999)"
+        ));
+    }
     out.extend_from_slice(b"{\"user\":");
     crate::record::output::push_json_str(out, user);
     out.extend_from_slice(b",\"time\":");
