@@ -114,6 +114,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
                 spec.clone(),
                 &job,
                 control.metrics.clone(),
+                control.stop.clone(),
                 &acked,
             )
         });

@@ -125,6 +125,38 @@ pub struct DeadLetter {
     pub record: Payload,
 }
 
+impl DeadLetter {
+    /// Cuts the record to its first `limit` bytes (at a character boundary
+    /// for text) when it is longer, saying so in the reason: a dead letter
+    /// must fit in one message however large the bad record was.
+    pub fn cut(&mut self, limit: usize) {
+        let len = match &self.record {
+            Payload::Text(t) => t.len(),
+            Payload::Binary(b) => b.len(),
+        };
+        if len <= limit {
+            return;
+        }
+        let kept = match &mut self.record {
+            Payload::Text(t) => {
+                let mut end = limit;
+                while !t.is_char_boundary(end) {
+                    end -= 1;
+                }
+                t.truncate(end);
+                end
+            }
+            Payload::Binary(b) => {
+                b.truncate(limit);
+                limit
+            }
+        };
+        self.reason.push_str(&format!(
+            " (the record, {len} bytes, is cut to its first {kept})"
+        ));
+    }
+}
+
 /// Where a record was read: a fixture file's line, or a Kafka message.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Position {
@@ -493,6 +525,32 @@ impl DeadLetter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dead_letter_cuts_a_long_record_and_says_so() {
+        let letter = |record| DeadLetter {
+            stream: StreamKind::Events,
+            at: Position::File {
+                file: "events.jsonl".into(),
+                line: 1,
+            },
+            reason: "bad".into(),
+            record,
+        };
+        let mut d = letter(Payload::Text("aé".repeat(3)));
+        d.cut(4);
+        // "aéa" is 4 bytes; the cut keeps whole characters.
+        assert!(matches!(&d.record, Payload::Text(t) if t == "aéa"));
+        assert_eq!(d.reason, "bad (the record, 9 bytes, is cut to its first 4)");
+        let mut d = letter(Payload::Text("aé".into()));
+        d.cut(2);
+        assert!(matches!(&d.record, Payload::Text(t) if t == "a"));
+        let mut d = letter(Payload::Binary(vec![0xff; 10]));
+        d.cut(10);
+        assert_eq!(d.reason, "bad");
+        d.cut(3);
+        assert!(matches!(&d.record, Payload::Binary(b) if b.len() == 3));
+    }
 
     #[test]
     fn dispatch_id_is_uuid_v5_in_url_namespace() {

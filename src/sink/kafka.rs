@@ -15,6 +15,7 @@
 //!   counted and sent again, never dropped.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -69,6 +70,8 @@ struct Acks {
     activator: OnceLock<SyncActivator>,
     topics: [String; 3],
     metrics: Metrics,
+    /// The job's stop flag.
+    stop: Arc<AtomicBool>,
 }
 
 impl Acks {
@@ -144,7 +147,15 @@ impl ProducerContext for SinkContext {
     }
 }
 
-/// Sends one message, waiting while librdkafka's queue is full.
+/// The most of a bad record a dead letter holds: JSON escaping (or base64)
+/// of that many bytes stays within librdkafka's default message.max.bytes
+/// (1 MB), whatever the record is.
+const DEAD_LETTER_RECORD_LIMIT: usize = 128 * 1024;
+
+/// Sends one message, waiting while librdkafka's queue is full. At the
+/// stop it gives up on a message the producer refuses (too large, say):
+/// that message stays unacknowledged, so the offsets before it are not
+/// committed and `run` exits non-zero.
 fn send(
     producer: &ThreadedProducer<SinkContext>,
     acks: &Acks,
@@ -173,6 +184,10 @@ fn send(
                 // counted, logged, and retried slowly so it is never lost
                 // silently.
                 acks.metrics.produce_error(topic);
+                if acks.stop.load(Ordering::Relaxed) {
+                    tracing::error!(error = %e, topic, "cannot produce: given up at the stop");
+                    return;
+                }
                 tracing::error!(error = %e, topic, "cannot produce: retrying in 1 s");
                 record = r;
                 std::thread::sleep(Duration::from_secs(1));
@@ -207,6 +222,7 @@ pub fn kafka_sink<'s>(
     spec: Arc<Spec>,
     job: &JobConfig,
     metrics: Metrics,
+    stop: Arc<AtomicBool>,
     acked: &Handle<Time>,
 ) -> anyhow::Result<()> {
     let scope = decisions.scope();
@@ -220,6 +236,7 @@ pub fn kafka_sink<'s>(
             job.topics.dead_letters.clone(),
         ],
         metrics: metrics.clone(),
+        stop,
     });
     let producer = producer(job, acks.clone())?;
     let mut builder = OperatorBuilder::new("KafkaSink".to_owned(), scope);
@@ -334,7 +351,8 @@ pub fn kafka_sink<'s>(
                     cap.retain_least(0).expect("a capability")
                 });
                 for r in data.drain(..) {
-                    if let Report::DeadLetter(d) = r {
+                    if let Report::DeadLetter(mut d) = r {
+                        d.cut(DEAD_LETTER_RECORD_LIMIT);
                         acks.metrics.dead_letter(d.stream.name(), 1);
                         let key = match &d.at {
                             crate::record::output::Position::Kafka {
