@@ -359,6 +359,7 @@ pub fn kafka_source<'s>(
         }
         // Positions noted at each release, oldest first, until committed.
         let mut noted: VecDeque<(Time, TopicPartitionList)> = VecDeque::new();
+        let mut noted_at: Vec<Option<i64>> = vec![None; partitions.len()];
         let mut scratch = Vec::new();
         let mut stopping_since: Option<Instant> = None;
         let mut counted = false;
@@ -471,7 +472,13 @@ pub fn kafka_source<'s>(
                     for cap in caps.iter_mut() {
                         cap.downgrade(&target);
                     }
-                    noted.push_back((target, positions(&partitions)));
+                    // Positions unchanged since the last note (idle
+                    // partitions) need no second commit.
+                    let now_at: Vec<Option<i64>> = partitions.iter().map(|p| p.next_offset).collect();
+                    if now_at != noted_at {
+                        noted.push_back((target, positions(&partitions)));
+                        noted_at = now_at;
+                    }
                 }
                 if released > Time::MIN {
                     control
