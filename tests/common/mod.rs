@@ -121,13 +121,22 @@ pub fn case_spec(case: &Path) -> Arc<Spec> {
     Arc::new(Spec::load(&path).unwrap_or_else(|e| panic!("{e}")))
 }
 
-/// A TCP port on loopback that was free a moment ago.
+/// A TCP port on loopback that was free a moment ago, for a process
+/// started later to listen on. Drawn at random below Linux's ephemeral
+/// range (32768 and up), where the kernel gives out the ports of outgoing
+/// connections and of binds to port 0: the other tests' brokers, clients
+/// and clusters take theirs there, so they cannot take this one meanwhile.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::hash::{BuildHasher, RandomState};
+    static DRAWS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    loop {
+        let draw = DRAWS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port =
+            20_000 + (RandomState::new().hash_one((std::process::id(), draw)) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A host file for a two-process cluster on loopback, written into `dir`.
