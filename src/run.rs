@@ -96,6 +96,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let guards = timely::execute::execute_from(builders, others, worker_config, move |worker| {
         let acked = Handle::<Time>::new();
         let released = Handle::<Time>::new();
+        let running = Handle::<Time>::new();
         let built = worker.dataflow::<Time, _, _>(|scope| -> anyhow::Result<()> {
             let source = kafka_source(
                 scope,
@@ -103,6 +104,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
                 spec.clone(),
                 acked.clone(),
                 released.clone(),
+                running.clone(),
                 control.clone(),
             )?;
             let arrivals = source.arrivals.probe_with(&released);
@@ -129,7 +131,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             return;
         }
         while !(control.stop.load(Ordering::Relaxed)
-            && control.finished.load(Ordering::SeqCst) >= workers)
+            && control.finished.load(Ordering::SeqCst) >= workers
+            && running.done())
         {
             worker.step_or_park(Some(Duration::from_millis(100)));
         }

@@ -146,9 +146,12 @@ fn run_fixture(
         Duration::from_secs(30 + (expected.0 + expected.1) as u64 / 1000),
     )
     .into_iter();
-    let logs: Vec<String> = jobs.iter().map(Job::log).collect();
-    for (status, log) in stop_all(jobs).into_iter().zip(logs) {
-        assert!(status.success(), "the job exited with {status}:\n{log}");
+    for (status, job) in stop_all(&mut jobs).into_iter().zip(&jobs) {
+        assert!(
+            status.success(),
+            "the job exited with {status}:\n{}",
+            job.log()
+        );
     }
     (
         read.next().unwrap(),

@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 
 use timely::dataflow::Scope;
 
-use timely::dataflow::operators::generic::OutputBuilder;
+use super::Outputs;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
 use super::{Placement, SourceStreams};
@@ -331,12 +331,7 @@ pub fn fixture_source<'s>(
 ) -> SourceStreams<'s> {
     let mut builder = OperatorBuilder::new("FixtureSource".to_owned(), scope);
     let info = builder.operator_info();
-    let (arrivals_out, arrivals) = builder.new_output();
-    let (profile_out, profile) = builder.new_output();
-    let (reports_out, reports) = builder.new_output();
-    let mut arrivals_out = OutputBuilder::from(arrivals_out);
-    let mut profile_out = OutputBuilder::from(profile_out);
-    let mut reports_out = OutputBuilder::from(reports_out);
+    let (mut outputs, streams) = Outputs::new(&mut builder);
     let allowed_lateness = spec.allowed_lateness;
 
     builder.build(move |capabilities| {
@@ -424,30 +419,12 @@ pub fn fixture_source<'s>(
                     );
                 }
                 spare.push(std::mem::take(&mut parsed.lines));
-                let routed = &mut ingested.routed;
+                let routed = &ingested.routed;
                 let sizes = (routed.arrivals.len(), routed.profile.len());
-                if !routed.arrivals.is_empty() {
-                    arrivals_out
-                        .activate()
-                        .session(&caps[0])
-                        .give_container(&mut routed.arrivals);
-                }
-                if !routed.profile.is_empty() {
-                    profile_out
-                        .activate()
-                        .session(&caps[1])
-                        .give_container(&mut routed.profile);
-                }
+                outputs.send(caps, &mut ingested);
                 // The next stripe most likely routes as many records.
-                routed.arrivals.reserve(sizes.0);
-                routed.profile.reserve(sizes.1);
-                let reports = ingested.take_reports();
-                if !reports.is_empty() {
-                    reports_out
-                        .activate()
-                        .session(&caps[2])
-                        .give_iterator(reports.into_iter());
-                }
+                ingested.routed.arrivals.reserve(sizes.0);
+                ingested.routed.profile.reserve(sizes.1);
                 let stripe_start = parsed.stripe as u64 * plan.stripe_bytes;
                 let stripe_len = plan.stripe_bytes.min(fplan.len - stripe_start);
                 fplan.release(stripe_start as usize, stripe_len as usize);
@@ -483,11 +460,7 @@ pub fn fixture_source<'s>(
             }
         }
     });
-    SourceStreams {
-        arrivals,
-        profile,
-        reports,
-    }
+    streams
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use super::Outputs;
 use anyhow::Context as _;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -40,7 +41,7 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use timely::dataflow::Scope;
-use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::probe::Handle;
 
@@ -272,17 +273,20 @@ pub fn kafka_source<'s>(
     spec: Arc<Spec>,
     acked: Handle<Time>,
     released_everywhere: Handle<Time>,
+    running_everywhere: Handle<Time>,
     control: Arc<Control>,
 ) -> anyhow::Result<SourceStreams<'s>> {
     let (index, peers) = (scope.index(), scope.peers());
     let mut builder = OperatorBuilder::new("KafkaSource".to_owned(), scope);
     let info = builder.operator_info();
-    let (arrivals_out, arrivals) = builder.new_output();
-    let (profile_out, profile) = builder.new_output();
-    let (reports_out, reports) = builder.new_output();
-    let mut arrivals_out = OutputBuilder::from(arrivals_out);
-    let mut profile_out = OutputBuilder::from(profile_out);
-    let mut reports_out = OutputBuilder::from(reports_out);
+    let (mut outputs, streams) = Outputs::new(&mut builder);
+    // A fourth output that carries nothing: its capability is dropped when
+    // the source has finished (the others are held), so its frontier is
+    // empty once every source of every process has finished, which is
+    // when a process may leave (its operators must go on deciding what
+    // the others still release until then).
+    let (_running_out, running) = builder.new_output::<Vec<()>>();
+    running.probe_with(&running_everywhere);
 
     let mut config = client_config(&job);
     config
@@ -423,26 +427,7 @@ pub fn kafka_source<'s>(
                     more |= n == BATCH;
                 }
             }
-            let routed = &mut ingested.routed;
-            if !routed.arrivals.is_empty() {
-                arrivals_out
-                    .activate()
-                    .session(&caps[0])
-                    .give_container(&mut routed.arrivals);
-            }
-            if !routed.profile.is_empty() {
-                profile_out
-                    .activate()
-                    .session(&caps[1])
-                    .give_container(&mut routed.profile);
-            }
-            let reports = ingested.take_reports();
-            if !reports.is_empty() {
-                reports_out
-                    .activate()
-                    .session(&caps[2])
-                    .give_iterator(reports.into_iter());
-            }
+            outputs.send(caps, &mut ingested);
             if !ready && partitions.iter().all(|p| p.was_caught_up) {
                 ready = true;
                 control.caught_up_once();
@@ -529,7 +514,9 @@ pub fn kafka_source<'s>(
                     }
                     // Holding the capabilities keeps pending decisions
                     // undecided: they are not complete.
-                    std::mem::forget(capabilities.take());
+                    let mut caps = capabilities.take().expect("capabilities");
+                    drop(caps.pop()); // the `running` output's
+                    std::mem::forget(caps);
                     counted = true;
                     control.finished.fetch_add(1, Ordering::SeqCst);
                     return;
@@ -542,11 +529,7 @@ pub fn kafka_source<'s>(
             }
         }
     });
-    Ok(SourceStreams {
-        arrivals,
-        profile,
-        reports,
-    })
+    Ok(streams)
 }
 
 /// The offset each partition will read next, for a commit.

@@ -9,11 +9,72 @@ pub mod fixture;
 pub mod kafka;
 
 use timely::dataflow::Stream;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
 use crate::dataflow::profile::ProfileUpsert;
 use crate::dataflow::route::Arrival;
+use crate::ingest::Ingested;
 use crate::record::output::DeadLetter;
 use crate::time::Time;
+
+type Output<C> = OutputBuilder<Time, timely::container::CapacityContainerBuilder<Vec<C>>>;
+
+/// A source operator's three outputs, which its capabilities 0, 1 and 2
+/// are for: arrivals, profile upserts, reports.
+pub(crate) struct Outputs {
+    arrivals: Output<Arrival>,
+    profile: Output<ProfileUpsert>,
+    reports: Output<Report>,
+}
+
+impl Outputs {
+    /// Adds the three outputs to `builder`.
+    pub(crate) fn new<'s>(builder: &mut OperatorBuilder<'s, Time>) -> (Outputs, SourceStreams<'s>) {
+        let (arrivals_out, arrivals) = builder.new_output();
+        let (profile_out, profile) = builder.new_output();
+        let (reports_out, reports) = builder.new_output();
+        let outputs = Outputs {
+            arrivals: OutputBuilder::from(arrivals_out),
+            profile: OutputBuilder::from(profile_out),
+            reports: OutputBuilder::from(reports_out),
+        };
+        (
+            outputs,
+            SourceStreams {
+                arrivals,
+                profile,
+                reports,
+            },
+        )
+    }
+
+    /// Sends what `ingested` holds (its routed records, its dead letters
+    /// and counts as reports) at `caps`, leaving it empty.
+    pub(crate) fn send(&mut self, caps: &[Capability<Time>], ingested: &mut Ingested) {
+        let routed = &mut ingested.routed;
+        if !routed.arrivals.is_empty() {
+            self.arrivals
+                .activate()
+                .session(&caps[0])
+                .give_container(&mut routed.arrivals);
+        }
+        if !routed.profile.is_empty() {
+            self.profile
+                .activate()
+                .session(&caps[1])
+                .give_container(&mut routed.profile);
+        }
+        let reports = ingested.take_reports();
+        if !reports.is_empty() {
+            self.reports
+                .activate()
+                .session(&caps[2])
+                .give_iterator(reports.into_iter());
+        }
+    }
+}
 
 /// What a source produces: the two inputs of the decision dataflow, and
 /// its reports.

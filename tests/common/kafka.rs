@@ -210,8 +210,8 @@ impl Job {
     }
 
     /// Sends SIGTERM and waits (at most a minute) for the exit status.
-    pub fn stop(self) -> std::process::ExitStatus {
-        stop_all(vec![self]).pop().unwrap()
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        stop_all(std::slice::from_mut(&mut self)).pop().unwrap()
     }
 
     fn terminate(&self) {
@@ -242,8 +242,8 @@ impl Drop for Job {
 /// Sends SIGTERM to every process of a job, then waits (at most a minute)
 /// for their exit statuses: a process of a cluster leaves once all have
 /// stopped.
-pub fn stop_all(mut jobs: Vec<Job>) -> Vec<std::process::ExitStatus> {
-    for job in &jobs {
+pub fn stop_all(jobs: &mut [Job]) -> Vec<std::process::ExitStatus> {
+    for job in jobs.iter() {
         job.terminate();
     }
     let deadline = Instant::now() + Duration::from_secs(60);
