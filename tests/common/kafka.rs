@@ -169,40 +169,40 @@ impl Job {
         }
     }
 
-    /// The address of its HTTP endpoints, from its log.
-    pub fn http_addr(&mut self) -> String {
+    /// Polls `found` every 20 ms until it gives a value; fails with the
+    /// job's log if the job exits or a minute passes first.
+    fn wait_for<T>(&mut self, what: &str, mut found: impl FnMut(&Job) -> Option<T>) -> T {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(addr) = self
-                .log()
-                .lines()
-                .find_map(|l| l.strip_prefix("nudgeflow: http on "))
-            {
-                return addr.trim().to_string();
+            if let Some(value) = found(self) {
+                return value;
             }
             self.assert_running();
             assert!(
                 Instant::now() < deadline,
-                "no HTTP address:\n{}",
+                "{what} within 60 s:\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
+    /// The address of its HTTP endpoints, from its log.
+    pub fn http_addr(&mut self) -> String {
+        self.wait_for("no HTTP address", |job| {
+            job.log()
+                .lines()
+                .find_map(|l| l.strip_prefix("nudgeflow: http on "))
+                .map(|addr| addr.trim().to_string())
+        })
+    }
+
     /// Waits until `/readyz` answers 200 (every partition caught up once).
     pub fn wait_ready(&mut self) {
         let addr = self.http_addr();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while super::http::get(&addr, "/readyz", &[]).status != 200 {
-            self.assert_running();
-            assert!(
-                Instant::now() < deadline,
-                "not ready in 60 s:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.wait_for("not ready", |_| {
+            (super::http::get(&addr, "/readyz", &[]).status == 200).then_some(())
+        });
     }
 
     pub fn log(&self) -> String {
