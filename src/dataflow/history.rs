@@ -25,6 +25,7 @@
 //! update times and diffs, so that the value in force at any `t` not before
 //! the trace's compaction frontier can be read off.
 
+use differential_dataflow::ExchangeData;
 use differential_dataflow::batcher::merge::Sealer;
 use differential_dataflow::batcher::{Batcher, Extract};
 use differential_dataflow::operators::arrange::arrangement::arrange_core;
@@ -33,7 +34,6 @@ use differential_dataflow::trace::cursor::{Cursor, CursorList, cursor_list};
 use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::trace::implementations::ord_neu::VecOrdValBuilder;
 use differential_dataflow::trace::{Builder, Navigable, TraceReader};
-use differential_dataflow::{ExchangeData, Hashable};
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
 use timely::progress::Antichain;
@@ -58,16 +58,17 @@ type UpsertBatch<K, V> = <UpsertBuilder<K, V> as Builder>::Output;
 pub fn arrange_upserts<'s, K, V, AK, AV>(
     upserts: Stream<'s, Time, Vec<Upsert<K, V>>>,
     name: &str,
+    route: fn(&K) -> u64,
     identity: impl Fn(&K) -> u128 + 'static,
     arranged: impl Fn(&K, V) -> (AK, AV) + 'static,
 ) -> Arranged<'s, UpsertTrace<AK, AV>>
 where
-    K: ExchangeData + Hashable + std::hash::Hash,
+    K: ExchangeData,
     V: ExchangeData,
     AK: ExchangeData,
     AV: ExchangeData,
 {
-    let exchange = Exchange::new(|u: &Upsert<K, V>| u.0.hashed().into());
+    let exchange = Exchange::new(move |u: &Upsert<K, V>| route(&u.0));
     arrange_core::<_, _, _, ValSpine<AK, AV, Time, isize>>(upserts, exchange, name, move |_, _| {
         UpsertBatcher {
             pending: Vec::new(),
@@ -315,8 +316,13 @@ mod tests {
         timely::execute_directly(|worker| {
             let (mut input, probe, mut trace) = worker.dataflow::<Time, _, _>(|scope| {
                 let (input, upserts) = scope.new_input::<Vec<Upsert<u64, u32>>>();
-                let arranged =
-                    arrange_upserts(upserts, "Test", |k: &u64| *k as u128, |k: &u64, v| (*k, v));
+                let arranged = arrange_upserts(
+                    upserts,
+                    "Test",
+                    |k: &u64| *k,
+                    |k: &u64| *k as u128,
+                    |k: &u64, v| (*k, v),
+                );
                 let (probe, _) = arranged.stream.probe();
                 (input, probe, arranged.trace)
             });

@@ -30,7 +30,6 @@
 //! slots, separate histories); sharing one arrangement halves the seeks,
 //! the upsert batchers and the trace merges.
 
-use std::hash::{Hash, Hasher};
 use std::ops::Range;
 
 use differential_dataflow::operators::arrange::Arranged;
@@ -41,7 +40,6 @@ use super::UserKey;
 use super::consent::{ConsentVal, consent_as_of, granted};
 use super::history::{History, Reader, Upsert, UpsertTrace, arrange_upserts};
 use super::preferences::{PrefsVal, prefs_as_of};
-use super::seen;
 use crate::record::Prefs;
 use crate::spec::{Channel, Purpose};
 use crate::time::Time;
@@ -67,16 +65,25 @@ impl Slot {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+/// A profile slot of a user, known by the user's two hashes (its routing
+/// hash and its [`user_tag`]): no user id string is kept, so a key is 24
+/// bytes and a checkpoint can rebuild every key from the trace alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ProfileKey {
-    pub user: UserKey,
+    /// The user's routing hash (`record::user_hash`).
+    pub user: u64,
+    /// The user's [`user_tag`].
+    pub tag: u64,
     pub slot: Slot,
 }
 
-/// Routes with the user's records: hashes the user only.
-impl Hash for ProfileKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.user.hash(state);
+impl ProfileKey {
+    pub fn new(user: &UserKey, slot: Slot) -> ProfileKey {
+        ProfileKey {
+            user: user.hash,
+            tag: user_tag(&user.user),
+            slot,
+        }
     }
 }
 
@@ -105,15 +112,17 @@ pub fn user_tag(user: &str) -> u64 {
 pub type ProfileUpsert = Upsert<ProfileKey, ProfileVal>;
 pub type ProfileTrace = UpsertTrace<u64, ProfileEntry>;
 
-/// The identity of a profile key in the upsert batcher: the
-/// [`seen::fingerprint`] of the user id and the slot's two bytes.
+/// The identity of a profile key in the upsert batcher: the user's routing
+/// hash above its tag, the tag mixed with the slot (distinct slots of a
+/// user always differ; two users' slots meet only if both of their 64-bit
+/// hashes collide).
 pub fn key_identity(key: &ProfileKey) -> u128 {
-    let slot = match key.slot {
-        Slot::Prefs => [0, 0],
-        Slot::Consent(None, purpose) => [1, purpose as u8],
-        Slot::Consent(Some(channel), purpose) => [2 + channel as u8, purpose as u8],
+    let slot: u64 = match key.slot {
+        Slot::Prefs => 0,
+        Slot::Consent(None, purpose) => 1 << 8 | purpose as u64,
+        Slot::Consent(Some(channel), purpose) => (2 + channel as u64) << 8 | purpose as u64,
     };
-    seen::fingerprint(&key.user.user, &slot)
+    (key.user as u128) << 64 | (key.tag ^ slot.wrapping_mul(0x9e37_79b9_7f4a_7c15)) as u128
 }
 
 pub fn arrange_profiles<'s>(
@@ -122,14 +131,15 @@ pub fn arrange_profiles<'s>(
     arrange_upserts(
         upserts,
         "Profiles",
+        |key: &ProfileKey| key.user,
         key_identity,
         |key: &ProfileKey, value| {
             let entry = ProfileEntry {
-                user: user_tag(&key.user.user),
+                user: key.tag,
                 slot: key.slot,
                 value,
             };
-            (key.user.hash, entry)
+            (key.user, entry)
         },
     )
 }
@@ -220,10 +230,7 @@ mod tests {
                 },
             );
             let slot = Slot::Consent(None, Purpose::Marketing);
-            let key = |user: &UserKey| ProfileKey {
-                user: user.clone(),
-                slot,
-            };
+            let key = |user: &UserKey| ProfileKey::new(user, slot);
             input.send((key(&a), Some(consent(10, true)), 10));
             input.send((key(&b), Some(consent(20, true)), 20));
             input.send((key(&a), Some(consent(30, false)), 30));
@@ -261,10 +268,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for user in ["u-a", "u-b", "u-ab", long.as_str(), &long[1..]] {
             for slot in Slot::all() {
-                let key = ProfileKey {
-                    user: UserKey::new(user),
-                    slot,
-                };
+                let key = ProfileKey::new(&UserKey::new(user), slot);
                 assert_eq!(key_identity(&key), key_identity(&key.clone()));
                 assert!(seen.insert(key_identity(&key)), "{user} {slot:?}");
             }

@@ -284,19 +284,14 @@ impl Routed {
             Record::Erasure(r) => {
                 let user = UserKey::new(&r.user);
                 for slot in Slot::all() {
-                    let key = ProfileKey {
-                        user: user.clone(),
-                        slot,
-                    };
-                    self.profile.push((key, None, r.time));
+                    self.profile
+                        .push((ProfileKey::new(&user, slot), None, r.time));
                 }
                 self.arrivals.push(Arrival::Erasure { user, time: r.time });
             }
             Record::Consent(c) => {
-                let key = ProfileKey {
-                    user: UserKey::new(&c.user),
-                    slot: Slot::Consent(c.channel, c.purpose),
-                };
+                let slot = Slot::Consent(c.channel, c.purpose);
+                let key = ProfileKey::new(&UserKey::new(&c.user), slot);
                 let value = ProfileVal::Consent(ConsentVal {
                     time: c.time,
                     seq,
@@ -305,10 +300,7 @@ impl Routed {
                 self.profile.push((key, Some(value), c.time));
             }
             Record::Prefs(p) => {
-                let key = ProfileKey {
-                    user: UserKey::new(&p.user),
-                    slot: Slot::Prefs,
-                };
+                let key = ProfileKey::new(&UserKey::new(&p.user), Slot::Prefs);
                 let value = ProfileVal::Prefs(PrefsVal {
                     seq,
                     prefs: p.prefs.map(Arc::new),
