@@ -4,4 +4,5 @@
 //! recovering from them is not built yet: the job config's `[checkpoint]`
 //! section is read but the job writes nothing.
 
+pub mod state;
 pub mod store;

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use crate::spec::{Cap, Channel, Purpose, Spec};
 use crate::time::Time;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct CapHistory {
     /// (decision time, channel, purpose) of recent first attempts.
     sent: VecDeque<(Time, Channel, Purpose)>,

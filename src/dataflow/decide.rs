@@ -31,7 +31,7 @@ use std::sync::Arc;
 use differential_dataflow::operators::arrange::Arranged;
 use differential_dataflow::trace::TraceReader;
 use timely::dataflow::Stream;
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::channels::pact::{Exchange, ParallelizationContract, Pipeline};
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::progress::frontier::AntichainRef;
@@ -40,11 +40,13 @@ use super::UserKey;
 use super::caps::CapHistory;
 use super::history::{Reader, TraceSnapshot};
 use super::holdout::in_holdout;
-use super::profile::{ProfileEntry, ProfileTrace, UserProfile};
+use super::cut::{Request, Taken};
+use super::profile::{PendingProfiles, ProfileEntry, ProfileTrace, UserProfile, profile_upserts};
 use super::quiet_hours::{in_quiet_hours, quiet_hours_end};
 use super::route::{Arrival, EventArrival, PlainArrival, RuleHit};
 use super::seen::SeenKeys;
 use crate::record::output::{Decision, Detail, Dispatch, Reason, RuledOut, Suppression};
+use serde::{Deserialize, Serialize};
 use crate::spec::{Priority, Purpose, Spec};
 use crate::time::Time;
 
@@ -59,8 +61,8 @@ pub struct DecideStats {
 }
 
 /// A rule match waiting for its decision time.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Candidate {
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Candidate {
     decision: Time,
     event_time: Time,
     event_key: CompactString,
@@ -73,15 +75,102 @@ struct Candidate {
 
 /// What `decide` keeps about a user who has candidates or dispatches in
 /// some window (event keys are in the worker's [`SeenKeys`]).
-#[derive(Default)]
-struct UserState {
+#[derive(Default, Serialize, Deserialize)]
+pub struct UserState {
     pending: Vec<Candidate>,
     /// (rule, dedup key) → decision time and event key of the last
     /// first-attempt dispatch.
     dedup: Vec<(u16, String, Time, CompactString)>,
     caps: CapHistory,
     /// When to next drop expired entries.
+    #[serde(skip)]
     next_expiry: Time,
+}
+
+/// What `decide` holds on one worker as of a checkpoint's time T (all
+/// before T decided): each user's pending candidates, dedup and cap
+/// history, the event keys last seen, and the arrivals at T or later.
+#[derive(Default, Serialize, Deserialize)]
+pub struct DecideState {
+    pub users: Vec<(UserKey, UserState)>,
+    /// (fingerprint, user hash, time) of each event key last seen.
+    pub seen: Vec<(u128, u64, Time)>,
+    /// Users erased since the table's last sweep (by hash), and when.
+    pub erased: Vec<(u64, Time)>,
+    pub waiting: Vec<Arrival>,
+}
+
+/// [`DecideState`] borrowed, to encode without a copy of the users.
+#[derive(Serialize)]
+pub struct DecideStateRef<'a> {
+    pub users: Vec<(&'a UserKey, &'a UserState)>,
+    pub seen: Vec<(u128, u64, Time)>,
+    pub erased: Vec<(u64, Time)>,
+    pub waiting: Vec<Arrival>,
+}
+
+impl DecideState {
+    /// Moves each entry to the part of `parts` whose worker owns its
+    /// user (`hash % parts.len()`, timely's exchange rule).
+    pub fn split_into(self, parts: &mut [DecideState]) {
+        let n = parts.len() as u64;
+        for (user, state) in self.users {
+            parts[(user.hash % n) as usize].users.push((user, state));
+        }
+        for entry in self.seen {
+            parts[(entry.1 % n) as usize].seen.push(entry);
+        }
+        for entry in self.erased {
+            parts[(entry.0 % n) as usize].erased.push(entry);
+        }
+        for arrival in self.waiting {
+            parts[(arrival.hash() % n) as usize].waiting.push(arrival);
+        }
+    }
+
+    /// Renumbers the rules that candidates, dedup history and waiting
+    /// arrivals name, after a spec change: `map[old]` is the rule's new
+    /// index, `None` if it was removed. Dedup history of a removed rule is
+    /// dropped; a pending candidate or a waiting match of one is an error
+    /// naming the rule (by `old_names`).
+    pub fn renumber_rules(&mut self, map: &[Option<u16>], old_names: &[String]) -> Result<(), String> {
+        let removed = |rule: u16| {
+            format!(
+                "rule {:?} is no longer in the spec, but the checkpoint holds notifications of it still to be decided",
+                old_names.get(rule as usize).map_or("?", |n| n.as_str())
+            )
+        };
+        let new = |rule: u16| map.get(rule as usize).copied().flatten();
+        for (_, state) in &mut self.users {
+            for c in &mut state.pending {
+                c.rule = new(c.rule).ok_or_else(|| removed(c.rule))?;
+            }
+            state.dedup.retain_mut(|(rule, ..)| match new(*rule) {
+                Some(r) => {
+                    *rule = r;
+                    true
+                }
+                None => false,
+            });
+        }
+        for arrival in &mut self.waiting {
+            if let Arrival::Event(e) = arrival {
+                for fire in &mut e.hit.fires {
+                    fire.rule = new(fire.rule).ok_or_else(|| removed(fire.rule))?;
+                }
+                let mut cancels = 0u64;
+                for old in 0..64u16 {
+                    if e.hit.cancels >> old & 1 == 1
+                        && let Some(r) = new(old)
+                    {
+                        cancels |= 1 << r;
+                    }
+                }
+                e.hit.cancels = cancels;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl UserState {
@@ -212,6 +301,39 @@ struct Core {
 }
 
 impl Engine {
+    /// The state to checkpoint, once everything before the checkpoint's
+    /// time is decided.
+    fn snapshot(&self) -> DecideStateRef<'_> {
+        let (seen, erased) = self.core.seen.entries();
+        let mut waiting: Vec<Arrival> = self.waiting.clone();
+        waiting.extend(self.waiting_plain.iter().map(|p| Arrival::Plain(*p)));
+        DecideStateRef {
+            users: self.users.iter().map(|(k, s)| (k, s)).collect(),
+            seen,
+            erased,
+            waiting,
+        }
+    }
+
+    /// Starts from a checkpoint's state (of this worker's users).
+    fn restore(&mut self, state: DecideState) {
+        for (user, state) in state.users {
+            for c in &state.pending {
+                self.core.timers.insert((c.decision, user.hash));
+            }
+            let hash = user.hash;
+            self.users
+                .insert_unique(hash, (user, state), |(u, _)| u.hash);
+        }
+        self.core.seen.restore(state.seen, state.erased);
+        for arrival in state.waiting {
+            match arrival {
+                Arrival::Plain(p) => self.waiting_plain.push(p),
+                other => self.waiting.push(other),
+            }
+        }
+    }
+
     /// Decides everything strictly before `frontier`: applies the arrivals
     /// before it and decides the candidates due before it, user by user in
     /// key order (hash first), so that trace cursors only ever move forward.
@@ -598,6 +720,25 @@ fn suppress(user: &UserKey, c: &Candidate, t: Time, reason: Reason, detail: Deta
     })
 }
 
+/// What `decide` needs to take checkpoints (`run`): the requests (every
+/// worker sees each), the cuts to release once its snapshot is taken, the
+/// profile upserts not yet complete, and the state to start from.
+pub struct Checkpoints<'s> {
+    pub requests: Stream<'s, Time, Vec<Request>>,
+    pub taken: Taken,
+    pub pending_profiles: PendingProfiles,
+    pub restore: Option<DecideState>,
+}
+
+/// One worker's snapshot as of a checkpoint request's time, encoded
+/// (`checkpoint::state`).
+pub struct Snapshot {
+    pub request: Request,
+    pub bytes: Vec<u8>,
+    /// Users with decision state, for the log.
+    pub users: usize,
+}
+
 /// Builds the decide operator.
 pub fn decide<'s>(
     arrivals: Stream<'s, Time, Vec<Arrival>>,
@@ -605,14 +746,48 @@ pub fn decide<'s>(
     spec: Arc<Spec>,
     stats: Rc<RefCell<DecideStats>>,
 ) -> Stream<'s, Time, Vec<Decision>> {
+    let pact = Exchange::new(|a: &Arrival| a.hash());
+    decide_with(arrivals, pact, profiles, spec, stats, None).0
+}
+
+/// Builds the decide operator, its arrivals routed by `pact`; with
+/// `checkpoints`, it also snapshots its state at each requested time T, when
+/// its frontier has reached T (the cuts hold it there until then), after
+/// deciding everything before T.
+pub fn decide_with<'s, P>(
+    arrivals: Stream<'s, Time, Vec<Arrival>>,
+    pact: P,
+    profiles: Arranged<'s, ProfileTrace>,
+    spec: Arc<Spec>,
+    stats: Rc<RefCell<DecideStats>>,
+    checkpoints: Option<Checkpoints<'s>>,
+) -> (
+    Stream<'s, Time, Vec<Decision>>,
+    Stream<'s, Time, Vec<Snapshot>>,
+)
+where
+    P: ParallelizationContract<Time, Vec<Arrival>>,
+{
     let mut builder = OperatorBuilder::new("Decide".to_owned(), arrivals.scope());
-    let mut arrivals_in = builder.new_input(arrivals, Exchange::new(|a: &Arrival| a.hash()));
+    let mut arrivals_in = builder.new_input(arrivals, pact);
     let mut profiles_in = builder.new_input(profiles.stream, Pipeline);
     let (output, decisions) = builder.new_output::<Vec<Decision>>();
     let mut output = OutputBuilder::from(output);
+    let (snapshot_output, snapshots) = builder.new_output::<Vec<Snapshot>>();
+    let mut snapshot_output = OutputBuilder::from(snapshot_output);
     let mut profile_trace = profiles.trace;
+    let (mut requests_in, taken, pending_profiles, restore) = match checkpoints {
+        Some(c) => (
+            Some(builder.new_input(c.requests, Pipeline)),
+            Some(c.taken),
+            c.pending_profiles,
+            c.restore,
+        ),
+        None => (None, None, Default::default(), None),
+    };
 
     builder.build(move |mut capabilities| {
+        let mut snapshot_capability = capabilities.pop();
         let mut capability = capabilities.pop();
         let mut engine = Engine {
             users: HashTable::new(),
@@ -631,8 +806,12 @@ pub fn decide<'s>(
                 stats,
             },
         };
+        if let Some(state) = restore {
+            engine.restore(state);
+        }
         let mut done_through = Time::MIN;
         let mut buffer = Vec::new();
+        let mut requested: Vec<Request> = Vec::new();
         move |frontiers| {
             arrivals_in.for_each(|_cap, data| {
                 for arrival in data.drain(..) {
@@ -652,23 +831,55 @@ pub fn decide<'s>(
             });
             // The arrangements' batches are already in their traces.
             profiles_in.for_each(|_cap, _batches| {});
+            if let Some(requests) = requests_in.as_mut() {
+                requests.for_each(|_cap, data| requested.extend(data.drain(..)));
+                requested.sort_by_key(|r| r.time);
+            }
 
             let frontier = frontiers
                 .iter()
                 .filter_map(|f| f.frontier().first().copied())
                 .min()
                 .unwrap_or(Time::MAX);
+            // Checkpoints the frontier has reached, oldest first: decide
+            // everything before T, then snapshot.
+            while let Some(request) = requested.first().copied()
+                && request.time <= frontier
+            {
+                requested.remove(0);
+                if request.time > done_through {
+                    engine.advance(request.time, &mut profile_trace, &mut buffer);
+                    done_through = request.time;
+                }
+                let profile = profile_upserts(&mut profile_trace, &pending_profiles, request.time);
+                let users = engine.users.len();
+                let bytes = crate::checkpoint::state::encode(&engine.snapshot(), &profile);
+                if let Some(cap) = snapshot_capability.as_ref() {
+                    let snapshot = Snapshot {
+                        request,
+                        bytes,
+                        users,
+                    };
+                    snapshot_output
+                        .activate()
+                        .session(&cap.delayed(&request.time))
+                        .give(snapshot);
+                }
+                if let Some(taken) = &taken {
+                    taken.set(request.time);
+                }
+            }
             if frontier > done_through {
                 engine.advance(frontier, &mut profile_trace, &mut buffer);
                 done_through = frontier;
-                let compaction = if frontier == Time::MAX {
-                    AntichainRef::new(&[])
-                } else {
-                    AntichainRef::new(std::slice::from_ref(&frontier))
-                };
-                profile_trace.set_logical_compaction(compaction);
-                profile_trace.set_physical_compaction(compaction);
             }
+            let compaction = if frontier == Time::MAX {
+                AntichainRef::new(&[])
+            } else {
+                AntichainRef::new(std::slice::from_ref(&done_through))
+            };
+            profile_trace.set_logical_compaction(compaction);
+            profile_trace.set_physical_compaction(compaction);
             if let Some(cap) = capability.as_mut() {
                 if !buffer.is_empty() {
                     let len = buffer.len();
@@ -683,9 +894,17 @@ pub fn decide<'s>(
                     cap.downgrade(&frontier);
                 }
             }
+            if let Some(cap) = snapshot_capability.as_mut() {
+                let least = requested.first().map_or(frontier, |r| r.time.min(frontier));
+                if least == Time::MAX {
+                    snapshot_capability = None;
+                } else if least > *cap.time() {
+                    cap.downgrade(&least);
+                }
+            }
         }
     });
-    decisions
+    (decisions, snapshots)
 }
 
 #[cfg(test)]

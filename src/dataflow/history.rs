@@ -35,7 +35,7 @@ use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::trace::implementations::ord_neu::VecOrdValBuilder;
 use differential_dataflow::trace::{Builder, Navigable, TraceReader};
 use timely::dataflow::Stream;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::ParallelizationContract;
 use timely::progress::Antichain;
 use timely::progress::frontier::AntichainRef;
 
@@ -43,6 +43,11 @@ use crate::time::Time;
 
 /// An upsert: the key's new value (`None` deletes it) from time `t` on.
 pub type Upsert<K, V> = (K, Option<V>, Time);
+
+/// The upserts an upsert arrangement's batcher holds (their time not yet
+/// complete), shared with the worker's other operators: a checkpoint
+/// writes them with the trace, and a recovery puts them back.
+pub type PendingUpserts<K, V> = std::rc::Rc<std::cell::RefCell<Vec<Upsert<K, V>>>>;
 /// The trace of an upsert collection.
 pub type UpsertTrace<K, V> = TraceAgent<ValSpine<K, V, Time, isize>>;
 type UpsertBuilder<K, V> = VecOrdValBuilder<K, V, Time, isize>;
@@ -55,10 +60,15 @@ type UpsertBatch<K, V> = <UpsertBuilder<K, V> as Builder>::Output;
 /// 128-bit fingerprint of the key (distinct keys must not collide in
 /// practice): the batcher remembers current values under it, an integer
 /// to hash and compare, instead of under a copy of the key.
-pub fn arrange_upserts<'s, K, V, AK, AV>(
+///
+/// `pact` routes each upsert to the worker that holds its key; `pending`
+/// is the batcher's store of upserts not yet complete (it may hold
+/// upserts already: a recovery's).
+pub fn arrange_upserts<'s, K, V, AK, AV, P>(
     upserts: Stream<'s, Time, Vec<Upsert<K, V>>>,
+    pact: P,
+    pending: PendingUpserts<K, V>,
     name: &str,
-    route: fn(&K) -> u64,
     identity: impl Fn(&K) -> u128 + 'static,
     arranged: impl Fn(&K, V) -> (AK, AV) + 'static,
 ) -> Arranged<'s, UpsertTrace<AK, AV>>
@@ -67,11 +77,11 @@ where
     V: ExchangeData,
     AK: ExchangeData,
     AV: ExchangeData,
+    P: ParallelizationContract<Time, Vec<Upsert<K, V>>>,
 {
-    let exchange = Exchange::new(move |u: &Upsert<K, V>| route(&u.0));
-    arrange_core::<_, _, _, ValSpine<AK, AV, Time, isize>>(upserts, exchange, name, move |_, _| {
+    arrange_core::<_, _, _, ValSpine<AK, AV, Time, isize>>(upserts, pact, name, move |_, _| {
         UpsertBatcher {
-            pending: Vec::new(),
+            pending,
             current: Default::default(),
             updates: Vec::new(),
             lower: Antichain::new(),
@@ -86,7 +96,7 @@ where
 /// key's value in force, insert the new one) and builds them into a batch.
 struct UpsertBatcher<K, V, AK, AV, I, A> {
     /// Upserts at or after the last extracted upper.
-    pending: Vec<Upsert<K, V>>,
+    pending: PendingUpserts<K, V>,
     /// Each key's value in force, under its identity.
     current: hashbrown::HashMap<u128, V, foldhash::fast::FixedState>,
     /// Scratch: the updates of the batch being built.
@@ -102,7 +112,7 @@ where
     Self: Extract,
 {
     fn insert(&mut self, container: &mut Vec<Upsert<K, V>>) {
-        self.pending.append(container);
+        self.pending.borrow_mut().append(container);
     }
 }
 
@@ -126,7 +136,8 @@ where
         // The upserts whose time is complete, moved to the front of
         // `pending` (in place: the first extraction holds the whole initial
         // load, and a copy of it was the largest allocation of the run).
-        let pending = &mut self.pending;
+        let mut pending = self.pending.borrow_mut();
+        let pending = &mut *pending;
         let mut ready = 0;
         for i in 0..pending.len() {
             if pending[i].2 < upper {
@@ -301,6 +312,26 @@ impl<'a, K: Ord + Clone + 'static, V: Ord + Clone + 'static> Reader<'a, K, V> {
         }
         History { updates }
     }
+
+    /// Calls `f` with every `(key, value)` the trace holds (whose diffs
+    /// sum to more than zero over all times), in key order; the reader is
+    /// then at its end.
+    pub fn for_each_present(&mut self, mut f: impl FnMut(&K, &V)) {
+        let storage: &'a Vec<Batch<K, V>> = self.storage;
+        let cursor = &mut *self.cursor;
+        cursor.rewind_keys(storage);
+        while let Some(key) = cursor.get_key(storage) {
+            while let Some(val) = cursor.get_val(storage) {
+                let mut count = 0;
+                cursor.map_times(storage, |_, d| count += *d);
+                if count > 0 {
+                    f(key, val);
+                }
+                cursor.step_val(storage);
+            }
+            cursor.step_key(storage);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -318,8 +349,9 @@ mod tests {
                 let (input, upserts) = scope.new_input::<Vec<Upsert<u64, u32>>>();
                 let arranged = arrange_upserts(
                     upserts,
+                    timely::dataflow::channels::pact::Exchange::new(|u: &Upsert<u64, u32>| u.0),
+                    Default::default(),
                     "Test",
-                    |k: &u64| *k,
                     |k: &u64| *k as u128,
                     |k: &u64, v| (*k, v),
                 );

@@ -13,6 +13,7 @@
 
 pub mod caps;
 pub mod consent;
+pub mod cut;
 pub mod decide;
 pub mod history;
 pub mod holdout;

@@ -38,7 +38,10 @@ use timely::dataflow::Stream;
 
 use super::UserKey;
 use super::consent::{ConsentVal, consent_as_of, granted};
-use super::history::{History, Reader, Upsert, UpsertTrace, arrange_upserts};
+use super::history::{
+    History, PendingUpserts, Reader, TraceSnapshot, Upsert, UpsertTrace, arrange_upserts,
+};
+use timely::dataflow::channels::pact::{Exchange, ParallelizationContract};
 use super::preferences::{PrefsVal, prefs_as_of};
 use crate::record::Prefs;
 use crate::spec::{Channel, Purpose};
@@ -110,6 +113,9 @@ pub fn user_tag(user: &str) -> u64 {
 }
 
 pub type ProfileUpsert = Upsert<ProfileKey, ProfileVal>;
+/// The profile upserts whose time is not yet complete, shared by the
+/// arrangement's batcher with a checkpoint.
+pub type PendingProfiles = PendingUpserts<ProfileKey, ProfileVal>;
 pub type ProfileTrace = UpsertTrace<u64, ProfileEntry>;
 
 /// The identity of a profile key in the upsert batcher: the user's routing
@@ -125,13 +131,29 @@ pub fn key_identity(key: &ProfileKey) -> u128 {
     (key.user as u128) << 64 | (key.tag ^ slot.wrapping_mul(0x9e37_79b9_7f4a_7c15)) as u128
 }
 
+/// Arranges the profile upserts, exchanging each to the worker of its user.
 pub fn arrange_profiles<'s>(
     upserts: Stream<'s, Time, Vec<ProfileUpsert>>,
 ) -> Arranged<'s, ProfileTrace> {
+    let exchange = Exchange::new(|u: &ProfileUpsert| u.0.user);
+    arrange_profiles_with(upserts, exchange, Default::default())
+}
+
+/// Arranges profile upserts routed by `pact`, the batcher holding its
+/// pending upserts in `pending` (see [`PendingProfiles`]).
+pub fn arrange_profiles_with<'s, P>(
+    upserts: Stream<'s, Time, Vec<ProfileUpsert>>,
+    pact: P,
+    pending: PendingProfiles,
+) -> Arranged<'s, ProfileTrace>
+where
+    P: ParallelizationContract<Time, Vec<ProfileUpsert>>,
+{
     arrange_upserts(
         upserts,
+        pact,
+        pending,
         "Profiles",
-        |key: &ProfileKey| key.user,
         key_identity,
         |key: &ProfileKey, value| {
             let entry = ProfileEntry {
@@ -142,6 +164,29 @@ pub fn arrange_profiles<'s>(
             (key.user, entry)
         },
     )
+}
+
+/// The profile as upserts, for a checkpoint at `t` (the trace holding
+/// every update before `t` and none after): each slot's value in force,
+/// upserted at `t − 1`, then the `pending` upserts (times `t` and later).
+/// Arranged anew, they give the same profile at every time from `t` on.
+pub fn profile_upserts(
+    trace: &mut ProfileTrace,
+    pending: &PendingProfiles,
+    t: Time,
+) -> Vec<ProfileUpsert> {
+    let mut upserts = Vec::new();
+    let mut snapshot = TraceSnapshot::new(trace);
+    snapshot.reader().for_each_present(|&user, entry| {
+        let key = ProfileKey {
+            user,
+            tag: entry.user,
+            slot: entry.slot,
+        };
+        upserts.push((key, Some(entry.value.clone()), t - 1));
+    });
+    upserts.extend(pending.borrow().iter().cloned());
+    upserts
 }
 
 /// The number of consent slots: `"*"` and each channel, for each purpose.

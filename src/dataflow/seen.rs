@@ -152,6 +152,33 @@ impl SeenKeys {
         self.next_sweep = frontier.saturating_add(self.horizon.max(2) / 2);
     }
 
+    /// Every remembered key as `(fingerprint, user hash, time)`, and the
+    /// users erased since the last sweep with their latest erasure time:
+    /// what a checkpoint keeps.
+    pub fn entries(&self) -> (Vec<(u128, u64, Time)>, Vec<(u64, Time)>) {
+        let keys = self
+            .table
+            .iter()
+            .map(|s| (s.fingerprint, s.user, s.time))
+            .collect();
+        let erased = self.erased.iter().map(|(u, t)| (*u, *t)).collect();
+        (keys, erased)
+    }
+
+    /// Puts back what [`SeenKeys::entries`] gave (of this worker's users).
+    pub fn restore(&mut self, keys: Vec<(u128, u64, Time)>, erased: Vec<(u64, Time)>) {
+        for (fingerprint, user, time) in keys {
+            self.table
+                .insert_unique(table_hash(fingerprint), Seen { fingerprint, user, time }, |s| {
+                    table_hash(s.fingerprint)
+                });
+        }
+        for (user, t) in erased {
+            let at = self.erased.entry(user).or_insert(t);
+            *at = (*at).max(t);
+        }
+    }
+
     /// How many keys are remembered.
     pub fn len(&self) -> usize {
         self.table.len()
