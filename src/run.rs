@@ -21,14 +21,20 @@ use anyhow::Context as _;
 use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::probe::Handle;
 
+use crate::checkpoint::clock::clock;
+use crate::checkpoint::positions::SourcePositions;
+use crate::checkpoint::state::WorkerState;
+use crate::checkpoint::store::Store;
+use crate::checkpoint::write::write;
 use crate::dataflow::{self, DecideStats};
 use crate::job::JobConfig;
 use crate::ops::{Health, Metrics};
 use crate::replay::{Cluster, Communication, communicate};
 use crate::sink::kafka::kafka_sink;
-use crate::source::kafka::{Control, kafka_source};
+use crate::source::kafka::{Control, SourceLinks, kafka_source};
 use crate::spec::Spec;
 use crate::time::Time;
+use timely::dataflow::operators::vec::Broadcast;
 
 pub struct RunOptions {
     pub job: JobConfig,
@@ -69,6 +75,26 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     tracing::info!(addr = %server.addr, "serving /metrics, /healthz and /readyz");
     eprintln!("nudgeflow: http on {}", server.addr);
 
+    // Checkpoints: the store, and the newest complete checkpoint to go on from.
+    let base = job.path.parent().unwrap_or(std::path::Path::new("."));
+    let store = Arc::new(Store::open(&job.checkpoint.url, base)?);
+    let spec_text = std::fs::read(&job.spec)
+        .with_context(|| format!("cannot read the spec {}", job.spec.display()))?;
+    let fingerprint = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&spec_text));
+    let template = crate::checkpoint::template(&spec, &fingerprint);
+    let recovered = crate::checkpoint::recover(
+        &store,
+        &spec,
+        cluster.process,
+        cluster.processes,
+        cluster.workers,
+    )?;
+    let resume = recovered.resume.clone();
+    let first_id = recovered.next_id;
+    let states: Arc<Mutex<Vec<Option<WorkerState>>>> = Arc::new(Mutex::new(
+        recovered.workers.into_iter().map(Some).collect(),
+    ));
+
     let control = Arc::new(Control::new(cluster.workers, metrics.clone(), health));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, control.stop.clone())
@@ -95,21 +121,49 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     );
     let guards = timely::execute::execute_from(builders, others, worker_config, move |worker| {
         let acked = Handle::<Time>::new();
-        let released = Handle::<Time>::new();
         let running = Handle::<Time>::new();
+        let checkpointed = Handle::<Time>::new();
+        let positions = SourcePositions::default();
+        let restore = states.lock().unwrap_or_else(|e| e.into_inner())[worker.index() % workers]
+            .take()
+            .unwrap_or_default();
         let built = worker.dataflow::<Time, _, _>(|scope| -> anyhow::Result<()> {
-            let source = kafka_source(
+            let links = SourceLinks {
+                acked: acked.clone(),
+                running_everywhere: running.clone(),
+                positions: positions.clone(),
+            };
+            let (source, released) = kafka_source(
                 scope,
                 job.clone(),
                 spec.clone(),
-                acked.clone(),
-                released.clone(),
-                running.clone(),
+                links,
+                resume.clone(),
                 control.clone(),
             )?;
-            let arrivals = source.arrivals.probe_with(&released);
+            let requests = clock(
+                released,
+                job.checkpoint.interval,
+                first_id,
+                control.stop.clone(),
+            )
+            .broadcast();
             let stats = Rc::new(RefCell::new(DecideStats::default()));
-            let decisions = dataflow::build((arrivals, source.profile), spec.clone(), stats);
+            let (decisions, snapshots) = dataflow::build_checkpointed(
+                (source.arrivals, source.profile),
+                requests,
+                restore,
+                spec.clone(),
+                stats,
+            );
+            write(
+                snapshots,
+                store.clone(),
+                positions.clone(),
+                template.clone(),
+                control.metrics.clone(),
+            )
+            .probe_with(&checkpointed);
             kafka_sink(
                 decisions,
                 source.reports,

@@ -43,7 +43,9 @@ impl WorkerState {
         for part in parts {
             part.decide.split_into(&mut decide);
             for upsert in part.profile {
-                out[(upsert.0.user % workers as u64) as usize].profile.push(upsert);
+                out[(upsert.0.user % workers as u64) as usize]
+                    .profile
+                    .push(upsert);
             }
         }
         for (out, decide) in out.iter_mut().zip(decide) {

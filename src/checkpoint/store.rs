@@ -51,7 +51,25 @@ pub struct Manifest {
     pub spec: String,
     /// Workers of all processes of the job that wrote it.
     pub workers: usize,
+    /// The spec's rules in order (candidates name rules by index) and how
+    /// far back its windows reach: what a restart with another spec is
+    /// checked against (`checkpoint::compat`).
+    pub rules: Vec<RuleSummary>,
+    /// The longest cap window, ms.
+    pub longest_window: Time,
+    /// How long event keys are remembered, ms.
+    pub dedup_horizon: Time,
+    /// Where each input partition's reading stood at `time`.
+    pub positions: Vec<crate::checkpoint::positions::PartitionPosition>,
     pub parts: Vec<Part>,
+}
+
+/// A rule as a checkpoint remembers it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleSummary {
+    pub name: String,
+    /// Its dedup window, ms, if it has one.
+    pub dedup_window: Option<Time>,
 }
 
 /// One part of a checkpoint, as the manifest records it.
@@ -131,6 +149,11 @@ impl Store {
             runtime,
             url: url.to_string(),
         })
+    }
+
+    /// The URL as configured.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     fn path(&self, id: u64, name: &str) -> Path {
@@ -306,6 +329,10 @@ mod tests {
             time: 1_000 * id as Time,
             spec: "spec-fingerprint".into(),
             workers: parts.len(),
+            rules: Vec::new(),
+            longest_window: 0,
+            dedup_horizon: 0,
+            positions: Vec::new(),
             parts,
         }
     }

@@ -38,17 +38,17 @@ use timely::progress::frontier::AntichainRef;
 
 use super::UserKey;
 use super::caps::CapHistory;
+use super::cut::{Request, Taken};
 use super::history::{Reader, TraceSnapshot};
 use super::holdout::in_holdout;
-use super::cut::{Request, Taken};
 use super::profile::{PendingProfiles, ProfileEntry, ProfileTrace, UserProfile, profile_upserts};
 use super::quiet_hours::{in_quiet_hours, quiet_hours_end};
 use super::route::{Arrival, EventArrival, PlainArrival, RuleHit};
 use super::seen::SeenKeys;
 use crate::record::output::{Decision, Detail, Dispatch, Reason, RuledOut, Suppression};
-use serde::{Deserialize, Serialize};
 use crate::spec::{Priority, Purpose, Spec};
 use crate::time::Time;
+use serde::{Deserialize, Serialize};
 
 /// Per-worker counts, read after the run.
 #[derive(Clone, Debug, Default)]
@@ -133,7 +133,11 @@ impl DecideState {
     /// index, `None` if it was removed. Dedup history of a removed rule is
     /// dropped; a pending candidate or a waiting match of one is an error
     /// naming the rule (by `old_names`).
-    pub fn renumber_rules(&mut self, map: &[Option<u16>], old_names: &[String]) -> Result<(), String> {
+    pub fn renumber_rules(
+        &mut self,
+        map: &[Option<u16>],
+        old_names: &[String],
+    ) -> Result<(), String> {
         let removed = |rule: u16| {
             format!(
                 "rule {:?} is no longer in the spec, but the checkpoint holds notifications of it still to be decided",
@@ -832,7 +836,7 @@ where
             // The arrangements' batches are already in their traces.
             profiles_in.for_each(|_cap, _batches| {});
             if let Some(requests) = requests_in.as_mut() {
-                requests.for_each(|_cap, data| requested.extend(data.drain(..)));
+                requests.for_each(|_cap, data| requested.append(data));
                 requested.sort_by_key(|r| r.time);
             }
 

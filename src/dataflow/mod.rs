@@ -75,3 +75,46 @@ pub fn build<'s>(
     let profile = profile::arrange_profiles(profile);
     decide::decide(arrivals, profile, spec, stats)
 }
+
+/// Assembles the decision graph with checkpoints (`run`): cuts in front of
+/// `decide` and the profile arrangement, so that `decide` can snapshot both
+/// at each requested time (`requests`, seen by every worker), starting
+/// from `restore`. Returns the decisions and the snapshots.
+pub fn build_checkpointed<'s>(
+    (arrivals, profile): route::Streams<'s>,
+    requests: Stream<'s, Time, Vec<cut::Request>>,
+    restore: crate::checkpoint::state::WorkerState,
+    spec: Arc<Spec>,
+    stats: Rc<RefCell<DecideStats>>,
+) -> (
+    Stream<'s, Time, Vec<Decision>>,
+    Stream<'s, Time, Vec<decide::Snapshot>>,
+) {
+    use timely::dataflow::channels::pact::{Exchange, Pipeline};
+    let taken = cut::Taken::default();
+    let by_user = Exchange::new(|a: &route::Arrival| a.hash());
+    let arrivals = cut::cut(
+        arrivals,
+        by_user,
+        requests.clone(),
+        taken.clone(),
+        "ArrivalsCut",
+    );
+    let by_user = Exchange::new(|u: &profile::ProfileUpsert| u.0.user);
+    let profile = cut::cut(
+        profile,
+        by_user,
+        requests.clone(),
+        taken.clone(),
+        "ProfilesCut",
+    );
+    let pending = Rc::new(RefCell::new(restore.profile));
+    let profiles = profile::arrange_profiles_with(profile, Pipeline, pending.clone());
+    let checkpoints = decide::Checkpoints {
+        requests,
+        taken,
+        pending_profiles: pending,
+        restore: Some(restore.decide),
+    };
+    decide::decide_with(arrivals, Pipeline, profiles, spec, stats, Some(checkpoints))
+}

@@ -41,11 +41,11 @@ use super::consent::{ConsentVal, consent_as_of, granted};
 use super::history::{
     History, PendingUpserts, Reader, TraceSnapshot, Upsert, UpsertTrace, arrange_upserts,
 };
-use timely::dataflow::channels::pact::{Exchange, ParallelizationContract};
 use super::preferences::{PrefsVal, prefs_as_of};
 use crate::record::Prefs;
 use crate::spec::{Channel, Purpose};
 use crate::time::Time;
+use timely::dataflow::channels::pact::{Exchange, ParallelizationContract};
 
 /// Which part of a user's profile a key holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -43,6 +43,10 @@ struct Seen {
     time: Time,
 }
 
+/// A remembered key as a checkpoint keeps it: (fingerprint, user hash,
+/// time last seen).
+pub type SeenEntry = (u128, u64, Time);
+
 pub struct SeenKeys {
     horizon: Time,
     table: HashTable<Seen>,
@@ -155,7 +159,7 @@ impl SeenKeys {
     /// Every remembered key as `(fingerprint, user hash, time)`, and the
     /// users erased since the last sweep with their latest erasure time:
     /// what a checkpoint keeps.
-    pub fn entries(&self) -> (Vec<(u128, u64, Time)>, Vec<(u64, Time)>) {
+    pub fn entries(&self) -> (Vec<SeenEntry>, Vec<(u64, Time)>) {
         let keys = self
             .table
             .iter()
@@ -166,12 +170,17 @@ impl SeenKeys {
     }
 
     /// Puts back what [`SeenKeys::entries`] gave (of this worker's users).
-    pub fn restore(&mut self, keys: Vec<(u128, u64, Time)>, erased: Vec<(u64, Time)>) {
+    pub fn restore(&mut self, keys: Vec<SeenEntry>, erased: Vec<(u64, Time)>) {
         for (fingerprint, user, time) in keys {
-            self.table
-                .insert_unique(table_hash(fingerprint), Seen { fingerprint, user, time }, |s| {
-                    table_hash(s.fingerprint)
-                });
+            self.table.insert_unique(
+                table_hash(fingerprint),
+                Seen {
+                    fingerprint,
+                    user,
+                    time,
+                },
+                |s| table_hash(s.fingerprint),
+            );
         }
         for (user, t) in erased {
             let at = self.erased.entry(user).or_insert(t);

@@ -26,7 +26,6 @@
 //! the preferences topic deletes the preferences of the user the key names,
 //! at the message's timestamp. Any other null or empty value is bad input.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -40,11 +39,12 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use timely::dataflow::Scope;
 use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::probe::Handle;
+use timely::dataflow::{Scope, Stream};
 
+use crate::checkpoint::positions::{PartitionPosition, SourcePositions};
 use crate::ingest::{Ingest, Ingested, Keep, Origin, Watermark};
 use crate::job::JobConfig;
 use crate::ops::{Health, Metrics};
@@ -266,16 +266,40 @@ fn my_partitions(
     Ok(mine)
 }
 
-/// The Kafka source of one worker.
+/// Where a restarted job resumes: the checkpoint's time and the
+/// positions of every partition then.
+#[derive(Clone, Debug)]
+pub struct Resume {
+    pub time: Time,
+    pub positions: Vec<PartitionPosition>,
+}
+
+/// What a worker's source shares with the rest of the worker.
+pub struct SourceLinks {
+    /// Every output before a time is acknowledged (`sink::kafka`).
+    pub acked: Handle<Time>,
+    /// Every source has finished (probed on `running`).
+    pub running_everywhere: Handle<Time>,
+    /// Positions at each release, and the checkpoints that hold them.
+    pub positions: SourcePositions,
+}
+
+/// The Kafka source of one worker; returns its streams and `running`,
+/// which carries nothing and whose frontier is the least time every source
+/// has released, until each has finished.
 pub fn kafka_source<'s>(
     scope: Scope<'s, Time>,
     job: Arc<JobConfig>,
     spec: Arc<Spec>,
-    acked: Handle<Time>,
-    released_everywhere: Handle<Time>,
-    running_everywhere: Handle<Time>,
+    links: SourceLinks,
+    resume: Option<Arc<Resume>>,
     control: Arc<Control>,
-) -> anyhow::Result<SourceStreams<'s>> {
+) -> anyhow::Result<(SourceStreams<'s>, Stream<'s, Time, Vec<()>>)> {
+    let SourceLinks {
+        acked,
+        running_everywhere,
+        positions: checkpoint_positions,
+    } = links;
     let (index, peers) = (scope.index(), scope.peers());
     let mut builder = OperatorBuilder::new("KafkaSource".to_owned(), scope);
     let info = builder.operator_info();
@@ -286,7 +310,7 @@ pub fn kafka_source<'s>(
     // when a process may leave (its operators must go on deciding what
     // the others still release until then).
     let (_running_out, running) = builder.new_output::<Vec<()>>();
-    running.probe_with(&running_everywhere);
+    let running = running.probe_with(&running_everywhere);
 
     let mut config = client_config(&job);
     config
@@ -309,10 +333,22 @@ pub fn kafka_source<'s>(
     });
     let consumer = Arc::new(consumer);
     let mine = my_partitions(&consumer, &job, index, peers)?;
+    // A checkpoint's position, else the group's committed offset.
+    let resumed = |topic: &str, p: i32| {
+        resume.as_ref().and_then(|r| {
+            r.positions
+                .iter()
+                .find(|q| q.topic == topic && q.partition == p)
+        })
+    };
     let mut assignment = TopicPartitionList::new();
     for (_, topic, p) in &mine {
+        let offset = match resumed(topic, *p).and_then(|q| q.offset) {
+            Some(o) => Offset::Offset(o),
+            None => Offset::Stored,
+        };
         assignment
-            .add_partition_offset(topic, *p, Offset::Stored)
+            .add_partition_offset(topic, *p, offset)
             .context("cannot build the assignment")?;
     }
     consumer
@@ -330,16 +366,17 @@ pub fn kafka_source<'s>(
         queue.set_nonempty_callback(move || {
             let _ = wake.activate();
         });
+        let at = resumed(&topic, p);
         partitions.push(Partition {
             stream,
             name: format!("{topic}/{p}"),
-            topic: topic.into(),
             partition: p,
-            watermark: Watermark::new(allowed_lateness),
+            watermark: Watermark::after(allowed_lateness, at.and_then(|q| q.seen)),
             caught_up: false,
             was_caught_up: false,
             last_record: now,
-            next_offset: None,
+            next_offset: at.and_then(|q| q.offset),
+            topic: topic.into(),
         });
         queues.push(queue);
     }
@@ -351,19 +388,28 @@ pub fn kafka_source<'s>(
     let idle_timeout = job.idle_timeout;
     let tick = (idle_timeout / 2).clamp(Duration::from_millis(5), Duration::from_millis(100));
 
-    builder.build(move |capabilities| {
+    builder.build(move |mut capabilities| {
         let activator = scope.activator_for(info.address.clone());
+        let mut released = Time::MIN;
+        // A restarted job goes on from the checkpoint's time.
+        if let Some(resume) = &resume
+            && !partitions.is_empty()
+        {
+            released = resume.time;
+            for cap in capabilities.iter_mut() {
+                cap.downgrade(&released);
+            }
+            checkpoint_positions.note(released, positions(&partitions));
+        }
         let mut capabilities = Some(capabilities);
         let mut ingest = Ingest::new(spec, Keep::All);
         let mut ingested = Ingested::default();
-        let mut released = Time::MIN;
         let mut ready = partitions.is_empty();
         if ready {
             control.caught_up_once();
         }
-        // Positions noted at each release, oldest first, until committed.
-        let mut noted: VecDeque<(Time, TopicPartitionList)> = VecDeque::new();
-        let mut noted_at: Vec<Option<i64>> = vec![None; partitions.len()];
+        // The last offsets committed, so as not to commit them again.
+        let mut committed: Vec<PartitionPosition> = Vec::new();
         let mut scratch = Vec::new();
         let mut stopping_since: Option<Instant> = None;
         let mut counted = false;
@@ -457,13 +503,7 @@ pub fn kafka_source<'s>(
                     for cap in caps.iter_mut() {
                         cap.downgrade(&target);
                     }
-                    // Positions unchanged since the last note (idle
-                    // partitions) need no second commit.
-                    let now_at: Vec<Option<i64>> = partitions.iter().map(|p| p.next_offset).collect();
-                    if now_at != noted_at {
-                        noted.push_back((target, positions(&partitions)));
-                        noted_at = now_at;
-                    }
+                    checkpoint_positions.note(target, positions(&partitions));
                 }
                 if released > Time::MIN {
                     control
@@ -472,46 +512,43 @@ pub fn kafka_source<'s>(
                 }
             }
 
-            // Commit the newest positions whose outputs are all acknowledged.
-            let mut commit = None;
-            while let Some((t, _)) = noted.front() {
-                if acked.less_than(t) {
-                    break;
+            // Commit the positions of each complete checkpoint once every
+            // output before its time is acknowledged; at a stop, finish
+            // once the stop's checkpoint is settled.
+            let mut finished = false;
+            for taken in checkpoint_positions.settled(|t| !acked.less_than(&t)) {
+                if taken.complete == Some(true) && taken.positions != committed {
+                    let mode = if taken.last { CommitMode::Sync } else { CommitMode::Async };
+                    let tpl = commit_list(&taken.positions);
+                    if tpl.count() > 0
+                        && let Err(e) = consumer.commit(&tpl, mode)
+                    {
+                        tracing::warn!(error = %e, "cannot commit offsets");
+                        if taken.last {
+                            control.unclean.store(true, Ordering::SeqCst);
+                        }
+                    }
+                    committed = taken.positions;
                 }
-                commit = noted.pop_front().map(|(_, tpl)| tpl);
-            }
-            if let Some(tpl) = commit
-                && tpl.count() > 0
-            {
-                let mode = if stopping { CommitMode::Sync } else { CommitMode::Async };
-                if let Err(e) = consumer.commit(&tpl, mode) {
-                    tracing::warn!(error = %e, "cannot commit offsets");
+                if taken.last {
+                    if taken.complete != Some(true) {
+                        tracing::error!("the checkpoint at the stop is not complete: a restart goes on from the one before");
+                        control.unclean.store(true, Ordering::SeqCst);
+                    }
+                    finished = true;
                 }
             }
 
             if stopping {
-                // Stop once the outputs before what every worker has
-                // released are acknowledged, and their positions committed.
                 let since = *stopping_since.get_or_insert(now);
-                let everywhere = released_everywhere.with_frontier(|f| f.first().copied());
-                let done = match everywhere {
-                    None => true,
-                    Some(f) => !acked.less_than(&f) && noted.front().is_none_or(|(t, _)| *t > f),
-                };
-                if done || now.duration_since(since) > Duration::from_secs(30) {
-                    if !done {
-                        tracing::error!(
-                            "outputs not acknowledged within 30 s of the stop: offsets committed only up to the acknowledged ones"
-                        );
-                        control.unclean.store(true, Ordering::SeqCst);
-                    }
-                    if let Some((_, tpl)) = noted.iter().rev().find(|(t, _)| !acked.less_than(t))
-                        && tpl.count() > 0
-                        && let Err(e) = consumer.commit(tpl, CommitMode::Sync)
-                    {
-                        tracing::error!(error = %e, "cannot commit offsets at the stop");
-                        control.unclean.store(true, Ordering::SeqCst);
-                    }
+                if !finished && now.duration_since(since) > Duration::from_secs(30) {
+                    tracing::error!(
+                        "no checkpoint within 30 s of the stop: a restart goes on from the last complete one"
+                    );
+                    control.unclean.store(true, Ordering::SeqCst);
+                    finished = true;
+                }
+                if finished {
                     // Holding the capabilities keeps pending decisions
                     // undecided: they are not complete.
                     let mut caps = capabilities.take().expect("capabilities");
@@ -529,14 +566,27 @@ pub fn kafka_source<'s>(
             }
         }
     });
-    Ok(streams)
+    Ok((streams, running))
 }
 
-/// The offset each partition will read next, for a commit.
-fn positions(partitions: &[Partition]) -> TopicPartitionList {
+/// Where each partition's reading stands.
+fn positions(partitions: &[Partition]) -> Vec<PartitionPosition> {
+    partitions
+        .iter()
+        .map(|p| PartitionPosition {
+            topic: p.topic.to_string(),
+            partition: p.partition,
+            offset: p.next_offset,
+            seen: p.watermark.seen(),
+        })
+        .collect()
+}
+
+/// The offsets to commit: each partition's next offset, where known.
+fn commit_list(positions: &[PartitionPosition]) -> TopicPartitionList {
     let mut tpl = TopicPartitionList::new();
-    for p in partitions {
-        if let Some(o) = p.next_offset {
+    for p in positions {
+        if let Some(o) = p.offset {
             let _ = tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(o));
         }
     }

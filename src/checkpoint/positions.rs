@@ -1,0 +1,145 @@
+//! Source positions for checkpoints: where each partition of a worker
+//! stood when the worker released a time, and which of those positions a
+//! complete checkpoint holds (and may so be committed to the group).
+//!
+//! One [`SourcePositions`] per worker, shared by its Kafka source (which
+//! notes positions at each release and commits), its checkpoint writer
+//! (which takes the positions of a checkpoint's time) and the operator
+//! that learns each checkpoint's outcome. All three run on the worker's
+//! thread.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Time;
+
+/// Where a partition's reading stood: the next offset to read (`None`
+/// before its first record) and the largest event time it had delivered
+/// (its watermark's basis).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PartitionPosition {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: Option<i64>,
+    pub seen: Option<Time>,
+}
+
+/// A checkpoint's positions of this worker's partitions, and what became
+/// of the checkpoint.
+#[derive(Clone, Debug)]
+pub struct Taken {
+    pub time: Time,
+    /// The checkpoint taken at a stop.
+    pub last: bool,
+    pub positions: Vec<PartitionPosition>,
+    /// `Some(true)` once its manifest is written, `Some(false)` if it
+    /// failed.
+    pub complete: Option<bool>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// (first release, last release, positions) of releases at which the
+    /// positions were the same, oldest first.
+    noted: VecDeque<(Time, Time, Vec<PartitionPosition>)>,
+    /// Checkpoints taken, oldest first, until their positions are
+    /// committed or passed over.
+    taken: VecDeque<Taken>,
+}
+
+#[derive(Clone, Default)]
+pub struct SourcePositions(Rc<RefCell<Inner>>);
+
+impl SourcePositions {
+    /// The worker has released `release`, its partitions being at
+    /// `positions`.
+    pub fn note(&self, release: Time, positions: Vec<PartitionPosition>) {
+        let mut inner = self.0.borrow_mut();
+        match inner.noted.back_mut() {
+            Some((_, last, p)) if *p == positions => *last = release,
+            _ => inner.noted.push_back((release, release, positions)),
+        }
+    }
+
+    /// The positions at the worker's first release at or after `t` (the
+    /// records before them were all sent before `t`), for the checkpoint
+    /// at `t`; the source commits them once the checkpoint is complete.
+    /// Empty for a worker without partitions.
+    pub fn take(&self, t: Time, last: bool) -> Vec<PartitionPosition> {
+        let mut inner = self.0.borrow_mut();
+        while inner.noted.len() > 1 && inner.noted[0].1 < t {
+            inner.noted.pop_front();
+        }
+        let positions = match inner.noted.front() {
+            Some((_, l, p)) if *l >= t => p.clone(),
+            _ => Vec::new(),
+        };
+        inner.taken.push_back(Taken {
+            time: t,
+            last,
+            positions: positions.clone(),
+            complete: None,
+        });
+        positions
+    }
+
+    /// Records the outcome of the checkpoint at `t`.
+    pub fn outcome(&self, t: Time, complete: bool) {
+        let mut inner = self.0.borrow_mut();
+        if let Some(taken) = inner.taken.iter_mut().find(|c| c.time == t) {
+            taken.complete = Some(complete);
+        }
+    }
+
+    /// Takes the checkpoints `ready` says may be committed (their outcome
+    /// known and every output before them acknowledged), oldest first.
+    pub fn settled(&self, ready: impl Fn(Time) -> bool) -> Vec<Taken> {
+        let mut inner = self.0.borrow_mut();
+        let mut settled = Vec::new();
+        while let Some(front) = inner.taken.front()
+            && front.complete.is_some()
+            && ready(front.time)
+        {
+            settled.extend(inner.taken.pop_front());
+        }
+        settled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(offset: i64) -> Vec<PartitionPosition> {
+        vec![PartitionPosition {
+            topic: "t".into(),
+            partition: 0,
+            offset: Some(offset),
+            seen: Some(offset * 10),
+        }]
+    }
+
+    #[test]
+    fn a_checkpoint_takes_the_positions_of_the_first_release_at_or_after_it() {
+        let p = SourcePositions::default();
+        p.note(10, at(1));
+        p.note(20, at(1)); // unchanged: one entry for releases 10..=20
+        p.note(30, at(2));
+        p.note(40, at(3));
+        assert_eq!(p.take(15, false), at(1), "released 20 with offset 1");
+        assert_eq!(p.take(25, false), at(2), "first release ≥ 25 is 30");
+        assert_eq!(p.take(40, true), at(3));
+        p.outcome(25, true);
+        p.outcome(15, false);
+        let settled = p.settled(|t| t <= 30);
+        assert_eq!(settled.len(), 2);
+        assert_eq!(settled[0].complete, Some(false));
+        assert_eq!((settled[1].time, settled[1].complete), (25, Some(true)));
+        assert!(p.settled(|_| true).is_empty(), "40 has no outcome yet");
+        p.outcome(40, true);
+        assert!(p.settled(|_| true)[0].last);
+    }
+}

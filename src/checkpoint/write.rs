@@ -1,0 +1,218 @@
+//! Write: each worker's snapshot to the store, then the manifest that
+//! makes the checkpoint complete.
+//!
+//! - input: the [`Snapshot`]s `decide` takes, one per worker per request.
+//! - `write`: each worker puts its part (`part-W.bin`) and sends what the
+//!   manifest records of it, with the positions of its partitions at the
+//!   checkpoint's time ([`SourcePositions::take`]), to worker 0.
+//! - `complete`: worker 0 writes the manifest once it has every worker's
+//!   part, prunes old checkpoints, and announces each checkpoint's outcome
+//!   to every worker, which tells its source ([`SourcePositions::outcome`]:
+//!   a complete checkpoint's positions may be committed).
+//! - time: everything about the checkpoint at T travels at T, and worker
+//!   0 holds T until the manifest is written, so a probe past the outcomes
+//!   passes T only once the outcome is known everywhere.
+//!
+//! The writes block the worker that makes them (a part: its own state; the
+//! manifest: a small JSON file).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::Inspect;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::vec::Broadcast;
+
+use super::positions::{PartitionPosition, SourcePositions};
+use super::store::{Manifest, Part, Store};
+use crate::dataflow::cut::Request;
+use crate::dataflow::decide::Snapshot;
+use crate::ops::Metrics;
+use crate::time::Time;
+
+/// A worker's part as written (`part: None` if it could not be).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Written {
+    pub request: Request,
+    pub worker: usize,
+    pub part: Option<Part>,
+    pub positions: Vec<PartitionPosition>,
+    pub users: usize,
+}
+
+/// A checkpoint's outcome: complete (its manifest written) or not.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Outcome {
+    pub time: Time,
+    pub complete: bool,
+}
+
+/// How many complete checkpoints the store keeps.
+pub const KEEP: usize = 3;
+
+/// Writes the snapshots and completes the checkpoints; returns the
+/// outcomes as every worker has recorded them in `positions`.
+pub fn write<'s>(
+    snapshots: Stream<'s, Time, Vec<Snapshot>>,
+    store: Arc<Store>,
+    positions: SourcePositions,
+    template: Manifest,
+    metrics: Metrics,
+) -> Stream<'s, Time, Vec<Outcome>> {
+    let scope = snapshots.scope();
+    let (index, peers) = (scope.index(), scope.peers());
+
+    let mut builder = OperatorBuilder::new("CheckpointWrite".to_owned(), scope);
+    let mut input = builder.new_input(snapshots, Pipeline);
+    let (output, written) = builder.new_output::<Vec<Written>>();
+    let mut output = OutputBuilder::from(output);
+    let part_store = store.clone();
+    let worker_positions = positions.clone();
+    builder.build(move |_capabilities| {
+        move |_frontiers| {
+            input.for_each(|cap, data| {
+                let mut output = output.activate();
+                let mut session = output.session(&cap);
+                for snapshot in data.drain(..) {
+                    let request = snapshot.request;
+                    let positions = worker_positions.take(request.time, request.last);
+                    let name = format!("part-{index:04}.bin");
+                    let part = if request.time == Time::MIN {
+                        None // nothing released yet: nothing to hold
+                    } else {
+                        match part_store.put_part(request.id, &name, Bytes::from(snapshot.bytes)) {
+                            Ok(part) => Some(part),
+                            Err(e) => {
+                                tracing::error!(id = request.id, error = %format!("{e:#}"), "cannot write a checkpoint part");
+                                None
+                            }
+                        }
+                    };
+                    session.give(Written {
+                        request,
+                        worker: index,
+                        part,
+                        positions,
+                        users: snapshot.users,
+                    });
+                }
+            });
+        }
+    });
+
+    let mut builder = OperatorBuilder::new("CheckpointManifest".to_owned(), scope);
+    let mut input = builder.new_input(written, Exchange::new(|_: &Written| 0));
+    let (output, outcomes) = builder.new_output::<Vec<Outcome>>();
+    let mut output = OutputBuilder::from(output);
+    builder.build(move |mut capabilities| {
+        let mut held = if index == 0 { capabilities.pop() } else { None };
+        let mut gathering: BTreeMap<u64, (Instant, Vec<Written>)> = BTreeMap::new();
+        move |frontiers| {
+            input.for_each(|_, data| {
+                for w in data.drain(..) {
+                    gathering
+                        .entry(w.request.id)
+                        .or_insert_with(|| (Instant::now(), Vec::new()))
+                        .1
+                        .push(w);
+                }
+            });
+            let Some(cap) = held.as_mut() else { return };
+            let full: Vec<u64> = gathering
+                .iter()
+                .filter(|(_, (_, parts))| parts.len() == peers)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in full {
+                let (started, mut parts) = gathering.remove(&id).expect("gathered");
+                parts.sort_by_key(|w| w.worker);
+                let request = parts[0].request;
+                let complete = complete(&store, &template, request, &parts, started, &metrics);
+                output
+                    .activate()
+                    .session(&cap.delayed(&request.time))
+                    .give(Outcome {
+                        time: request.time,
+                        complete,
+                    });
+            }
+            let frontier = frontiers[0].frontier().first().copied();
+            let least = gathering
+                .values()
+                .map(|(_, parts)| parts[0].request.time)
+                .chain(frontier)
+                .min();
+            match least {
+                None => held = None,
+                Some(t) if t > *cap.time() => cap.downgrade(&t),
+                Some(_) => {}
+            }
+        }
+    });
+
+    outcomes
+        .broadcast()
+        .inspect(move |o: &Outcome| positions.outcome(o.time, o.complete))
+}
+
+/// Writes the manifest of the checkpoint whose parts are `parts`; true if
+/// it is complete.
+fn complete(
+    store: &Store,
+    template: &Manifest,
+    request: Request,
+    parts: &[Written],
+    started: Instant,
+    metrics: &Metrics,
+) -> bool {
+    if request.time == Time::MIN {
+        tracing::info!(
+            id = request.id,
+            "no checkpoint: nothing has been released yet"
+        );
+        return false;
+    }
+    if parts.iter().any(|w| w.part.is_none()) {
+        tracing::error!(
+            id = request.id,
+            "checkpoint incomplete: a part could not be written"
+        );
+        return false;
+    }
+    let mut manifest = template.clone();
+    manifest.id = request.id;
+    manifest.time = request.time;
+    manifest.workers = parts.len();
+    manifest.parts = parts.iter().filter_map(|w| w.part.clone()).collect();
+    manifest.positions = parts
+        .iter()
+        .flat_map(|w| w.positions.iter().cloned())
+        .collect();
+    manifest.positions.sort();
+    if let Err(e) = store.complete(&manifest) {
+        tracing::error!(id = request.id, error = %format!("{e:#}"), "cannot write a checkpoint manifest");
+        return false;
+    }
+    let bytes: u64 = manifest.parts.iter().map(|p| p.bytes).sum();
+    let users: usize = parts.iter().map(|w| w.users).sum();
+    let seconds = started.elapsed().as_secs_f64();
+    metrics.checkpoint(seconds, bytes);
+    tracing::info!(
+        id = request.id,
+        time = %crate::time::format_rfc3339(request.time),
+        bytes,
+        users,
+        last = request.last,
+        "checkpoint complete"
+    );
+    if let Err(e) = store.prune(KEEP) {
+        tracing::warn!(error = %format!("{e:#}"), "cannot prune old checkpoints");
+    }
+    true
+}
