@@ -457,6 +457,9 @@ pub fn kafka_source<'s>(
                                 );
                             }
                             Err(KafkaError::PartitionEOF(_)) => {
+                                if !part.was_caught_up {
+                                    tracing::debug!(partition = %part.name, "caught up");
+                                }
                                 part.caught_up = true;
                                 part.was_caught_up = true;
                                 break;

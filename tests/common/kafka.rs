@@ -2,6 +2,7 @@
 //! which installs it when missing) and the live job, for integration tests.
 #![allow(dead_code)]
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -476,4 +477,64 @@ pub fn end_offsets(brokers: &str, topic: &str) -> Vec<(i32, i64)> {
     }
     out.sort();
     out
+}
+
+/// The decision time of an output line: `decision_time` of a dispatch,
+/// `time` of a suppression. Times are RFC 3339 with four-digit years in
+/// UTC, so they order as strings.
+pub fn decided_at(line: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    v.get("decision_time")
+        .or_else(|| v.get("time"))
+        .and_then(|t| t.as_str())
+        .unwrap()
+        .to_string()
+}
+
+/// Checks what the live job produced against what the replay expects.
+/// Once every partition is idle the live job releases event time up to
+/// now − allowed_lateness − idle_timeout (§7), so every expected output
+/// decided up to then must be there, and none other than expected; one
+/// decided later (time-range reaches 9999-12-31 and allows 100000 days of
+/// lateness) is made only if a partition's watermark passed it before the
+/// partition went idle, a race §7 allows.
+pub fn compare(
+    name: &str,
+    what: &str,
+    got: &[Received],
+    expected: &[String],
+    now: &str,
+) -> Option<String> {
+    let got = sorted_values(got);
+    let got_set: HashSet<&String> = got.iter().collect();
+    let expected_set: HashSet<&String> = expected.iter().collect();
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|l| decided_at(l).as_str() <= now && !got_set.contains(l))
+        .take(20)
+        .collect();
+    let extra: Vec<&String> = got
+        .iter()
+        .filter(|l| !expected_set.contains(l))
+        .take(20)
+        .collect();
+    let twice = got.len() - got_set.len();
+    if missing.is_empty() && extra.is_empty() && twice == 0 {
+        return None;
+    }
+    Some(format!(
+        "{name}: {what}: missing (at most 20 shown): {missing:#?}\nnot expected: {extra:#?}\n{twice} repeated"
+    ))
+}
+
+pub fn sorted_lines(text: &str) -> Vec<String> {
+    let mut v: Vec<String> = text.lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+pub fn sorted_values(messages: &[Received]) -> Vec<String> {
+    let mut v: Vec<String> = messages.iter().map(|m| m.value.clone()).collect();
+    v.sort();
+    v
 }
