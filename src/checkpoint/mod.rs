@@ -133,22 +133,6 @@ pub fn recover(
 /// Checks that `spec` can go on from a checkpoint taken with the spec
 /// `manifest` describes; returns each old rule's new index.
 fn compat(manifest: &Manifest, spec: &Spec) -> anyhow::Result<Vec<Option<u16>>> {
-    if spec.longest_window() > manifest.longest_window {
-        bail!(
-            "the longest cap window grew from {} ms to {} ms, but the checkpoint remembers dispatches only {} ms back",
-            manifest.longest_window,
-            spec.longest_window(),
-            manifest.longest_window
-        );
-    }
-    if spec.dedup_horizon > manifest.dedup_horizon {
-        bail!(
-            "dedup_horizon grew from {} ms to {} ms, but the checkpoint remembers event keys only {} ms back",
-            manifest.dedup_horizon,
-            spec.dedup_horizon,
-            manifest.dedup_horizon
-        );
-    }
     let mut map = Vec::with_capacity(manifest.rules.len());
     for old in &manifest.rules {
         let new = spec.rules.iter().position(|r| r.name == old.name);
@@ -168,5 +152,103 @@ fn compat(manifest: &Manifest, spec: &Spec) -> anyhow::Result<Vec<Option<u16>>> 
         }
         map.push(new.map(|i| i as u16));
     }
+    if spec.longest_window() > manifest.longest_window {
+        bail!(
+            "the longest cap or dedup window grew from {} ms to {} ms, but the checkpoint remembers dispatches only {} ms back",
+            manifest.longest_window,
+            spec.longest_window(),
+            manifest.longest_window
+        );
+    }
+    if spec.dedup_horizon > manifest.dedup_horizon {
+        bail!(
+            "dedup_horizon grew from {} ms to {} ms, but the checkpoint remembers event keys only {} ms back",
+            manifest.dedup_horizon,
+            spec.dedup_horizon,
+            manifest.dedup_horizon
+        );
+    }
     Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(text: &str) -> Spec {
+        Spec::parse("t.toml", text).unwrap()
+    }
+
+    const RULES: &str = r#"
+dedup_horizon = "1h"
+[[rule]]
+name = "a"
+on = "x"
+purpose = "transactional"
+channels = ["push"]
+dedup = { window = "10m" }
+[[rule]]
+name = "b"
+on = "y"
+purpose = "transactional"
+channels = ["push"]
+"#;
+
+    #[test]
+    fn reordered_and_added_rules_are_renumbered_by_name() {
+        let old = template(&spec(RULES), "f");
+        let new = spec(&format!(
+            "dedup_horizon = \"1h\"\n{}",
+            r#"
+[[rule]]
+name = "c"
+on = "z"
+purpose = "transactional"
+channels = ["push"]
+[[rule]]
+name = "b"
+on = "y"
+purpose = "transactional"
+channels = ["push"]
+[[rule]]
+name = "a"
+on = "x"
+purpose = "transactional"
+channels = ["push"]
+dedup = { window = "5m" }
+"#
+        ));
+        assert_eq!(compat(&old, &new).unwrap(), vec![Some(2), Some(1)]);
+    }
+
+    #[test]
+    fn a_removed_rule_maps_to_nothing() {
+        let old = template(&spec(RULES), "f");
+        let new = spec(&RULES.replace("name = \"b\"\non = \"y\"", "name = \"d\"\non = \"y\""));
+        assert_eq!(compat(&old, &new).unwrap(), vec![Some(0), None]);
+    }
+
+    #[test]
+    fn windows_that_grow_beyond_the_checkpoints_memory_are_refused() {
+        let old = template(&spec(RULES), "f");
+        let longer_dedup = spec(&RULES.replace("window = \"10m\"", "window = \"20m\""));
+        let e = compat(&old, &longer_dedup).unwrap_err().to_string();
+        assert!(e.contains("rule \"a\": its dedup window grew"), "{e}");
+        let longer_horizon = spec(&RULES.replace("\"1h\"", "\"2h\""));
+        let e = compat(&old, &longer_horizon).unwrap_err().to_string();
+        assert!(e.contains("dedup_horizon grew"), "{e}");
+        let capped = spec(&format!(
+            "{RULES}\n[[cap]]\npurpose = \"transactional\"\nmax = 3\nper = \"1d\"\n"
+        ));
+        let e = compat(&old, &capped).unwrap_err().to_string();
+        assert!(e.contains("longest cap or dedup window grew"), "{e}");
+        // Shorter windows are safe: the checkpoint remembers more than
+        // they need.
+        let shorter = spec(
+            &RULES
+                .replace("\"1h\"", "\"30m\"")
+                .replace("\"10m\"", "\"1m\""),
+        );
+        assert!(compat(&old, &shorter).is_ok());
+    }
 }

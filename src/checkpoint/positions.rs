@@ -18,13 +18,16 @@ use crate::time::Time;
 
 /// Where a partition's reading stood: the next offset to read (`None`
 /// before its first record) and the largest event time it had delivered
-/// (its watermark's basis).
+/// (its watermark's basis); in a checkpoint, also the time its worker had
+/// released then (records after the position behind it were late).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct PartitionPosition {
     pub topic: String,
     pub partition: i32,
     pub offset: Option<i64>,
     pub seen: Option<Time>,
+    #[serde(default)]
+    pub released: Option<Time>,
 }
 
 /// A checkpoint's positions of this worker's partitions, and what became
@@ -42,9 +45,9 @@ pub struct Taken {
 
 #[derive(Default)]
 struct Inner {
-    /// (first release, last release, positions) of releases at which the
-    /// positions were the same, oldest first.
-    noted: VecDeque<(Time, Time, Vec<PartitionPosition>)>,
+    /// The releases at which the positions were the same, with them,
+    /// oldest first.
+    noted: VecDeque<(Vec<Time>, Vec<PartitionPosition>)>,
     /// Checkpoints taken, oldest first, until their positions are
     /// committed or passed over.
     taken: VecDeque<Taken>,
@@ -59,8 +62,8 @@ impl SourcePositions {
     pub fn note(&self, release: Time, positions: Vec<PartitionPosition>) {
         let mut inner = self.0.borrow_mut();
         match inner.noted.back_mut() {
-            Some((_, last, p)) if *p == positions => *last = release,
-            _ => inner.noted.push_back((release, release, positions)),
+            Some((releases, p)) if *p == positions => releases.push(release),
+            _ => inner.noted.push_back((vec![release], positions)),
         }
     }
 
@@ -70,11 +73,21 @@ impl SourcePositions {
     /// Empty for a worker without partitions.
     pub fn take(&self, t: Time, last: bool) -> Vec<PartitionPosition> {
         let mut inner = self.0.borrow_mut();
-        while inner.noted.len() > 1 && inner.noted[0].1 < t {
+        let newest = |releases: &Vec<Time>| releases.last().copied().unwrap_or(Time::MIN);
+        while inner.noted.len() > 1 && newest(&inner.noted[0].0) < t {
             inner.noted.pop_front();
         }
-        let positions = match inner.noted.front() {
-            Some((_, l, p)) if *l >= t => p.clone(),
+        let positions = match inner.noted.front_mut() {
+            Some((releases, p)) if newest(releases) >= t => {
+                let first = releases.iter().copied().find(|r| *r >= t);
+                releases.retain(|r| *r >= t);
+                p.iter()
+                    .map(|q| PartitionPosition {
+                        released: first,
+                        ..q.clone()
+                    })
+                    .collect()
+            }
             _ => Vec::new(),
         };
         inner.taken.push_back(Taken {
@@ -119,7 +132,13 @@ mod tests {
             partition: 0,
             offset: Some(offset),
             seen: Some(offset * 10),
+            released: None,
         }]
+    }
+
+    fn released(mut p: Vec<PartitionPosition>, t: Time) -> Vec<PartitionPosition> {
+        p[0].released = Some(t);
+        p
     }
 
     #[test]
@@ -129,9 +148,17 @@ mod tests {
         p.note(20, at(1)); // unchanged: one entry for releases 10..=20
         p.note(30, at(2));
         p.note(40, at(3));
-        assert_eq!(p.take(15, false), at(1), "released 20 with offset 1");
-        assert_eq!(p.take(25, false), at(2), "first release ≥ 25 is 30");
-        assert_eq!(p.take(40, true), at(3));
+        assert_eq!(
+            p.take(15, false),
+            released(at(1), 20),
+            "released 20 at offset 1"
+        );
+        assert_eq!(
+            p.take(25, false),
+            released(at(2), 30),
+            "first release ≥ 25 is 30"
+        );
+        assert_eq!(p.take(40, true), released(at(3), 40));
         p.outcome(25, true);
         p.outcome(15, false);
         let settled = p.settled(|t| t <= 30);

@@ -1021,4 +1021,69 @@ channels = ["email"]
             ]
         );
     }
+
+    /// After a spec change, candidates, dedup history and waiting matches
+    /// follow their rules to their new places; a removed rule's dedup
+    /// history is dropped, and its pending candidate refuses the change.
+    #[test]
+    fn rules_are_renumbered_and_a_removed_rule_with_candidates_is_refused() {
+        let candidate = |rule| Candidate {
+            decision: 10,
+            event_time: 5,
+            event_key: "s/1".into(),
+            rule,
+            dedup_key: None,
+            vars: None,
+        };
+        let user = UserKey::new("u-1");
+        let state = |pending: Vec<Candidate>| UserState {
+            pending,
+            dedup: vec![
+                (0, "k".into(), 3, "s/0".into()),
+                (1, "k".into(), 4, "s/0".into()),
+            ],
+            ..Default::default()
+        };
+        let waiting = Arrival::Event(Box::new(EventArrival {
+            user: user.clone(),
+            key: "s/2".into(),
+            fingerprint: 1,
+            time: 20,
+            seq: 0,
+            hit: RuleHit {
+                fires: vec![Fire {
+                    rule: 0,
+                    decision: 20,
+                    dedup_key: None,
+                }],
+                cancels: 0b11,
+                data: None,
+            },
+        }));
+        let names = ["a".to_string(), "b".to_string()];
+        // a moves to 1, b is removed.
+        let map = [Some(1), None];
+        let mut ok = DecideState {
+            users: vec![(user.clone(), state(vec![candidate(0)]))],
+            waiting: vec![waiting.clone()],
+            ..Default::default()
+        };
+        ok.renumber_rules(&map, &names).unwrap();
+        let (_, s) = &ok.users[0];
+        assert_eq!(s.pending[0].rule, 1);
+        assert_eq!(s.dedup.len(), 1, "b's dedup history is dropped");
+        assert_eq!(s.dedup[0].0, 1);
+        let Arrival::Event(e) = &ok.waiting[0] else {
+            unreachable!()
+        };
+        assert_eq!(e.hit.fires[0].rule, 1);
+        assert_eq!(e.hit.cancels, 0b10, "cancels a (now 1); b is gone");
+
+        let mut refused = DecideState {
+            users: vec![(user, state(vec![candidate(1)]))],
+            ..Default::default()
+        };
+        let e = refused.renumber_rules(&map, &names).unwrap_err();
+        assert!(e.contains("rule \"b\" is no longer in the spec"), "{e}");
+    }
 }

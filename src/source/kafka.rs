@@ -385,17 +385,27 @@ pub fn kafka_source<'s>(
         partitions = %partitions.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(","),
         "reading"
     );
+    let resumed_release = resume.as_ref().map(|r| {
+        partitions
+            .iter()
+            .filter_map(|p| resumed(&p.topic, p.partition).and_then(|q| q.released))
+            .min()
+            .unwrap_or(r.time)
+            .max(r.time)
+    });
     let idle_timeout = job.idle_timeout;
     let tick = (idle_timeout / 2).clamp(Duration::from_millis(5), Duration::from_millis(100));
 
     builder.build(move |mut capabilities| {
         let activator = scope.activator_for(info.address.clone());
         let mut released = Time::MIN;
-        // A restarted job goes on from the checkpoint's time.
-        if let Some(resume) = &resume
+        // A restarted job goes on from the checkpoint's time, or from what
+        // its partitions' workers had released then, which judged the
+        // records after them late or not.
+        if let Some(resumed) = resumed_release
             && !partitions.is_empty()
         {
-            released = resume.time;
+            released = resumed;
             for cap in capabilities.iter_mut() {
                 cap.downgrade(&released);
             }
@@ -581,6 +591,7 @@ fn positions(partitions: &[Partition]) -> Vec<PartitionPosition> {
             partition: p.partition,
             offset: p.next_offset,
             seen: p.watermark.seen(),
+            released: None,
         })
         .collect()
 }
