@@ -240,6 +240,70 @@ fn kill_nine_at_random_moments_loses_nothing_and_decides_nothing_differently() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
+/// (d) The broker stops and starts again while the job works through a
+/// stream: the job reconnects and decides exactly what the replay does.
+#[test]
+fn a_broker_restart_midway_changes_nothing() {
+    let g = generated(31);
+    let broker = Broker::start(Engine::Sqlite, 2, &topics("b"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &broker, &g.spec, "b");
+    produce_fixture(&config, &g.fixture);
+    let now = time::format_rfc3339(time::now_ms() - 2_000);
+    let mut jobs = start(&config, 0);
+    let started = Instant::now();
+    while !jobs[0].log().contains("checkpoint complete") {
+        jobs[0].assert_running();
+        assert!(started.elapsed() < Duration::from_secs(60), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    broker.restart();
+    let expected: HashSet<&String> = g
+        .dispatches
+        .iter()
+        .filter(|l| common::kafka::decided_at(l) <= now)
+        .collect();
+    let got = read_until(&broker, "b.dispatches", Duration::from_secs(300), |got| {
+        let (firsts, _) = first_copies(got);
+        let have: HashSet<&String> = firsts.iter().map(|m| &m.value).collect();
+        expected.iter().all(|l| have.contains(*l))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let suppressions = read_topic(
+        &broker.brokers,
+        "b.suppressions",
+        g.suppressions.len(),
+        Duration::from_secs(2),
+        Duration::from_secs(120),
+    );
+    let (dispatches, resent) = first_copies(&got);
+    let (suppressions, repeated) = distinct(&suppressions);
+    eprintln!(
+        "broker restart: {} dispatches ({resent} re-sent), {} suppressions ({repeated} repeated)",
+        dispatches.len(),
+        suppressions.len()
+    );
+    for (status, job) in stop_all(&mut jobs).into_iter().zip(&jobs) {
+        assert!(status.success(), "exit {status}:\n{}", job.log());
+    }
+    let mut failures = Vec::new();
+    failures.extend(compare(
+        "broker restart",
+        "dispatches",
+        &dispatches,
+        &g.dispatches,
+        &now,
+    ));
+    failures.extend(compare(
+        "broker restart",
+        "suppressions",
+        &suppressions,
+        &g.suppressions,
+        &now,
+    ));
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
 /// (e) A stop takes a last checkpoint: started again, the job re-sends
 /// nothing, reads nothing twice and goes on deciding new records.
 #[test]

@@ -62,6 +62,26 @@ impl Broker {
         }
     }
 
+    /// Stops the broker and starts it again on its data and port (the
+    /// sqlite engine keeps records and committed offsets).
+    pub fn restart(&self) {
+        let down = Command::new(repo().join("scripts/kafka-down.sh"))
+            .arg(&self.dir)
+            .status()
+            .unwrap();
+        assert!(down.success(), "kafka-down.sh failed");
+        let up = Command::new(repo().join("scripts/kafka-up.sh"))
+            .args(["--engine", "sqlite"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(["--owner", &std::process::id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .status()
+            .unwrap();
+        assert!(up.success(), "kafka-up.sh failed to restart the broker");
+    }
+
     pub fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(self.dir.join("tansu.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
