@@ -3,12 +3,13 @@
 //! Kafka sink (`sink::kafka`), on timely workers in one or many processes,
 //! until SIGTERM or SIGINT.
 //!
-//! Each process serves `/metrics`, `/healthz` and `/readyz` (`ops`). On a
-//! stop signal every worker stops reading, waits until the outputs before
-//! the event time all workers have released are acknowledged, commits the
-//! offsets that time covers, and the process exits 0. Decisions still
-//! pending (a delay not yet due) are not made at a stop: without a
-//! checkpoint they are lost with the process (checkpoints keep them).
+//! Each process serves `/metrics`, `/healthz` and `/readyz` (`ops`). The
+//! job takes checkpoints (`checkpoint`) and starts from the newest
+//! complete one, its state split among the workers it has now. On a stop
+//! signal every worker stops reading, the job takes a last checkpoint at
+//! the time all sources have released, and once it is complete, every
+//! output before it acknowledged and its offsets committed, the process
+//! exits 0. Decisions still pending (a delay not yet due) are in it.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;

@@ -15,10 +15,15 @@
 //!   clock minus `allowed_lateness` minus `idle_timeout`. A worker with no
 //!   partition at all holds nothing back. The capability moves at most once
 //!   per activation, never per record.
-//! - commits: when the worker releases T it notes every partition's
-//!   position; once every output before T is acknowledged by the broker
-//!   (the `acked` probe, fed by `sink::kafka`), those positions are
-//!   committed to the group.
+//! - checkpoints: when the worker releases T it notes every partition's
+//!   position and watermark ([`SourcePositions`]); a checkpoint at T takes
+//!   those of the worker's first release at or after T. Once the
+//!   checkpoint is complete and every output before T is acknowledged by
+//!   the broker (the `acked` probe, fed by `sink::kafka`), its offsets are
+//!   committed to the group. A restarted job reads each partition from the
+//!   checkpoint's offset ([`Resume`]), its watermark restored.
+//! - stop: the source stops reading and holds what it has released; it
+//!   finishes once the stop's checkpoint (`checkpoint::clock`) is settled.
 //!
 //! Message formats: the value is a §2 record; events may instead be in the
 //! CloudEvents binary mode (`ce_*` headers, the value being `data`), which
