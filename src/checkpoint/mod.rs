@@ -6,7 +6,7 @@
 //! - `dataflow::cut` holds records sent at or after that time back from the
 //!   stateful stages, and `decide` snapshots its state and the profiles as
 //!   of it ([`state`]).
-//! - [`write`]: each worker writes its part, worker 0 the manifest that
+//! - [`write`](mod@write): each worker writes its part, worker 0 the manifest that
 //!   makes the checkpoint complete; each source then commits the positions
 //!   the checkpoint holds ([`positions`]).
 //! - [`store`]: checkpoints behind a URL, versioned and checksummed.
