@@ -12,8 +12,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::kafka::{
-    Broker, Engine, Job, Received, compare, job_config, produce_fixture, read_topics, sorted_lines,
-    sorted_values, topics,
+    Broker, Engine, Job, Received, compare, decided_at, job_config, produce_fixture, read_topics,
+    sorted_lines, sorted_values, topics,
 };
 use common::kafka::{committed, end_offsets, producer, queue, read_topic, send, stop_all};
 use common::{http, read, repo};

@@ -44,6 +44,8 @@ pub struct Written {
     pub part: Option<Part>,
     pub positions: Vec<PartitionPosition>,
     pub users: usize,
+    /// How long the worker took to take, encode and write its part.
+    pub seconds: f64,
 }
 
 /// A checkpoint's outcome: complete (its manifest written) or not.
@@ -83,6 +85,7 @@ pub fn write<'s>(
                     let request = snapshot.request;
                     let positions = worker_positions.take(request.time, request.last);
                     let name = format!("part-{index:04}.bin");
+                    let started = std::time::Instant::now();
                     let part = if request.time == Time::MIN {
                         None // nothing released yet: nothing to hold
                     } else {
@@ -100,6 +103,7 @@ pub fn write<'s>(
                         part,
                         positions,
                         users: snapshot.users,
+                        seconds: snapshot.seconds + started.elapsed().as_secs_f64(),
                     });
                 }
             });
@@ -201,13 +205,16 @@ fn complete(
     }
     let bytes: u64 = manifest.parts.iter().map(|p| p.bytes).sum();
     let users: usize = parts.iter().map(|w| w.users).sum();
-    let seconds = started.elapsed().as_secs_f64();
-    metrics.checkpoint(seconds, bytes);
+    // The slowest worker's part, then the manifest.
+    let slowest = parts.iter().map(|w| w.seconds).fold(0.0, f64::max);
+    let write_seconds = slowest + started.elapsed().as_secs_f64();
+    metrics.checkpoint(write_seconds, bytes);
     tracing::info!(
         id = request.id,
         time = %crate::time::format_rfc3339(request.time),
         bytes,
         users,
+        write_seconds,
         last = request.last,
         "checkpoint complete"
     );

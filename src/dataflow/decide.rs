@@ -741,6 +741,8 @@ pub struct Snapshot {
     pub bytes: Vec<u8>,
     /// Users with decision state, for the log.
     pub users: usize,
+    /// How long the snapshot took to take and encode.
+    pub seconds: f64,
 }
 
 /// Builds the decide operator.
@@ -855,6 +857,7 @@ where
                     engine.advance(request.time, &mut profile_trace, &mut buffer);
                     done_through = request.time;
                 }
+                let started = std::time::Instant::now();
                 let profile = profile_upserts(&mut profile_trace, &pending_profiles, request.time);
                 let users = engine.users.len();
                 let bytes = crate::checkpoint::state::encode(&engine.snapshot(), &profile);
@@ -863,6 +866,7 @@ where
                         request,
                         bytes,
                         users,
+                        seconds: started.elapsed().as_secs_f64(),
                     };
                     snapshot_output
                         .activate()

@@ -93,7 +93,7 @@ impl Metrics {
         let checkpoint_duration = Histogram::new(exponential_buckets(0.01, 2.0, 14));
         registry.register(
             "checkpoint_duration_seconds",
-            "Time to write a checkpoint",
+            "Time to take and write a checkpoint: the slowest worker's snapshot and part, then the manifest",
             checkpoint_duration.clone(),
         );
         let checkpoint_bytes = Gauge::default();
