@@ -138,16 +138,13 @@ fn compat(manifest: &Manifest, spec: &Spec) -> anyhow::Result<Vec<Option<u16>>> 
         let new = spec.rules.iter().position(|r| r.name == old.name);
         if let Some(i) = new {
             let window = spec.rules[i].dedup.as_ref().map(|d| d.window);
-            if let (Some(w), Some(o)) = (window, old.dedup_window)
-                && w > o
-            {
+            // No dedup window is a window of 0: the checkpoint kept nothing.
+            let (w, o) = (window.unwrap_or(0), old.dedup_window.unwrap_or(0));
+            if w > o {
                 bail!(
                     "rule {:?}: its dedup window grew from {o} ms to {w} ms, but the checkpoint remembers its dispatches only {o} ms back",
                     old.name
                 );
-            }
-            if window.is_some() && old.dedup_window.is_none() {
-                tracing::info!(rule = %old.name, "rule has a dedup window now: it counts dispatches from the restart on");
             }
         }
         map.push(new.map(|i| i as u16));

@@ -34,6 +34,7 @@ pub struct PartitionPosition {
 /// of the checkpoint.
 #[derive(Clone, Debug)]
 pub struct Taken {
+    pub id: u64,
     pub time: Time,
     /// The checkpoint taken at a stop.
     pub last: bool,
@@ -45,6 +46,8 @@ pub struct Taken {
 
 #[derive(Default)]
 struct Inner {
+    /// The worker reads partitions: a checkpoint must find its positions.
+    reads: bool,
     /// The releases at which the positions were the same, with them,
     /// oldest first.
     noted: VecDeque<(Vec<Time>, Vec<PartitionPosition>)>,
@@ -67,13 +70,20 @@ impl SourcePositions {
         }
     }
 
+    /// The worker reads partitions (its source says so when it starts).
+    pub fn set_reads(&self) {
+        self.0.borrow_mut().reads = true;
+    }
+
     /// The positions at the worker's first release at or after `t` (the
-    /// records before them were all sent before `t`), for the checkpoint
+    /// records before them were all sent before `t`), for checkpoint `id`
     /// at `t`; the source commits them once the checkpoint is complete.
-    /// Empty for a worker without partitions.
-    pub fn take(&self, t: Time, last: bool) -> Vec<PartitionPosition> {
+    /// Empty for a worker without partitions; `None` if a worker with
+    /// partitions has not released `t` (which the cut rules out).
+    pub fn take(&self, id: u64, t: Time, last: bool) -> Option<Vec<PartitionPosition>> {
         let mut inner = self.0.borrow_mut();
         let newest = |releases: &Vec<Time>| releases.last().copied().unwrap_or(Time::MIN);
+        let reads = inner.reads;
         while inner.noted.len() > 1 && newest(&inner.noted[0].0) < t {
             inner.noted.pop_front();
         }
@@ -88,21 +98,23 @@ impl SourcePositions {
                     })
                     .collect()
             }
+            _ if reads => return None,
             _ => Vec::new(),
         };
         inner.taken.push_back(Taken {
+            id,
             time: t,
             last,
             positions: positions.clone(),
             complete: None,
         });
-        positions
+        Some(positions)
     }
 
-    /// Records the outcome of the checkpoint at `t`.
-    pub fn outcome(&self, t: Time, complete: bool) {
+    /// Records the outcome of checkpoint `id`.
+    pub fn outcome(&self, id: u64, complete: bool) {
         let mut inner = self.0.borrow_mut();
-        if let Some(taken) = inner.taken.iter_mut().find(|c| c.time == t) {
+        if let Some(taken) = inner.taken.iter_mut().find(|c| c.id == id) {
             taken.complete = Some(complete);
         }
     }
@@ -148,25 +160,53 @@ mod tests {
         p.note(20, at(1)); // unchanged: one entry for releases 10..=20
         p.note(30, at(2));
         p.note(40, at(3));
+        let first = p.take(1, 15, false);
+        assert_eq!(first, Some(released(at(1), 20)), "released 20 at offset 1");
+        let second = p.take(2, 25, false);
         assert_eq!(
-            p.take(15, false),
-            released(at(1), 20),
-            "released 20 at offset 1"
-        );
-        assert_eq!(
-            p.take(25, false),
-            released(at(2), 30),
+            second,
+            Some(released(at(2), 30)),
             "first release ≥ 25 is 30"
         );
-        assert_eq!(p.take(40, true), released(at(3), 40));
-        p.outcome(25, true);
-        p.outcome(15, false);
+        assert_eq!(p.take(3, 40, true), Some(released(at(3), 40)));
+        p.outcome(2, true);
+        p.outcome(1, false);
         let settled = p.settled(|t| t <= 30);
         assert_eq!(settled.len(), 2);
         assert_eq!(settled[0].complete, Some(false));
         assert_eq!((settled[1].time, settled[1].complete), (25, Some(true)));
         assert!(p.settled(|_| true).is_empty(), "40 has no outcome yet");
-        p.outcome(40, true);
+        p.outcome(3, true);
         assert!(p.settled(|_| true)[0].last);
+    }
+
+    /// A stop's checkpoint may share its time with the periodic one before
+    /// it: each gets its own outcome.
+    #[test]
+    fn checkpoints_at_one_time_are_told_apart_by_id() {
+        let p = SourcePositions::default();
+        p.note(10, at(1));
+        p.take(1, 10, false);
+        p.take(2, 10, true);
+        p.outcome(2, true);
+        assert!(p.settled(|_| true).is_empty(), "1 has no outcome yet");
+        p.outcome(1, false);
+        let settled = p.settled(|_| true);
+        assert_eq!(settled.len(), 2);
+        assert_eq!((settled[0].complete, settled[0].last), (Some(false), false));
+        assert_eq!((settled[1].complete, settled[1].last), (Some(true), true));
+    }
+
+    #[test]
+    fn a_worker_that_reads_partitions_needs_a_release_at_or_after_the_checkpoint() {
+        let p = SourcePositions::default();
+        assert_eq!(
+            p.take(1, 10, false),
+            Some(Vec::new()),
+            "no partitions: nothing to hold"
+        );
+        p.set_reads();
+        p.note(5, at(1));
+        assert_eq!(p.take(2, 10, false), None);
     }
 }

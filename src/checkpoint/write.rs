@@ -51,7 +51,7 @@ pub struct Written {
 /// A checkpoint's outcome: complete (its manifest written) or not.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct Outcome {
-    pub time: Time,
+    pub id: u64,
     pub complete: bool,
 }
 
@@ -83,11 +83,14 @@ pub fn write<'s>(
                 let mut session = output.session(&cap);
                 for snapshot in data.drain(..) {
                     let request = snapshot.request;
-                    let positions = worker_positions.take(request.time, request.last);
+                    let positions = worker_positions.take(request.id, request.time, request.last);
                     let name = format!("part-{index:04}.bin");
                     let started = std::time::Instant::now();
                     let part = if request.time == Time::MIN {
                         None // nothing released yet: nothing to hold
+                    } else if positions.is_none() {
+                        tracing::error!(id = request.id, worker = index, "no source positions for the checkpoint's time");
+                        None
                     } else {
                         match part_store.put_part(request.id, &name, Bytes::from(snapshot.bytes)) {
                             Ok(part) => Some(part),
@@ -101,7 +104,7 @@ pub fn write<'s>(
                         request,
                         worker: index,
                         part,
-                        positions,
+                        positions: positions.unwrap_or_default(),
                         users: snapshot.users,
                         seconds: snapshot.seconds + started.elapsed().as_secs_f64(),
                     });
@@ -142,7 +145,7 @@ pub fn write<'s>(
                     .activate()
                     .session(&cap.delayed(&request.time))
                     .give(Outcome {
-                        time: request.time,
+                        id: request.id,
                         complete,
                     });
             }
@@ -162,7 +165,7 @@ pub fn write<'s>(
 
     outcomes
         .broadcast()
-        .inspect(move |o: &Outcome| positions.outcome(o.time, o.complete))
+        .inspect(move |o: &Outcome| positions.outcome(o.id, o.complete))
 }
 
 /// Writes the manifest of the checkpoint whose parts are `parts`; true if

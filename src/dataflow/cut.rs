@@ -75,12 +75,14 @@ impl Taken {
     }
 }
 
-/// Puts a cut in front of the stage that `taken` reports for.
+/// Puts a cut in front of the stage that `taken` reports for. `restored`
+/// (a recovery's records of this worker) is passed on first, at its time.
 pub fn cut<'s, D, P>(
     stream: Stream<'s, Time, Vec<D>>,
     pact: P,
     requests: Stream<'s, Time, Vec<Request>>,
     taken: Taken,
+    restored: Option<(Time, Vec<D>)>,
     name: &str,
 ) -> Stream<'s, Time, Vec<D>>
 where
@@ -102,6 +104,11 @@ where
     builder.build(move |mut capabilities| {
         let mut held = capabilities.pop();
         let mut stash: BTreeMap<Time, Vec<Vec<D>>> = BTreeMap::new();
+        if let Some((t, records)) = restored
+            && !records.is_empty()
+        {
+            stash.insert(t, vec![records]);
+        }
         // Requested times whose snapshot is not yet taken.
         let mut pending: Vec<Time> = Vec::new();
         move |frontiers| {

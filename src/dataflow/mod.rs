@@ -98,17 +98,28 @@ pub fn build_checkpointed<'s>(
         by_user,
         requests.clone(),
         taken.clone(),
+        None,
         "ArrivalsCut",
     );
+    // The restored profile goes into the arrangement as records (the
+    // batcher extracts only what a capability stands for), at the least
+    // time among them: the values in force at T are upserts at T − 1.
+    let restored = restore
+        .profile
+        .iter()
+        .map(|u| u.2)
+        .min()
+        .map(|t| (t, restore.profile));
     let by_user = Exchange::new(|u: &profile::ProfileUpsert| u.0.user);
     let profile = cut::cut(
         profile,
         by_user,
         requests.clone(),
         taken.clone(),
+        restored,
         "ProfilesCut",
     );
-    let pending = Rc::new(RefCell::new(restore.profile));
+    let pending = profile::PendingProfiles::default();
     let profiles = profile::arrange_profiles_with(profile, Pipeline, pending.clone());
     let checkpoints = decide::Checkpoints {
         requests,
@@ -117,4 +128,105 @@ pub fn build_checkpointed<'s>(
         restore: Some(restore.decide),
     };
     decide::decide_with(arrivals, Pipeline, profiles, spec, stats, Some(checkpoints))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::consent::ConsentVal;
+    use super::profile::{ProfileKey, ProfileUpsert, ProfileVal, Slot};
+    use super::route::{Arrival, EventArrival, Fire, RuleHit};
+    use super::*;
+    use crate::checkpoint::state::WorkerState;
+    use crate::spec::{Channel, Purpose};
+    use timely::dataflow::operators::Input;
+
+    /// What the decision graph with checkpoints decides for one marketing
+    /// event at 150, after a start from `restore` as of 100.
+    fn decide_after(restore: WorkerState) -> Vec<Decision> {
+        let spec = Arc::new(
+            Spec::parse(
+                "t.toml",
+                "[[rule]]\nname = \"promo\"\non = \"x\"\npurpose = \"marketing\"\nchannels = [\"email\"]\n",
+            )
+            .unwrap(),
+        );
+        let user = UserKey::new("u-1");
+        let event = Arrival::Event(Box::new(EventArrival {
+            user: user.clone(),
+            key: "s/1".into(),
+            fingerprint: 1,
+            time: 150,
+            seq: 0,
+            hit: RuleHit {
+                fires: vec![Fire {
+                    rule: 0,
+                    decision: 150,
+                    dedup_key: None,
+                }],
+                cancels: 0,
+                data: None,
+            },
+        }));
+        timely::execute_directly(move |worker| {
+            let decisions = Rc::new(RefCell::new(Vec::new()));
+            let stats = Rc::new(RefCell::new(DecideStats::default()));
+            let (mut events, mut profile, mut requests, probe) =
+                worker.dataflow::<Time, _, _>(|scope| {
+                    let (events, arrivals) = scope.new_input::<Vec<Arrival>>();
+                    let (profile, upserts) = scope.new_input::<Vec<ProfileUpsert>>();
+                    let (requests, stream) = scope.new_input::<Vec<cut::Request>>();
+                    let (out, _) =
+                        build_checkpointed((arrivals, upserts), stream, restore, spec, stats);
+                    (
+                        events,
+                        profile,
+                        requests,
+                        crate::sink::collect(out, decisions.clone()),
+                    )
+                });
+            for input in [&mut profile] {
+                input.advance_to(100);
+            }
+            requests.advance_to(100);
+            events.advance_to(100);
+            events.send(event);
+            events.close();
+            profile.close();
+            requests.close();
+            while !probe.done() {
+                worker.step();
+            }
+            decisions.take().into_iter().flatten().collect()
+        })
+    }
+
+    /// Consent restored from a checkpoint is in force from its time on,
+    /// though no profile record arrives after the start.
+    #[test]
+    fn a_restored_profile_is_read_after_the_start() {
+        let user = UserKey::new("u-1");
+        let slot = Slot::Consent(Some(Channel::Email), Purpose::Marketing);
+        let granted = ConsentVal {
+            time: 5,
+            seq: 0,
+            granted: true,
+        };
+        let mut restore = WorkerState::default();
+        restore.profile.push((
+            ProfileKey::new(&user, slot),
+            Some(ProfileVal::Consent(granted)),
+            99,
+        ));
+        let decided = decide_after(restore);
+        assert!(
+            matches!(decided.as_slice(), [Decision::Dispatch(d)] if d.channel == Channel::Email),
+            "{decided:?}"
+        );
+        // Without it: no consent, no channel.
+        let decided = decide_after(WorkerState::default());
+        assert!(
+            matches!(decided.as_slice(), [Decision::Suppression(_)]),
+            "{decided:?}"
+        );
+    }
 }

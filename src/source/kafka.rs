@@ -51,7 +51,7 @@ use timely::dataflow::{Scope, Stream};
 
 use crate::checkpoint::positions::{PartitionPosition, SourcePositions};
 use crate::ingest::{Ingest, Ingested, Keep, Origin, Watermark};
-use crate::job::JobConfig;
+use crate::job::{JobConfig, Start};
 use crate::ops::{Health, Metrics};
 use crate::record::StreamKind;
 use crate::record::output::Position;
@@ -226,7 +226,8 @@ struct Partition {
     /// It has been caught up at least once (for readiness).
     was_caught_up: bool,
     last_record: Instant,
-    /// The offset after the last record read; `None` before the first.
+    /// The offset after the last record read (where it started, before
+    /// the first).
     next_offset: Option<i64>,
 }
 
@@ -314,7 +315,8 @@ pub fn kafka_source<'s>(
     // empty once every source of every process has finished, which is
     // when a process may leave (its operators must go on deciding what
     // the others still release until then).
-    let (_running_out, running) = builder.new_output::<Vec<()>>();
+    let (running_out, running) = builder.new_output::<Vec<()>>();
+    let mut running_out = timely::dataflow::operators::generic::OutputBuilder::from(running_out);
     let running = running.probe_with(&running_everywhere);
 
     let mut config = client_config(&job);
@@ -346,14 +348,22 @@ pub fn kafka_source<'s>(
                 .find(|q| q.topic == topic && q.partition == p)
         })
     };
-    let mut assignment = TopicPartitionList::new();
+    // Every partition starts at a concrete offset, so that a checkpoint
+    // taken before its first record still says where it stood (a resume
+    // from it must not move to "latest", nor to an offset a newer
+    // checkpoint committed).
+    let mut starts = Vec::with_capacity(mine.len());
     for (_, topic, p) in &mine {
         let offset = match resumed(topic, *p).and_then(|q| q.offset) {
-            Some(o) => Offset::Offset(o),
-            None => Offset::Stored,
+            Some(o) => o,
+            None => start_offset(&consumer, topic, *p, job.kafka.start)?,
         };
+        starts.push(offset);
+    }
+    let mut assignment = TopicPartitionList::new();
+    for ((_, topic, p), offset) in mine.iter().zip(&starts) {
         assignment
-            .add_partition_offset(topic, *p, offset)
+            .add_partition_offset(topic, *p, Offset::Offset(*offset))
             .context("cannot build the assignment")?;
     }
     consumer
@@ -363,7 +373,7 @@ pub fn kafka_source<'s>(
     let now = Instant::now();
     let mut partitions = Vec::new();
     let mut queues: Vec<Queue> = Vec::new();
-    for (stream, topic, p) in mine {
+    for ((stream, topic, p), offset) in mine.into_iter().zip(starts) {
         let mut queue = consumer
             .split_partition_queue(&topic, p)
             .with_context(|| format!("cannot read partition {topic}/{p}"))?;
@@ -380,7 +390,7 @@ pub fn kafka_source<'s>(
             caught_up: false,
             was_caught_up: false,
             last_record: now,
-            next_offset: at.and_then(|q| q.offset),
+            next_offset: Some(offset),
             topic: topic.into(),
         });
         queues.push(queue);
@@ -417,6 +427,9 @@ pub fn kafka_source<'s>(
             checkpoint_positions.note(released, positions(&partitions));
         }
         let mut capabilities = Some(capabilities);
+        if !partitions.is_empty() {
+            checkpoint_positions.set_reads();
+        }
         let mut ingest = Ingest::new(spec, Keep::All);
         let mut ingested = Ingested::default();
         let mut ready = partitions.is_empty();
@@ -427,21 +440,20 @@ pub fn kafka_source<'s>(
         let mut committed: Vec<PartitionPosition> = Vec::new();
         let mut scratch = Vec::new();
         let mut stopping_since: Option<Instant> = None;
-        let mut counted = false;
+        let mut announced = false;
 
         move |_frontiers| {
             let now = Instant::now();
             let stopping = control.stop.load(Ordering::Relaxed);
             let Some(caps) = capabilities.as_mut() else {
-                // Without partitions: nothing to read, held or committed.
-                if stopping && !counted {
-                    counted = true;
-                    control.finished.fetch_add(1, Ordering::SeqCst);
-                } else if !counted {
-                    activator.activate_after(tick);
-                }
-                return;
+                return; // finished
             };
+            // A stop of this process stops the whole job: tell worker 0's
+            // checkpoint clock, which takes the stop's checkpoint.
+            if stopping && !announced {
+                announced = true;
+                running_out.activate().session(&caps[3]).give(());
+            }
             // Serve the consumer's own queue (errors, statistics).
             while let Some(result) = consumer.poll(Duration::ZERO) {
                 if let Err(e) = result {
@@ -513,11 +525,8 @@ pub fn kafka_source<'s>(
                 };
                 if target > released {
                     released = target;
-                    if target == Time::MAX {
-                        capabilities = None;
-                        activator.activate_after(tick);
-                        return;
-                    }
+                    // (A worker without partitions holds its capabilities
+                    // at the end of time, to announce a stop.)
                     for cap in caps.iter_mut() {
                         cap.downgrade(&target);
                     }
@@ -549,14 +558,14 @@ pub fn kafka_source<'s>(
                     committed = taken.positions;
                 }
                 if taken.last {
-                    if taken.complete != Some(true) {
+                    // Before any release there is nothing to keep.
+                    if taken.complete != Some(true) && taken.time != Time::MIN {
                         tracing::error!("the checkpoint at the stop is not complete: a restart goes on from the one before");
                         control.unclean.store(true, Ordering::SeqCst);
                     }
                     finished = true;
                 }
             }
-
             if stopping {
                 let since = *stopping_since.get_or_insert(now);
                 if !finished && now.duration_since(since) > Duration::from_secs(30) {
@@ -566,16 +575,16 @@ pub fn kafka_source<'s>(
                     control.unclean.store(true, Ordering::SeqCst);
                     finished = true;
                 }
-                if finished {
-                    // Holding the capabilities keeps pending decisions
-                    // undecided: they are not complete.
-                    let mut caps = capabilities.take().expect("capabilities");
-                    drop(caps.pop()); // the `running` output's
-                    std::mem::forget(caps);
-                    counted = true;
-                    control.finished.fetch_add(1, Ordering::SeqCst);
-                    return;
-                }
+            }
+            if finished {
+                // Holding the capabilities keeps pending decisions
+                // undecided: they are not complete.
+                let mut caps = capabilities.take().expect("capabilities");
+                drop(caps.pop()); // the `running` output's
+                std::mem::forget(caps);
+                control.stop.store(true, Ordering::SeqCst);
+                control.finished.fetch_add(1, Ordering::SeqCst);
+                return;
             }
             if more {
                 activator.activate();
@@ -585,6 +594,35 @@ pub fn kafka_source<'s>(
         }
     });
     Ok((streams, running))
+}
+
+/// Where a partition without a checkpointed position starts: the group's
+/// committed offset, else its first or next offset (`[kafka] start`).
+fn start_offset(
+    consumer: &BaseConsumer<SourceContext>,
+    topic: &str,
+    partition: i32,
+    start: Start,
+) -> anyhow::Result<i64> {
+    let timeout = Duration::from_secs(30);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    let committed = consumer
+        .committed_offsets(tpl, timeout)
+        .with_context(|| format!("cannot read the committed offset of {topic}/{partition}"))?;
+    if let Some(Offset::Offset(o)) = committed
+        .find_partition(topic, partition)
+        .map(|e| e.offset())
+    {
+        return Ok(o);
+    }
+    let (low, high) = consumer
+        .fetch_watermarks(topic, partition, timeout)
+        .with_context(|| format!("cannot read the offsets of {topic}/{partition}"))?;
+    Ok(match start {
+        Start::Earliest => low,
+        Start::Latest => high,
+    })
 }
 
 /// Where each partition's reading stands.
