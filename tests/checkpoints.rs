@@ -305,49 +305,57 @@ fn a_broker_restart_midway_changes_nothing() {
 }
 
 /// (e) A stop takes a last checkpoint: started again, the job re-sends
-/// nothing, reads nothing twice and goes on deciding new records.
+/// nothing. The stop is a SIGTERM to one process of two: the whole job
+/// stops, both processes exit 0, and one process of one worker goes on.
 #[test]
-fn a_stop_then_a_start_re_sends_nothing() {
+fn a_stop_of_one_process_then_a_start_re_sends_nothing() {
     let case = repo().join("fixtures/ecommerce-scenario");
     let broker = Broker::start(Engine::Sqlite, 2, &topics("s"));
     let dir = tempfile::tempdir().unwrap();
-    let spec = case.join("spec.toml");
-    let spec = if spec.exists() {
-        spec
-    } else {
-        repo().join("dataflows/ecommerce.toml")
-    };
-    let config = config(dir.path(), &broker, &spec, "s");
+    let config = config(
+        dir.path(),
+        &broker,
+        &repo().join("dataflows/ecommerce.toml"),
+        "s",
+    );
     produce_fixture(&config, &case);
-    let expected = read(&case.join("expected/dispatches.jsonl"))
-        .lines()
-        .count();
-    let mut job = Job::start(&config, &["-w", "2"]);
-    let first = read_topic(
+    let count = |name: &str| read(&case.join("expected").join(name)).lines().count();
+    let wanted = [
+        ("s.dispatches".to_string(), count("dispatches.jsonl")),
+        ("s.suppressions".to_string(), count("suppressions.jsonl")),
+    ];
+    let mut jobs = start(&config, 2);
+    let first = common::kafka::read_topics(
         &broker.brokers,
-        "s.dispatches",
-        expected,
+        &wanted,
         Duration::from_secs(1),
         Duration::from_secs(60),
     );
-    assert_eq!(first.len(), expected);
-    job.assert_running();
-    let status = job.stop();
-    assert!(status.success());
+    for (got, (topic, n)) in first.iter().zip(&wanted) {
+        assert_eq!(got.len(), *n, "{topic}");
+    }
+    let second = stop_all(&mut jobs[1..]).pop().unwrap();
+    assert!(second.success(), "process 1: {second}:\n{}", jobs[1].log());
+    let status = jobs[0].wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "process 0: {status}:\n{}", jobs[0].log());
 
     let mut job = Job::start(&config, &["-w", "1"]);
     job.wait_ready();
     std::thread::sleep(Duration::from_secs(2));
     let log = job.log();
     assert!(log.contains("resuming from checkpoint"), "{log}");
-    let again = read_topic(
+    let again = common::kafka::read_topics(
         &broker.brokers,
-        "s.dispatches",
-        expected + 1,
+        &[
+            (wanted[0].0.clone(), wanted[0].1 + 1),
+            (wanted[1].0.clone(), wanted[1].1 + 1),
+        ],
         Duration::ZERO,
         Duration::from_secs(3),
     );
-    assert_eq!(again.len(), expected, "re-sent after a stop:\n{log}");
+    for (got, (topic, n)) in again.iter().zip(&wanted) {
+        assert_eq!(got.len(), *n, "{topic}: re-sent after a stop:\n{log}");
+    }
     assert!(job.stop().success());
 }
 
@@ -358,8 +366,7 @@ fn a_corrupt_newest_checkpoint_is_passed_over_for_the_one_before() {
     let case = repo().join("fixtures/ecommerce-scenario");
     let broker = Broker::start(Engine::Sqlite, 2, &topics("c"));
     let dir = tempfile::tempdir().unwrap();
-    let spec = repo().join("dataflows/ecommerce.toml");
-    let config = config(dir.path(), &broker, &spec, "c");
+    let config = config(dir.path(), &broker, &common::case_spec_path(&case), "c");
     produce_fixture(&config, &case);
     let expected = sorted_lines(&read(&case.join("expected/dispatches.jsonl")));
     let mut job = Job::start(&config, &["-w", "2"]);
@@ -426,7 +433,9 @@ fn a_corrupt_newest_checkpoint_is_passed_over_for_the_one_before() {
 /// (g) A reminder due 30 days after its booking survives a restart after
 /// the booking has left the topic: the restarted job reads its events from
 /// a new, empty topic, so it can only know the reminder from the
-/// checkpoint, and sends it on time.
+/// checkpoint, and sends it on time. It is a marketing reminder, sent only
+/// with the user's consent, given before the checkpoint: the consent too
+/// comes from the checkpoint.
 #[test]
 fn a_thirty_day_reminder_outlives_its_booking_record() {
     let mut names = topics("g");
@@ -437,8 +446,8 @@ fn a_thirty_day_reminder_outlives_its_booking_record() {
     std::fs::write(
         &spec,
         "allowed_lateness = \"1s\"\n\
-         [[rule]]\nname = \"reminder\"\non = \"appointment.booked\"\npurpose = \"transactional\"\n\
-         channels = [\"push\"]\nat = { field = \"starts_at\", before = \"24h\" }\n",
+         [[rule]]\nname = \"reminder\"\non = \"appointment.booked\"\npurpose = \"marketing\"\n\
+         channels = [\"email\"]\nat = { field = \"starts_at\", before = \"24h\" }\n",
     )
     .unwrap();
     let config = config(dir.path(), &broker, &spec, "g");
@@ -451,14 +460,13 @@ fn a_thirty_day_reminder_outlives_its_booking_record() {
         "{{\"specversion\":\"1.0\",\"id\":\"b-1\",\"source\":\"clinic\",\"type\":\"appointment.booked\",\
          \"time\":\"{booked}\",\"subject\":\"u-1\",\"data\":{{\"starts_at\":\"{starts_at}\"}}}}"
     );
-    let producer = common::kafka::producer(&broker.brokers);
-    send(
-        &producer,
-        "g.events",
-        Some("u-1"),
-        Some(event.as_bytes()),
-        &[],
+    let consent = format!(
+        "{{\"user\":\"u-1\",\"channel\":\"email\",\"purpose\":\"marketing\",\"granted\":true,\"time\":\"{booked}\"}}"
     );
+    let producer = common::kafka::producer(&broker.brokers);
+    let key = Some("u-1");
+    send(&producer, "g.consent", key, Some(consent.as_bytes()), &[]);
+    send(&producer, "g.events", key, Some(event.as_bytes()), &[]);
 
     let mut job = Job::start(&config, &[]);
     job.wait_ready();
@@ -491,10 +499,23 @@ fn a_thirty_day_reminder_outlives_its_booking_record() {
         job.log()
     );
     job.assert_running();
+    let job_log = job.log();
     assert!(job.stop().success());
-    assert_eq!(got.len(), 1, "the reminder was not sent");
+    let suppressed = read_topic(
+        &broker.brokers,
+        "g.suppressions",
+        1,
+        Duration::ZERO,
+        Duration::from_secs(2),
+    );
+    assert_eq!(
+        got.len(),
+        1,
+        "the reminder was not sent; suppressed: {suppressed:?}\n{job_log}"
+    );
     let v: serde_json::Value = serde_json::from_str(&got[0].value).unwrap();
     assert_eq!(v["event_key"], "clinic/b-1");
+    assert_eq!(v["channel"], "email");
     assert_eq!(v["decision_time"], time::format_rfc3339(due).as_str());
     let sent = time::now_ms();
     assert!(sent >= due, "sent {} ms early", due - sent);

@@ -29,14 +29,7 @@ use serde_json::value::RawValue;
 /// the replay does.
 const ONE_PARTITION_FIXTURES: &[&str] = &["late-records", "saas-scenario"];
 
-fn spec_path(case: &Path) -> std::path::PathBuf {
-    let own = case.join("spec.toml");
-    if own.exists() {
-        own
-    } else {
-        repo().join(read(&case.join("spec.ref")).trim())
-    }
-}
+use common::case_spec_path as spec_path;
 
 /// Produces `fixture` into fresh topics, runs the job with `args` until
 /// its outputs reach the expected counts (then a second more), stops it,

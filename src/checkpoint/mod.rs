@@ -113,11 +113,15 @@ pub fn recover(
     let mut all = WorkerState::split(parts, peers);
     let workers: Vec<WorkerState> = all.drain(process * local..(process + 1) * local).collect();
     let users: usize = workers.iter().map(|w| w.decide.users.len()).sum();
+    let profile: usize = workers.iter().map(|w| w.profile.len()).sum();
+    let waiting: usize = workers.iter().map(|w| w.decide.waiting.len()).sum();
     tracing::info!(
         checkpoint = manifest.id,
         time = %crate::time::format_rfc3339(manifest.time),
         written_by = manifest.workers,
         users,
+        profile,
+        waiting,
         "resuming from checkpoint"
     );
     Ok(Recovered {

@@ -229,4 +229,77 @@ mod tests {
             "{decided:?}"
         );
     }
+
+    /// A snapshot at 100 holds the consent given at 5 (as the value in
+    /// force, at 99) and the one given at 150 and already read.
+    #[test]
+    fn a_snapshot_holds_the_profile_in_force_and_what_is_already_read() {
+        let spec = Arc::new(
+            Spec::parse(
+                "t.toml",
+                "[[rule]]\nname = \"promo\"\non = \"x\"\npurpose = \"marketing\"\nchannels = [\"email\"]\n",
+            )
+            .unwrap(),
+        );
+        let user = UserKey::new("u-1");
+        let slot = Slot::Consent(Some(Channel::Email), Purpose::Marketing);
+        let consent = |time, granted| {
+            (
+                ProfileKey::new(&user, slot),
+                Some(ProfileVal::Consent(ConsentVal {
+                    time,
+                    seq: 0,
+                    granted,
+                })),
+                time,
+            )
+        };
+        let (early, late) = (consent(5, true), consent(150, false));
+        let sent = (early.clone(), late.clone());
+        let bytes = timely::execute_directly(move |worker| {
+            let snapshots = Rc::new(RefCell::new(Vec::new()));
+            let stats = Rc::new(RefCell::new(DecideStats::default()));
+            let (mut events, mut profile, mut requests, probe) =
+                worker.dataflow::<Time, _, _>(|scope| {
+                    let (events, arrivals) = scope.new_input::<Vec<Arrival>>();
+                    let (profile, upserts) = scope.new_input::<Vec<ProfileUpsert>>();
+                    let (requests, stream) = scope.new_input::<Vec<cut::Request>>();
+                    let (_, snaps) = build_checkpointed(
+                        (arrivals, upserts),
+                        stream,
+                        WorkerState::default(),
+                        spec,
+                        stats,
+                    );
+                    let seen = snapshots.clone();
+                    use timely::dataflow::operators::Inspect;
+                    let (probe, _) = timely::dataflow::operators::Probe::probe(snaps.inspect(
+                        move |s: &decide::Snapshot| seen.borrow_mut().push(s.bytes.clone()),
+                    ));
+                    (events, profile, requests, probe)
+                });
+            // Both read before the checkpoint's time.
+            profile.send(sent.0);
+            profile.send(sent.1);
+            profile.advance_to(100);
+            requests.advance_to(100);
+            requests.send(cut::Request {
+                id: 1,
+                time: 100,
+                last: false,
+            });
+            events.advance_to(100);
+            events.close();
+            profile.close();
+            requests.close();
+            while !probe.done() {
+                worker.step();
+            }
+            snapshots.take()
+        });
+        assert_eq!(bytes.len(), 1);
+        let state = crate::checkpoint::state::decode(&bytes[0]).unwrap();
+        let in_force = (early.0, early.1, 99);
+        assert_eq!(state.profile, vec![in_force, late]);
+    }
 }

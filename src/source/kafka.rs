@@ -358,6 +358,7 @@ pub fn kafka_source<'s>(
             Some(o) => o,
             None => start_offset(&consumer, topic, *p, job.kafka.start)?,
         };
+        tracing::debug!(partition = %format!("{topic}/{p}"), offset, "starting");
         starts.push(offset);
     }
     let mut assignment = TopicPartitionList::new();

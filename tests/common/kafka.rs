@@ -179,7 +179,11 @@ impl Job {
             .args(["run", "--config"])
             .arg(config)
             .args(args)
-            .env("NUDGEFLOW_LOG", "info")
+            // NUDGEFLOW_TEST_LOG sets the jobs' log filter (info by default).
+            .env(
+                "NUDGEFLOW_LOG",
+                std::env::var("NUDGEFLOW_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -241,6 +245,23 @@ impl Job {
             .args(["-TERM", &child.id().to_string()])
             .status()
             .unwrap();
+    }
+
+    /// Waits for the job to exit on its own (at most `timeout`).
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().unwrap();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the job did not exit within {timeout:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Fails with the job's log if it has exited.

@@ -110,15 +110,21 @@ pub fn diff(name: &str, expected: &str, actual: &str) -> Option<String> {
 /// The spec of a fixture case: its `spec.toml`, or the repo file named in
 /// its `spec.ref`.
 pub fn case_spec(case: &Path) -> Arc<Spec> {
+    let path = case_spec_path(case);
+    Arc::new(Spec::load(&path).unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// The spec of a golden case: its own `spec.toml`, or the one `spec.ref`
+/// names.
+pub fn case_spec_path(case: &Path) -> PathBuf {
     let own = case.join("spec.toml");
-    let path = if own.exists() {
+    if own.exists() {
         own
     } else {
         let reference = std::fs::read_to_string(case.join("spec.ref"))
             .unwrap_or_else(|_| panic!("{} has neither spec.toml nor spec.ref", case.display()));
         repo().join(reference.trim())
-    };
-    Arc::new(Spec::load(&path).unwrap_or_else(|e| panic!("{e}")))
+    }
 }
 
 /// A TCP port on loopback that was free a moment ago, for a process
