@@ -184,9 +184,7 @@ mod tests {
                         crate::sink::collect(out, decisions.clone()),
                     )
                 });
-            for input in [&mut profile] {
-                input.advance_to(100);
-            }
+            profile.advance_to(100);
             requests.advance_to(100);
             events.advance_to(100);
             events.send(event);
