@@ -161,6 +161,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
                 snapshots,
                 store.clone(),
                 positions.clone(),
+                acked.clone(),
                 template.clone(),
                 control.metrics.clone(),
             )

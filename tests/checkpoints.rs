@@ -63,27 +63,32 @@ fn distinct(messages: &[Received]) -> (Vec<Received>, usize) {
     (out, repeated)
 }
 
-/// Reads `topic` again and again until `done` holds of what it holds, or
-/// `timeout` passes; returns the last read.
-fn read_until(
+/// The expected lines decided by `now` (RFC 3339): those the live job must
+/// have made (see `compare`).
+fn due<'a>(lines: &'a [String], now: &str) -> HashSet<&'a String> {
+    lines
+        .iter()
+        .filter(|l| common::kafka::decided_at(l).as_str() <= now)
+        .collect()
+}
+
+/// Reads `topic` until it holds every line of `expected` (first copies),
+/// or `timeout` passes (checking once a second: the check parses them all).
+fn read_until_all(
     broker: &Broker,
     topic: &str,
+    expected: &HashSet<&String>,
     timeout: Duration,
-    done: impl Fn(&[Received]) -> bool,
 ) -> Vec<Received> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let got = read_topic(
-            &broker.brokers,
-            topic,
-            usize::MAX,
-            Duration::ZERO,
-            Duration::from_secs(3),
-        );
-        if done(&got) || Instant::now() > deadline {
-            return got;
+    let mut checked = Instant::now();
+    common::kafka::read_topic_until(&broker.brokers, topic, timeout, |got, _| {
+        if checked.elapsed() < Duration::from_secs(1) {
+            return false;
         }
-    }
+        checked = Instant::now();
+        let have: HashSet<&String> = got.iter().map(|m| &m.value).collect();
+        expected.iter().all(|l| have.contains(*l))
+    })
 }
 
 /// A generated stream of 200k events, and what a replay decides from it.
@@ -149,7 +154,13 @@ fn kill_nine_at_random_moments_loses_nothing_and_decides_nothing_differently() {
     let g = generated(23);
     let broker = Broker::start(Engine::Sqlite, 2, &topics("k"));
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &broker, &g.spec, "k");
+    // NUDGEFLOW_TEST_KEEP keeps the runs' logs and checkpoints.
+    let dir = match std::env::var_os("NUDGEFLOW_TEST_KEEP") {
+        Some(_) => dir.keep(),
+        None => dir.path().to_path_buf(),
+    };
+    eprintln!("kill -9: job directory {}", dir.display());
+    let config = config(&dir, &broker, &g.spec, "k");
     produce_fixture(&config, &g.fixture);
     let now = time::format_rfc3339(time::now_ms() - 2_000);
 
@@ -187,34 +198,21 @@ fn kill_nine_at_random_moments_loses_nothing_and_decides_nothing_differently() {
     );
 
     let mut jobs = start(&config, 10);
-    let expected: HashSet<&String> = g
-        .dispatches
-        .iter()
-        .filter(|l| common::kafka::decided_at(l) <= now)
-        .collect();
-    let got = read_until(&broker, "k.dispatches", Duration::from_secs(300), |got| {
-        let (firsts, _) = first_copies(got);
-        let have: HashSet<&String> = firsts.iter().map(|m| &m.value).collect();
-        expected.iter().all(|l| have.contains(*l))
-    });
-    std::thread::sleep(Duration::from_secs(2));
-    let suppressions = read_topic(
-        &broker.brokers,
+    let got = read_until_all(
+        &broker,
+        "k.dispatches",
+        &due(&g.dispatches, &now),
+        Duration::from_secs(300),
+    );
+    let suppressions = read_until_all(
+        &broker,
         "k.suppressions",
-        g.suppressions.len(),
-        Duration::from_secs(2),
-        Duration::from_secs(120),
+        &due(&g.suppressions, &now),
+        Duration::from_secs(60),
     );
     for (status, job) in stop_all(&mut jobs).into_iter().zip(&jobs) {
         assert!(status.success(), "exit {status}:\n{}", job.log());
     }
-    let got = read_topic(
-        &broker.brokers,
-        "k.dispatches",
-        got.len(),
-        Duration::from_secs(1),
-        Duration::from_secs(60),
-    );
     let (dispatches, resent) = first_copies(&got);
     let (suppressions, repeated) = distinct(&suppressions);
     eprintln!(
@@ -258,23 +256,17 @@ fn a_broker_restart_midway_changes_nothing() {
         std::thread::sleep(Duration::from_millis(50));
     }
     broker.restart();
-    let expected: HashSet<&String> = g
-        .dispatches
-        .iter()
-        .filter(|l| common::kafka::decided_at(l) <= now)
-        .collect();
-    let got = read_until(&broker, "b.dispatches", Duration::from_secs(300), |got| {
-        let (firsts, _) = first_copies(got);
-        let have: HashSet<&String> = firsts.iter().map(|m| &m.value).collect();
-        expected.iter().all(|l| have.contains(*l))
-    });
-    std::thread::sleep(Duration::from_secs(2));
-    let suppressions = read_topic(
-        &broker.brokers,
+    let got = read_until_all(
+        &broker,
+        "b.dispatches",
+        &due(&g.dispatches, &now),
+        Duration::from_secs(300),
+    );
+    let suppressions = read_until_all(
+        &broker,
         "b.suppressions",
-        g.suppressions.len(),
-        Duration::from_secs(2),
-        Duration::from_secs(120),
+        &due(&g.suppressions, &now),
+        Duration::from_secs(60),
     );
     let (dispatches, resent) = first_copies(&got);
     let (suppressions, repeated) = distinct(&suppressions);

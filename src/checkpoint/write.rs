@@ -6,7 +6,10 @@
 //!   manifest records of it, with the positions of its partitions at the
 //!   checkpoint's time ([`SourcePositions::take`]), to worker 0.
 //! - `complete`: worker 0 writes the manifest once it has every worker's
-//!   part, prunes old checkpoints, and announces each checkpoint's outcome
+//!   part and every output before the checkpoint's time has been
+//!   acknowledged by the broker (the `acked` probe: a checkpoint resumed
+//!   from never makes those outputs again, so they must be safe first),
+//!   prunes old checkpoints, and announces each checkpoint's outcome
 //!   to every worker, which tells its source ([`SourcePositions::outcome`]:
 //!   a complete checkpoint's positions may be committed).
 //! - time: everything about the checkpoint at T travels at T, and worker
@@ -25,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Inspect;
+use timely::dataflow::operators::probe::Handle;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::vec::Broadcast;
@@ -64,6 +68,7 @@ pub fn write<'s>(
     snapshots: Stream<'s, Time, Vec<Snapshot>>,
     store: Arc<Store>,
     positions: SourcePositions,
+    acked: Handle<Time>,
     template: Manifest,
     metrics: Metrics,
 ) -> Stream<'s, Time, Vec<Outcome>> {
@@ -114,10 +119,12 @@ pub fn write<'s>(
     });
 
     let mut builder = OperatorBuilder::new("CheckpointManifest".to_owned(), scope);
+    let info = builder.operator_info();
     let mut input = builder.new_input(written, Exchange::new(|_: &Written| 0));
     let (output, outcomes) = builder.new_output::<Vec<Outcome>>();
     let mut output = OutputBuilder::from(output);
     builder.build(move |mut capabilities| {
+        let activator = scope.activator_for(info.address.clone());
         let mut held = if index == 0 { capabilities.pop() } else { None };
         let mut gathering: BTreeMap<u64, (Instant, Vec<Written>)> = BTreeMap::new();
         move |frontiers| {
@@ -131,9 +138,12 @@ pub fn write<'s>(
                 }
             });
             let Some(cap) = held.as_mut() else { return };
+            // Every part written, every output before the time acknowledged.
             let full: Vec<u64> = gathering
                 .iter()
-                .filter(|(_, (_, parts))| parts.len() == peers)
+                .filter(|(_, (_, parts))| {
+                    parts.len() == peers && !acked.less_than(&parts[0].request.time)
+                })
                 .map(|(id, _)| *id)
                 .collect();
             for id in full {
@@ -159,6 +169,10 @@ pub fn write<'s>(
                 None => held = None,
                 Some(t) if t > *cap.time() => cap.downgrade(&t),
                 Some(_) => {}
+            }
+            // Waiting for acknowledgements, which no input announces.
+            if !gathering.is_empty() {
+                activator.activate_after(std::time::Duration::from_millis(5));
             }
         }
     });

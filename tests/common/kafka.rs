@@ -399,6 +399,20 @@ pub fn read_topic(
     settle: Duration,
     timeout: Duration,
 ) -> Vec<Received> {
+    read_topic_until(brokers, topic, timeout, |out, last| {
+        out.len() >= n && last.elapsed() >= settle
+    })
+}
+
+/// Reads `topic` from the beginning, one consumer all along, until
+/// `enough(messages, when the last arrived)` holds (asked after every
+/// message and every empty poll of 50 ms) or `timeout` passes.
+pub fn read_topic_until(
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
+    mut enough: impl FnMut(&[Received], Instant) -> bool,
+) -> Vec<Received> {
     let consumer: BaseConsumer = client(brokers)
         .set("group.id", "nudgeflow-tests-reader")
         .set("enable.auto.commit", "false")
@@ -423,7 +437,7 @@ pub fn read_topic(
     let started = Instant::now();
     let mut last = Instant::now();
     let mut out = Vec::new();
-    while started.elapsed() < timeout && (out.len() < n || last.elapsed() < settle) {
+    while started.elapsed() < timeout && !enough(&out, last) {
         match consumer.poll(Duration::from_millis(50)) {
             Some(Ok(m)) => {
                 last = Instant::now();
