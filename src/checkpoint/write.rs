@@ -28,9 +28,9 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Inspect;
-use timely::dataflow::operators::probe::Handle;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::probe::Handle;
 use timely::dataflow::operators::vec::Broadcast;
 
 use super::positions::{PartitionPosition, SourcePositions};
