@@ -15,9 +15,10 @@
 #       within 10 ms of the passthrough's p99.
 #  (iii) checkpoints: the drain of (i) with checkpoints every 10 s and
 #       every 1 s, against none during the drain (an interval of 1 h: only
-#       the stop's). Floor: every 10 s at most 10% slower than none. With
-#       the size and write time of the stop's checkpoint, which holds the
-#       whole state, per 100k users.
+#       the stop's). Floor: at most 10% slower than none with checkpoints
+#       every 10 s; the drain lasting about 5 s, the 1 s interval is the one
+#       compared. With the size and write time of the stop's checkpoint,
+#       which holds the whole state, per 100k users.
 #  (iv) recovery: a job holding the state of RUSERS users (default 1M) is
 #       killed with SIGKILL; a new event is produced and the job started
 #       again: the time from the kill to the new event's dispatch
@@ -185,9 +186,11 @@ for interval in 1h 10s 1s; do
       printf "  every %-4s      %9.0f records/s  (%.2f s; %d checkpoints, the stop'"'"'s included)\n", i, r / s, s, n }'
   done
 done
-awk -v a="${secs[ckpt-1h-1]}" -v b="${secs[ckpt-1h-2]}" -v c="${secs[ckpt-10s-1]}" -v d="${secs[ckpt-10s-2]}" 'BEGIN {
-  none = (a < b) ? a : b; ten = (c < d) ? c : d
-  printf "  every 10 s against none (best of 2 each): %+.1f%% time   floor +10%%: %s\n", 100 * (ten - none) / none, (ten <= 1.1 * none) ? "met" : "NOT MET" }'
+# The drain lasts about 5 s, less than 10 s: the 1 s interval, which
+# takes several checkpoints during it, is the one held to the floor.
+awk -v a="${secs[ckpt-1h-1]}" -v b="${secs[ckpt-1h-2]}" -v c="${secs[ckpt-1s-1]}" -v d="${secs[ckpt-1s-2]}" 'BEGIN {
+  none = (a < b) ? a : b; one = (c < d) ? c : d
+  printf "  every 1 s against none (best of 2 each): %+.1f%% time   floor +10%% (for every 10 s): %s\n", 100 * (one - none) / none, (one <= 1.1 * none) ? "met" : "NOT MET" }'
 line=$(ckpt_line ckpt-10s-1)
 bytes=$(field "$line" bytes); users=$(field "$line" users); write=$(field "$line" write_seconds)
 awk -v b="$bytes" -v u="$USERS" -v w="$write" -v d="$users" 'BEGIN {

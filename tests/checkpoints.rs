@@ -360,13 +360,18 @@ fn a_stop_of_one_process_then_a_start_re_sends_nothing() {
 }
 
 /// (f) The newest checkpoint's part is corrupt: the restart says so,
-/// resumes from the one before, and re-sends only identical outputs.
+/// resumes from the one before, and re-sends only identical outputs. (The
+/// store is given as a `file://` URL.)
 #[test]
 fn a_corrupt_newest_checkpoint_is_passed_over_for_the_one_before() {
     let case = repo().join("fixtures/ecommerce-scenario");
     let broker = Broker::start(Engine::Sqlite, 2, &topics("c"));
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &broker, &common::case_spec_path(&case), "c");
+    // The store by URL, as an object store is given.
+    let url = format!("file://{}", dir.path().join("state").display());
+    let text = read(&config).replace("url = \"state\"", &format!("url = {url:?}"));
+    std::fs::write(&config, text).unwrap();
     produce_fixture(&config, &case);
     let expected = sorted_lines(&read(&case.join("expected/dispatches.jsonl")));
     let mut job = Job::start(&config, &["-w", "2"]);
