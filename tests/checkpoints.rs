@@ -91,6 +91,54 @@ fn read_until_all(
     })
 }
 
+/// Waits until `jobs` have produced every dispatch and suppression of `g`
+/// due by `now` on the topics of `prefix`, stops them (each must exit 0),
+/// and checks that every output is one the replay made, every re-sent
+/// dispatch identical to its first copy; prints how many were re-sent.
+fn check_outputs(
+    name: &str,
+    broker: &Broker,
+    prefix: &str,
+    g: &Generated,
+    now: &str,
+    jobs: &mut [Job],
+) {
+    let topic = |s: &str| format!("{prefix}.{s}");
+    let timeout = Duration::from_secs(300);
+    let got = read_until_all(
+        broker,
+        &topic("dispatches"),
+        &due(&g.dispatches, now),
+        timeout,
+    );
+    let suppressions = read_until_all(
+        broker,
+        &topic("suppressions"),
+        &due(&g.suppressions, now),
+        timeout,
+    );
+    for (status, job) in stop_all(jobs).into_iter().zip(jobs.iter()) {
+        assert!(status.success(), "exit {status}:\n{}", job.log());
+    }
+    let (dispatches, resent) = first_copies(&got);
+    let (suppressions, repeated) = distinct(&suppressions);
+    eprintln!(
+        "{name}: {} dispatches ({resent} re-sent, identical), {} suppressions ({repeated} repeated)",
+        dispatches.len(),
+        suppressions.len()
+    );
+    let mut failures = Vec::new();
+    failures.extend(compare(name, "dispatches", &dispatches, &g.dispatches, now));
+    failures.extend(compare(
+        name,
+        "suppressions",
+        &suppressions,
+        &g.suppressions,
+        now,
+    ));
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
 /// A generated stream of 200k events, and what a replay decides from it.
 struct Generated {
     _dir: tempfile::TempDir,
@@ -206,44 +254,7 @@ fn kill_nine_at_random_moments_loses_nothing_and_decides_nothing_differently() {
     );
 
     let mut jobs = start(&config, 10);
-    let got = read_until_all(
-        &broker,
-        "k.dispatches",
-        &due(&g.dispatches, &now),
-        Duration::from_secs(300),
-    );
-    let suppressions = read_until_all(
-        &broker,
-        "k.suppressions",
-        &due(&g.suppressions, &now),
-        Duration::from_secs(60),
-    );
-    for (status, job) in stop_all(&mut jobs).into_iter().zip(&jobs) {
-        assert!(status.success(), "exit {status}:\n{}", job.log());
-    }
-    let (dispatches, resent) = first_copies(&got);
-    let (suppressions, repeated) = distinct(&suppressions);
-    eprintln!(
-        "kill -9 ×10: {} dispatches ({resent} re-sent, identical), {} suppressions ({repeated} repeated)",
-        dispatches.len(),
-        suppressions.len()
-    );
-    let mut failures = Vec::new();
-    failures.extend(compare(
-        "kill -9",
-        "dispatches",
-        &dispatches,
-        &g.dispatches,
-        &now,
-    ));
-    failures.extend(compare(
-        "kill -9",
-        "suppressions",
-        &suppressions,
-        &g.suppressions,
-        &now,
-    ));
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    check_outputs("kill -9 ×10", &broker, "k", &g, &now, &mut jobs);
 }
 
 /// (d) The broker stops and starts again while the job works through a
@@ -264,44 +275,7 @@ fn a_broker_restart_midway_changes_nothing() {
         std::thread::sleep(Duration::from_millis(50));
     }
     broker.restart();
-    let got = read_until_all(
-        &broker,
-        "b.dispatches",
-        &due(&g.dispatches, &now),
-        Duration::from_secs(300),
-    );
-    let suppressions = read_until_all(
-        &broker,
-        "b.suppressions",
-        &due(&g.suppressions, &now),
-        Duration::from_secs(60),
-    );
-    let (dispatches, resent) = first_copies(&got);
-    let (suppressions, repeated) = distinct(&suppressions);
-    eprintln!(
-        "broker restart: {} dispatches ({resent} re-sent), {} suppressions ({repeated} repeated)",
-        dispatches.len(),
-        suppressions.len()
-    );
-    for (status, job) in stop_all(&mut jobs).into_iter().zip(&jobs) {
-        assert!(status.success(), "exit {status}:\n{}", job.log());
-    }
-    let mut failures = Vec::new();
-    failures.extend(compare(
-        "broker restart",
-        "dispatches",
-        &dispatches,
-        &g.dispatches,
-        &now,
-    ));
-    failures.extend(compare(
-        "broker restart",
-        "suppressions",
-        &suppressions,
-        &g.suppressions,
-        &now,
-    ));
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    check_outputs("broker restart", &broker, "b", &g, &now, &mut jobs);
 }
 
 /// (e) A stop takes a last checkpoint: started again, the job re-sends

@@ -140,16 +140,16 @@ mod tests {
     use crate::spec::{Channel, Purpose};
     use timely::dataflow::operators::Input;
 
+    /// One marketing rule on `x`, by email.
+    fn promo_spec() -> Arc<Spec> {
+        let text = "[[rule]]\nname = \"promo\"\non = \"x\"\npurpose = \"marketing\"\nchannels = [\"email\"]\n";
+        Arc::new(Spec::parse("t.toml", text).unwrap())
+    }
+
     /// What the decision graph with checkpoints decides for one marketing
     /// event at 150, after a start from `restore` as of 100.
     fn decide_after(restore: WorkerState) -> Vec<Decision> {
-        let spec = Arc::new(
-            Spec::parse(
-                "t.toml",
-                "[[rule]]\nname = \"promo\"\non = \"x\"\npurpose = \"marketing\"\nchannels = [\"email\"]\n",
-            )
-            .unwrap(),
-        );
+        let spec = promo_spec();
         let user = UserKey::new("u-1");
         let event = Arrival::Event(Box::new(EventArrival {
             user: user.clone(),
@@ -232,13 +232,7 @@ mod tests {
     /// force, at 99) and the one given at 150 and already read.
     #[test]
     fn a_snapshot_holds_the_profile_in_force_and_what_is_already_read() {
-        let spec = Arc::new(
-            Spec::parse(
-                "t.toml",
-                "[[rule]]\nname = \"promo\"\non = \"x\"\npurpose = \"marketing\"\nchannels = [\"email\"]\n",
-            )
-            .unwrap(),
-        );
+        let spec = promo_spec();
         let user = UserKey::new("u-1");
         let slot = Slot::Consent(Some(Channel::Email), Purpose::Marketing);
         let consent = |time, granted| {
