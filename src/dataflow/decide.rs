@@ -19,6 +19,11 @@
 //!   time, event key, rule order), reading consent and preferences from the
 //!   profile arrangement as of `t`. Candidates decided later (delays, `at`,
 //!   quiet-hour deferrals) wait in per-user state with a timer.
+//! - checkpoints (`run`, `decide_with`): at a requested time T, once the
+//!   frontier has reached T (the cuts in front hold it there, `cut.rs`),
+//!   everything before T is decided and the state is snapshot as of T
+//!   ([`DecideState`], with the profiles as upserts); a recovery starts
+//!   the operator from such a state.
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
