@@ -16,8 +16,9 @@
 //!   0 holds T until the manifest is written, so a probe past the outcomes
 //!   passes T only once the outcome is known everywhere.
 //!
-//! The writes block the worker that makes them (a part: its own state; the
-//! manifest: a small JSON file).
+//! A worker's part is put by a thread of its own, so that a slow store
+//! does not stall decisions; the manifest, a small JSON file, is written
+//! by worker 0 itself.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,11 +28,11 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::Inspect;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::probe::Handle;
 use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::{Capability, Inspect};
 
 use super::positions::{PartitionPosition, SourcePositions};
 use super::store::{Manifest, Part, Store};
@@ -75,46 +76,84 @@ pub fn write<'s>(
     let scope = snapshots.scope();
     let (index, peers) = (scope.index(), scope.peers());
 
+    // The parts are put by a thread of the worker's own, so that a slow
+    // store never stalls the worker's decisions; the operator holds the
+    // checkpoint's time until its part is written.
     let mut builder = OperatorBuilder::new("CheckpointWrite".to_owned(), scope);
+    let info = builder.operator_info();
     let mut input = builder.new_input(snapshots, Pipeline);
     let (output, written) = builder.new_output::<Vec<Written>>();
     let mut output = OutputBuilder::from(output);
+    let (parts, to_put) = std::sync::mpsc::channel::<(u64, String, Bytes)>();
+    let (put, results) = std::sync::mpsc::channel::<(u64, anyhow::Result<Part>, f64)>();
+    let wake = scope.worker().sync_activator_for(info.address.to_vec());
     let part_store = store.clone();
+    std::thread::Builder::new()
+        .name(format!("checkpoint-{index}"))
+        .spawn(move || {
+            for (id, name, bytes) in to_put {
+                let started = std::time::Instant::now();
+                let result = part_store.put_part(id, &name, bytes);
+                if put
+                    .send((id, result, started.elapsed().as_secs_f64()))
+                    .is_err()
+                {
+                    break;
+                }
+                let _ = wake.activate();
+            }
+        })
+        .expect("a thread for checkpoint writes");
     let worker_positions = positions.clone();
     builder.build(move |_capabilities| {
+        // Parts being written: the capability at the checkpoint's time and
+        // what the manifest will record of it.
+        let mut writing: BTreeMap<u64, (Capability<Time>, Written)> = BTreeMap::new();
         move |_frontiers| {
             input.for_each(|cap, data| {
-                let mut output = output.activate();
-                let mut session = output.session(&cap);
                 for snapshot in data.drain(..) {
                     let request = snapshot.request;
                     let positions = worker_positions.take(request.id, request.time, request.last);
-                    let name = format!("part-{index:04}.bin");
-                    let started = std::time::Instant::now();
-                    let part = if request.time == Time::MIN {
-                        None // nothing released yet: nothing to hold
-                    } else if positions.is_none() {
-                        tracing::error!(id = request.id, worker = index, "no source positions for the checkpoint's time");
-                        None
-                    } else {
-                        match part_store.put_part(request.id, &name, Bytes::from(snapshot.bytes)) {
-                            Ok(part) => Some(part),
-                            Err(e) => {
-                                tracing::error!(id = request.id, error = %format!("{e:#}"), "cannot write a checkpoint part");
-                                None
-                            }
-                        }
-                    };
-                    session.give(Written {
+                    let mut written = Written {
                         request,
                         worker: index,
-                        part,
-                        positions: positions.unwrap_or_default(),
+                        part: None,
+                        positions: Vec::new(),
                         users: snapshot.users,
-                        seconds: snapshot.seconds + started.elapsed().as_secs_f64(),
-                    });
+                        seconds: snapshot.seconds,
+                    };
+                    let at = cap.delayed(&request.time, 0);
+                    match positions {
+                        // Nothing released yet: nothing to hold.
+                        _ if request.time == Time::MIN => {
+                            output.activate().session(&at).give(written)
+                        }
+                        None => {
+                            tracing::error!(id = request.id, worker = index, "no source positions for the checkpoint's time");
+                            output.activate().session(&at).give(written)
+                        }
+                        Some(positions) => {
+                            written.positions = positions;
+                            let name = format!("part-{index:04}.bin");
+                            let _ = parts.send((request.id, name, Bytes::from(snapshot.bytes)));
+                            writing.insert(request.id, (at, written));
+                        }
+                    }
                 }
             });
+            while let Ok((id, result, seconds)) = results.try_recv() {
+                let Some((at, mut written)) = writing.remove(&id) else {
+                    continue;
+                };
+                match result {
+                    Ok(part) => written.part = Some(part),
+                    Err(e) => {
+                        tracing::error!(id, error = %format!("{e:#}"), "cannot write a checkpoint part")
+                    }
+                }
+                written.seconds += seconds;
+                output.activate().session(&at).give(written);
+            }
         }
     });
 
