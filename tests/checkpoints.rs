@@ -318,6 +318,13 @@ fn a_stop_of_one_process_then_a_start_re_sends_nothing() {
     std::thread::sleep(Duration::from_secs(2));
     let log = job.log();
     assert!(log.contains("resuming from checkpoint"), "{log}");
+    // It goes on taking checkpoints, and says so in its metrics.
+    let metrics = common::http::get(&job.http_addr(), "/metrics", &[]).body;
+    let complete = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("nudgeflow_checkpoints_total{outcome=\"complete\"} "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(complete.is_some_and(|n| n > 0), "{metrics}");
     let again = common::kafka::read_topics(
         &broker.brokers,
         &[

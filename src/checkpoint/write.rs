@@ -243,6 +243,7 @@ fn complete(
             id = request.id,
             "checkpoint incomplete: a part could not be written"
         );
+        metrics.checkpoint_outcome(false);
         return false;
     }
     let mut manifest = template.clone();
@@ -257,6 +258,7 @@ fn complete(
     manifest.positions.sort();
     if let Err(e) = store.complete(&manifest) {
         tracing::error!(id = request.id, error = %format!("{e:#}"), "cannot write a checkpoint manifest");
+        metrics.checkpoint_outcome(false);
         return false;
     }
     let bytes: u64 = manifest.parts.iter().map(|p| p.bytes).sum();

@@ -26,6 +26,7 @@ struct Inner {
     watermark_lag: Family<Labels, Gauge<f64, AtomicU64>>,
     checkpoint_duration: Histogram,
     checkpoint_bytes: Gauge,
+    checkpoints: Family<Labels, Counter>,
     latency: Histogram,
 }
 
@@ -102,6 +103,12 @@ impl Metrics {
             "Size of the last checkpoint",
             checkpoint_bytes.clone(),
         );
+        let checkpoints = Family::default();
+        registry.register(
+            "checkpoints",
+            "Checkpoints by outcome: complete, or incomplete (a part or the manifest not written)",
+            checkpoints.clone(),
+        );
         // 0.5 ms to about 65 s.
         let latency = Histogram::new(exponential_buckets(0.0005, 2.0, 18));
         registry.register(
@@ -121,6 +128,7 @@ impl Metrics {
             watermark_lag,
             checkpoint_duration,
             checkpoint_bytes,
+            checkpoints,
             latency,
         }))
     }
@@ -189,6 +197,16 @@ impl Metrics {
     pub fn checkpoint(&self, seconds: f64, bytes: u64) {
         self.0.checkpoint_duration.observe(seconds);
         self.0.checkpoint_bytes.set(bytes as i64);
+        self.checkpoint_outcome(true);
+    }
+
+    /// Counts a checkpoint by its outcome.
+    pub fn checkpoint_outcome(&self, complete: bool) {
+        let outcome = if complete { "complete" } else { "incomplete" };
+        self.0
+            .checkpoints
+            .get_or_create(&vec![("outcome", outcome.to_string())])
+            .inc();
     }
 
     pub fn end_to_end_latency(&self, seconds: f64) {
