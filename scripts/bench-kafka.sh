@@ -44,12 +44,16 @@ cargo build --release --quiet --bin nudgeflow --example kafka_bench
 BIN=target/release/nudgeflow
 TOOL=target/release/examples/kafka_bench
 
-if [ ! -f "$DATA/.complete" ]; then
-  echo "generating $EVENTS events for $USERS users into $DATA ..."
-  rm -rf "$DATA"
-  "$BIN" gen --events "$EVENTS" --users "$USERS" --seed "$SEED" --out "$DATA"
-  touch "$DATA/.complete"
-fi
+# fixture DIR EVENTS USERS: generates a fixture into DIR once (kept).
+fixture() {
+  if [ ! -f "$1/.complete" ]; then
+    echo "generating $2 events for $3 users into $1 ..."
+    rm -rf "$1"
+    "$BIN" gen --events "$2" --users "$3" --seed "$SEED" --out "$1"
+    touch "$1/.complete"
+  fi
+}
+fixture "$DATA" "$EVENTS" "$USERS"
 records=$(cat "$DATA"/*.jsonl | grep -c .)
 "$BIN" replay --spec dataflows/ecommerce.toml --fixture "$DATA" --out "$WORK/replay" -q -w "$WORKERS" >/dev/null
 outputs=$(cat "$WORK/replay"/{dispatches,suppressions,dead_letters}.jsonl | wc -l)
@@ -200,12 +204,7 @@ awk -v b="$bytes" -v u="$USERS" -v w="$write" -v d="$users" 'BEGIN {
 echo
 echo "(iv) recovery: SIGKILL with the state of $RUSERS users, then a new event"
 RDATA=target/bench/data-recovery-$RUSERS
-if [ ! -f "$RDATA/.complete" ]; then
-  echo "generating $RUSERS events for $RUSERS users into $RDATA ..."
-  rm -rf "$RDATA"
-  "$BIN" gen --events "$RUSERS" --users "$RUSERS" --seed "$SEED" --out "$RDATA"
-  touch "$RDATA/.complete"
-fi
+fixture "$RDATA" "$RUSERS" "$RUSERS"
 rrecords=$(cat "$RDATA"/*.jsonl | grep -c .)
 # ecommerce.toml and one rule without delay, for the new event.
 { cat dataflows/ecommerce.toml; cat <<'TOML'
