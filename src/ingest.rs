@@ -175,6 +175,8 @@ impl Keep {
 pub struct Ingest {
     router: Router,
     keep: Keep,
+    /// All workers of the job, each of which gets a copy of a receipt.
+    peers: usize,
 }
 
 /// Where a record comes from, to name it in a dead letter or a lateness
@@ -187,10 +189,11 @@ pub struct Origin<'a> {
 }
 
 impl Ingest {
-    pub fn new(spec: Arc<Spec>, keep: Keep) -> Ingest {
+    pub fn new(spec: Arc<Spec>, keep: Keep, peers: usize) -> Ingest {
         Ingest {
             router: Router::new(spec),
             keep,
+            peers,
         }
     }
 
@@ -300,7 +303,7 @@ impl Ingest {
                 out.routed.late(&e);
             }
             Parsed::Event(a) => out.routed.event(a),
-            Parsed::Other(r) => out.routed.record(*r, seq),
+            Parsed::Other(r) => out.routed.record(*r, seq, self.peers),
         }
     }
 }
@@ -328,7 +331,7 @@ mod tests {
 
     #[test]
     fn records_behind_the_watermark_or_the_released_time_are_late() {
-        let mut ingest = Ingest::new(spec(), Keep::All);
+        let mut ingest = Ingest::new(spec(), Keep::All, 1);
         let at = || Position::Kafka {
             topic: "ev".into(),
             partition: 3,
@@ -386,7 +389,7 @@ mod tests {
 
     #[test]
     fn bad_records_become_dead_letters_with_their_position_and_bytes() {
-        let mut ingest = Ingest::new(spec(), Keep::All);
+        let mut ingest = Ingest::new(spec(), Keep::All, 1);
         let at = || Position::Kafka {
             topic: "ev".into(),
             partition: 0,

@@ -1,5 +1,5 @@
-//! Decide: the per-user decision operator (docs/semantics.md, all steps but
-//! fallback).
+//! Decide: the per-user decision operator (docs/semantics.md, the decision
+//! steps and channel fallback, `fallback.rs`).
 //!
 //! - inputs: arrivals from `route` (exchanged by user), and the profile
 //!   arrangement of consent and preferences (whose frontier says its trace
@@ -18,7 +18,10 @@
 //!   candidates due at `t` are decided in order of (decision time, event
 //!   time, event key, rule order), reading consent and preferences from the
 //!   profile arrangement as of `t`. Candidates decided later (delays, `at`,
-//!   quiet-hour deferrals) wait in per-user state with a timer.
+//!   quiet-hour deferrals) wait in per-user state with a timer, and so do
+//!   dispatches of rules with `fallback_after` until their outcome is
+//!   known (`fallback.rs`: receipts reach every worker, and are applied by
+//!   the one whose attempt they name).
 //! - checkpoints (`run`, `decide_with`): at a requested time T, once the
 //!   frontier has reached T (the cuts in front hold it there, `cut.rs`),
 //!   everything before T is decided and the state is snapshot as of T
@@ -44,14 +47,17 @@ use timely::progress::frontier::AntichainRef;
 use super::UserKey;
 use super::caps::CapHistory;
 use super::cut::{Request, Taken};
+use super::fallback::{Attempt, Flight, StepReceipts, note_step};
 use super::history::{Reader, TraceSnapshot};
 use super::holdout::in_holdout;
 use super::profile::{PendingProfiles, ProfileEntry, ProfileTrace, UserProfile, profile_upserts};
 use super::quiet_hours::{in_quiet_hours, quiet_hours_end};
-use super::route::{Arrival, EventArrival, PlainArrival, RuleHit};
+use super::route::{Arrival, EventArrival, PlainArrival, ReceiptArrival, RuleHit};
 use super::seen::SeenKeys;
-use crate::record::output::{Decision, Detail, Dispatch, Reason, RuledOut, Suppression};
-use crate::spec::{Priority, Purpose, Spec};
+use crate::record::output::{
+    Decision, Detail, Dispatch, Reason, RuledOut, Suppression, dispatch_id,
+};
+use crate::spec::{Channel, Priority, Purpose, Rule, Spec};
 use crate::time::Time;
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +69,8 @@ pub struct DecideStats {
     pub duplicates: u64,
     pub candidates: u64,
     pub deferrals: u64,
+    /// Receipts this worker applied to one of its attempts.
+    pub receipts_applied: u64,
 }
 
 /// A rule match waiting for its decision time.
@@ -87,6 +95,8 @@ pub struct UserState {
     /// first-attempt dispatch.
     dedup: Vec<(u16, String, Time, CompactString)>,
     caps: CapHistory,
+    /// Dispatches waiting for their outcome (rules with `fallback_after`).
+    attempts: Vec<Attempt>,
     /// When to next drop expired entries.
     #[serde(skip)]
     next_expiry: Time,
@@ -129,7 +139,18 @@ impl DecideState {
             parts[(entry.0 % n) as usize].erased.push(entry);
         }
         for arrival in self.waiting {
-            parts[(arrival.hash() % n) as usize].waiting.push(arrival);
+            match arrival {
+                // Every worker holds a copy of each receipt: worker 0's
+                // copies go to every new worker, the others' are dropped.
+                Arrival::Receipt(r) if r.to == 0 => {
+                    for (to, part) in parts.iter_mut().enumerate() {
+                        let copy = r.for_worker(to as u32);
+                        part.waiting.push(Arrival::Receipt(copy));
+                    }
+                }
+                Arrival::Receipt(_) => {}
+                arrival => parts[(arrival.hash() % n) as usize].waiting.push(arrival),
+            }
         }
     }
 
@@ -153,6 +174,9 @@ impl DecideState {
         for (_, state) in &mut self.users {
             for c in &mut state.pending {
                 c.rule = new(c.rule).ok_or_else(|| removed(c.rule))?;
+            }
+            for a in &mut state.attempts {
+                a.rule = new(a.rule).ok_or_else(|| removed(a.rule))?;
             }
             state.dedup.retain_mut(|(rule, ..)| match new(*rule) {
                 Some(r) => {
@@ -184,7 +208,24 @@ impl DecideState {
 
 impl UserState {
     fn is_empty(&self) -> bool {
-        self.pending.is_empty() && self.dedup.is_empty() && self.caps.is_empty()
+        self.pending.is_empty()
+            && self.dedup.is_empty()
+            && self.caps.is_empty()
+            && self.attempts.is_empty()
+    }
+
+    /// When the user next has something to do: a candidate to decide or an
+    /// attempt whose outcome is due.
+    fn next_due(&self) -> Option<Time> {
+        let candidates = self.pending.iter().map(|c| c.decision);
+        candidates
+            .chain(self.attempts.iter().map(Attempt::due))
+            .min()
+    }
+
+    /// Whether a timer may find work for this user.
+    fn waits(&self) -> bool {
+        !self.pending.is_empty() || !self.attempts.is_empty()
     }
 
     /// Forgets what no future instant `≥ from` can see.
@@ -218,6 +259,8 @@ struct Engine {
     /// plain events apart, as they come (nothing but their key to check).
     waiting_plain: Vec<PlainArrival>,
     waiting: Vec<Arrival>,
+    /// This worker's copies of receipts whose time is not yet complete.
+    waiting_receipts: Vec<ReceiptArrival>,
     /// Scratch: the other arrivals being applied (taken in turn), the
     /// order of all of them ([`Applied`]), users with due candidates, and
     /// the users of one hash.
@@ -276,7 +319,9 @@ impl Applied {
         let (hash, time, rank, fingerprint, seq) = match a {
             Arrival::Erasure { user, time } => (user.hash, *time, RANK_ERASURE, 0, 0),
             Arrival::Event(e) => (e.user.hash, e.time, RANK_EVENT, e.fingerprint, e.seq),
-            Arrival::Plain(_) => unreachable!("plain events wait apart"),
+            Arrival::Plain(_) | Arrival::Receipt(_) => {
+                unreachable!("plain events and receipts wait apart")
+            }
             Arrival::Late(_) => unreachable!("late events are reported on arrival"),
         };
         Applied {
@@ -307,6 +352,10 @@ struct Core {
     seen: SeenKeys,
     next_sweep: Time,
     stats: Rc<RefCell<DecideStats>>,
+    /// The attempts in flight on this worker, by dispatch id.
+    flight: Flight,
+    /// The receipts whose time is complete in the current step.
+    receipts: StepReceipts,
 }
 
 impl Engine {
@@ -316,6 +365,7 @@ impl Engine {
         let (seen, erased) = self.core.seen.entries();
         let mut waiting: Vec<Arrival> = self.waiting.clone();
         waiting.extend(self.waiting_plain.iter().map(|p| Arrival::Plain(*p)));
+        waiting.extend(self.waiting_receipts.iter().map(|r| Arrival::Receipt(*r)));
         DecideStateRef {
             users: self.users.iter().map(|(k, s)| (k, s)).collect(),
             seen,
@@ -327,8 +377,11 @@ impl Engine {
     /// Starts from a checkpoint's state (of this worker's users).
     fn restore(&mut self, state: DecideState) {
         for (user, state) in state.users {
-            for c in &state.pending {
-                self.core.timers.insert((c.decision, user.hash));
+            if let Some(due) = state.next_due() {
+                self.core.timers.insert((due, user.hash));
+            }
+            for a in &state.attempts {
+                self.core.flight.add(a.id, user.hash);
             }
             let hash = user.hash;
             self.users
@@ -338,6 +391,7 @@ impl Engine {
         for arrival in state.waiting {
             match arrival {
                 Arrival::Plain(p) => self.waiting_plain.push(p),
+                Arrival::Receipt(r) => self.waiting_receipts.push(r),
                 other => self.waiting.push(other),
             }
         }
@@ -361,13 +415,22 @@ impl Engine {
         }
         let timer_users = &mut self.timer_users;
         timer_users.clear();
+        // Receipts now complete, and the users whose attempts they name.
+        let receipts = self.waiting_receipts.extract_if(.., |r| r.time < frontier);
+        if note_step(receipts, &mut self.core.receipts) > 0 {
+            for id in self.core.receipts.keys() {
+                if let Some(hash) = self.core.flight.user(*id) {
+                    self.core.timers.insert((Time::MIN, hash));
+                }
+            }
+        }
         while self.core.timers.first().is_some_and(|(t, _)| *t < frontier) {
             let (_, hash) = self.core.timers.pop_first().unwrap();
             // Almost always one user; distinct users may share a hash.
             timer_users.extend(
                 self.users
                     .iter_hash(hash)
-                    .filter(|(k, s)| k.hash == hash && !s.pending.is_empty())
+                    .filter(|(k, s)| k.hash == hash && s.waits())
                     .map(|(k, _)| k.clone()),
             );
         }
@@ -462,7 +525,7 @@ impl Engine {
         if frontier >= self.core.next_sweep && frontier != Time::MAX {
             let (spec, longest) = (&self.core.spec, self.core.longest_window);
             self.users.retain(|(_, s)| {
-                if s.pending.is_empty() {
+                if !s.waits() {
                     s.expire(spec, longest, frontier);
                 }
                 !s.is_empty()
@@ -493,14 +556,15 @@ impl Core {
             profile: None,
         };
         let mut arrivals = arrivals.peekable();
+        // This step's receipts for the attempts in flight.
+        if !self.receipts.is_empty() {
+            for a in &mut state.attempts {
+                self.claim(a);
+            }
+        }
         loop {
             let next_arrival = arrivals.peek().map(Arrival::time);
-            let next_due = state
-                .pending
-                .iter()
-                .map(|c| c.decision)
-                .min()
-                .filter(|d| *d < frontier);
+            let next_due = state.next_due().filter(|d| *d < frontier);
             let t = match (next_arrival, next_due) {
                 (None, None) => break,
                 (Some(a), None) => a,
@@ -513,12 +577,24 @@ impl Core {
                         for c in state.pending.drain(..) {
                             out.push(suppress(user, &c, time, Reason::Erased, Detail::None));
                         }
+                        // Dispatched candidates make no further attempts.
+                        for a in state.attempts.drain(..) {
+                            self.flight.remove(a.id);
+                        }
                         *state = UserState::default();
                     }
                     Arrival::Event(e) => self.apply_event(user, *e, state, out),
-                    Arrival::Plain(_) | Arrival::Late(_) => {
-                        unreachable!("plain and late events do not reach users")
+                    Arrival::Plain(_) | Arrival::Late(_) | Arrival::Receipt(_) => {
+                        unreachable!("plain and late events and receipts do not reach users")
                     }
+                }
+            }
+            // Attempts whose outcome is known at t: done, or the next one.
+            while let Some(i) = state.attempts.iter().position(|a| a.due() == t) {
+                let a = state.attempts.swap_remove(i);
+                self.flight.remove(a.id);
+                if !a.succeeded() {
+                    self.fall_back(spec, a, t, state, &mut view, readers, out);
                 }
             }
             while let Some(i) = (0..state.pending.len())
@@ -529,7 +605,7 @@ impl Core {
                 self.decide_one(spec, c, t, state, &mut view, readers, out);
             }
         }
-        if let Some(next) = state.pending.iter().map(|c| c.decision).min() {
+        if let Some(next) = state.next_due() {
             self.timers.insert((next, user.hash));
         }
         if frontier != Time::MAX && frontier >= state.next_expiry {
@@ -643,18 +719,7 @@ impl Core {
         }
         // 5. channel selection: consent as of t, channel caps.
         let preferred = prefs.and_then(|p| p.channels.as_ref());
-        let mut order = rule
-            .channels
-            .iter()
-            .copied()
-            .filter(|_| preferred.is_none())
-            .chain(
-                preferred
-                    .into_iter()
-                    .flatten()
-                    .copied()
-                    .filter(|ch| rule.channels.contains(ch)),
-            );
+        let mut order = channel_order(rule, preferred);
         let mut any_consent = false;
         let chosen = order.find(|&ch| {
             let ok = profile.granted(ch, rule.purpose, t);
@@ -704,6 +769,24 @@ impl Core {
                 None => state.dedup.push((c.rule, key, t, c.event_key.clone())),
             }
         }
+        if let Some(window) = rule.fallback_after {
+            let order: Vec<Channel> = channel_order(rule, preferred).collect();
+            let at = order.iter().position(|&ch| ch == channel).unwrap_or(0) as u8;
+            let id = dispatch_id(&user.user, &c.event_key, &rule.name, 1).as_u128();
+            let attempt = Attempt::new(
+                id,
+                1,
+                t,
+                window,
+                c.rule,
+                order,
+                at,
+                c.event_key.clone(),
+                c.event_time,
+                c.vars.clone(),
+            );
+            self.start(user, attempt, state);
+        }
         out.push(Decision::Dispatch(Dispatch {
             user: user.user.clone(),
             rule: c.rule,
@@ -716,6 +799,99 @@ impl Core {
             vars: c.vars,
         }));
     }
+
+    /// Notes this step's receipts for an attempt.
+    fn claim(&mut self, attempt: &mut Attempt) {
+        if let Some(receipts) = self.receipts.get(&attempt.id) {
+            self.stats.borrow_mut().receipts_applied += receipts.len() as u64;
+            attempt.claim(&self.receipts);
+        }
+    }
+
+    /// Puts a new attempt in flight, with the receipts already here for it.
+    fn start(&mut self, user: &UserKey, mut attempt: Attempt, state: &mut UserState) {
+        self.claim(&mut attempt);
+        self.flight.add(attempt.id, user.hash);
+        state.attempts.push(attempt);
+    }
+
+    /// Attempt k + 1 at `t` after attempt `a` failed or timed out: the next
+    /// channel with consent as of `t`, or `undeliverable`. It is not muted,
+    /// capped, deduplicated, deferred or cancelled, and counts toward no cap.
+    #[allow(clippy::too_many_arguments)]
+    fn fall_back<'a>(
+        &mut self,
+        spec: &Spec,
+        a: Attempt,
+        t: Time,
+        state: &mut UserState,
+        view: &mut UserView<'_, 'a>,
+        readers: &mut Readers<'a>,
+        out: &mut Vec<Decision>,
+    ) {
+        let rule = &spec.rules[a.rule as usize];
+        let user = view.user;
+        let profile: &UserProfile<'a> = view
+            .profile
+            .get_or_insert_with(|| UserProfile::load(readers, user));
+        let Some((at, channel)) = a.next_channel(|ch| profile.granted(ch, rule.purpose, t)) else {
+            return out.push(Decision::Suppression(Suppression {
+                user: user.user.clone(),
+                rule: Some(a.rule),
+                event_key: a.event_key,
+                time: t,
+                reason: Reason::Undeliverable,
+                detail: Detail::None,
+            }));
+        };
+        let number = a.number + 1;
+        let locale = profile.prefs(t).and_then(|p| p.locale.clone());
+        let id = dispatch_id(&user.user, &a.event_key, &rule.name, number).as_u128();
+        out.push(Decision::Dispatch(Dispatch {
+            user: user.user.clone(),
+            rule: a.rule,
+            channel,
+            attempt: number,
+            event_key: a.event_key.clone(),
+            event_time: a.event_time,
+            decision_time: t,
+            locale,
+            vars: a.vars.clone(),
+        }));
+        let window = a.deadline - a.made;
+        let next = Attempt::new(
+            id,
+            number,
+            t,
+            window,
+            a.rule,
+            a.order,
+            at,
+            a.event_key,
+            a.event_time,
+            a.vars,
+        );
+        self.start(user, next, state);
+    }
+}
+
+/// The candidate's channel order (step 5): the rule's channels, restricted
+/// to and reordered by the user's `channels` preference when there is one.
+fn channel_order<'r>(
+    rule: &'r Rule,
+    preferred: Option<&'r Vec<Channel>>,
+) -> impl Iterator<Item = Channel> + 'r {
+    let own = rule
+        .channels
+        .iter()
+        .copied()
+        .filter(move |_| preferred.is_none());
+    let restricted = preferred
+        .into_iter()
+        .flatten()
+        .copied()
+        .filter(|ch| rule.channels.contains(ch));
+    own.chain(restricted)
 }
 
 fn suppress(user: &UserKey, c: &Candidate, t: Time, reason: Reason, detail: Detail) -> Decision {
@@ -804,6 +980,7 @@ where
             users: HashTable::new(),
             waiting_plain: Vec::new(),
             waiting: Vec::new(),
+            waiting_receipts: Vec::new(),
             ready: Vec::new(),
             order: Vec::new(),
             timer_users: Vec::new(),
@@ -815,6 +992,8 @@ where
                 timers: BTreeSet::new(),
                 next_sweep: Time::MIN,
                 stats,
+                flight: Flight::default(),
+                receipts: StepReceipts::default(),
             },
         };
         if let Some(state) = restore {
@@ -836,6 +1015,7 @@ where
                             detail: Detail::None,
                         })),
                         Arrival::Plain(p) => engine.waiting_plain.push(p),
+                        Arrival::Receipt(r) => engine.waiting_receipts.push(r),
                         other => engine.waiting.push(other),
                     }
                 }
@@ -1029,6 +1209,40 @@ channels = ["email"]
                 ("u-b".into(), "s/9".into(), 50)
             ]
         );
+    }
+
+    /// Every worker holds a copy of each waiting receipt; split over any
+    /// new worker count, each new worker gets exactly one copy, addressed
+    /// to it.
+    #[test]
+    fn waiting_receipts_are_split_one_copy_per_new_worker() {
+        use crate::record::ReceiptStatus;
+        let copies = |workers: u32| -> Vec<DecideState> {
+            (0..workers)
+                .map(|to| DecideState {
+                    waiting: vec![Arrival::Receipt(ReceiptArrival::new(
+                        to,
+                        ReceiptStatus::Failed,
+                        42,
+                        100,
+                        7,
+                    ))],
+                    ..Default::default()
+                })
+                .collect()
+        };
+        for (old, new) in [(1u32, 3usize), (3, 1), (2, 2)] {
+            let mut parts: Vec<DecideState> = (0..new).map(|_| DecideState::default()).collect();
+            for state in copies(old) {
+                state.split_into(&mut parts);
+            }
+            for (i, part) in parts.iter().enumerate() {
+                let [Arrival::Receipt(r)] = part.waiting.as_slice() else {
+                    panic!("{old} → {new}: worker {i} holds {:?}", part.waiting);
+                };
+                assert_eq!((r.to as usize, r.id(), r.seq), (i, 42, 7));
+            }
+        }
     }
 
     /// After a spec change, candidates, dedup history and waiting matches

@@ -15,6 +15,7 @@ pub mod caps;
 pub mod consent;
 pub mod cut;
 pub mod decide;
+pub mod fallback;
 pub mod history;
 pub mod holdout;
 pub mod preferences;

@@ -11,6 +11,12 @@
 //!   events — and profile upserts `(ProfileKey, Option<ProfileVal>, t)` for
 //!   consent and preference records.
 //!
+//! Receipts name a dispatch, not a user, and a dispatch's id cannot be
+//! traced back to its user: each receipt travels to every worker (one copy
+//! per worker, [`ReceiptArrival::to`]), and the worker that made the
+//! dispatch applies it (`decide`, fallback). Receipts are few beside
+//! events, so the copies cost little.
+//!
 //! An erasure at t also upserts "absent" in every profile slot of its user
 //! (preferences and all consent keys): the upsert arrangement prefers a
 //! present value at equal times, which is exactly "erasure ranks before
@@ -32,7 +38,7 @@ use super::consent::ConsentVal;
 use super::preferences::PrefsVal;
 use super::profile::{ProfileKey, ProfileUpsert, ProfileVal, Slot};
 use super::seen;
-use crate::record::{EventRef, Record};
+use crate::record::{EventRef, ReceiptStatus, Record};
 use crate::spec::Spec;
 use crate::time::Time;
 
@@ -99,6 +105,51 @@ impl PlainArrival {
     }
 }
 
+/// A receipt for a dispatch (§2), as the worker [`ReceiptArrival::to`]
+/// gets it. Only receipts whose `dispatch_id` is a dispatch id as nudgeflow
+/// writes them (a lower-case hyphenated UUID) travel: no other can name a
+/// dispatch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptArrival {
+    /// The worker this copy is for: its index is its routing hash.
+    pub to: u32,
+    pub status: ReceiptStatus,
+    /// The dispatch id as a UUID's 128 bits, high word first (two words,
+    /// so that an [`Arrival`] stays 48 bytes).
+    id: [u64; 2],
+    pub time: Time,
+    pub seq: u64,
+}
+
+impl ReceiptArrival {
+    pub fn new(to: u32, status: ReceiptStatus, id: u128, time: Time, seq: u64) -> ReceiptArrival {
+        ReceiptArrival {
+            to,
+            status,
+            id: [(id >> 64) as u64, id as u64],
+            time,
+            seq,
+        }
+    }
+
+    /// The same receipt, as the copy for worker `to`.
+    pub fn for_worker(self, to: u32) -> ReceiptArrival {
+        ReceiptArrival { to, ..self }
+    }
+
+    pub fn id(&self) -> u128 {
+        (self.id[0] as u128) << 64 | self.id[1] as u128
+    }
+}
+
+/// The 128 bits of a dispatch id written as nudgeflow writes them (lower
+/// case, hyphenated); `None` for any other string.
+pub fn parse_dispatch_id(s: &str) -> Option<u128> {
+    let id = uuid::Uuid::try_parse(s).ok()?;
+    let mut buf = uuid::Uuid::encode_buffer();
+    (id.hyphenated().encode_lower(&mut buf) == s).then(|| id.as_u128())
+}
+
 // Every stage moves arrivals several times (source buffers, exchange,
 // waiting), so their size counts.
 const _: () = assert!(std::mem::size_of::<Arrival>() == 48);
@@ -114,6 +165,8 @@ pub enum Arrival {
     },
     /// An event older than its partition's watermark: reported, no effect.
     Late(Box<LateArrival>),
+    /// One worker's copy of a receipt.
+    Receipt(ReceiptArrival),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,9 +177,11 @@ pub struct LateArrival {
 }
 
 impl Arrival {
-    /// The user's routing hash.
+    /// The user's routing hash (for a receipt, the index of the worker its
+    /// copy is for).
     pub fn hash(&self) -> u64 {
         match self {
+            Arrival::Receipt(r) => r.to as u64,
             Arrival::Plain(p) => p.user,
             Arrival::Event(e) => e.user.hash,
             Arrival::Erasure { user, .. } => user.hash,
@@ -136,7 +191,7 @@ impl Arrival {
     /// The user, for all but plain events (which only carry its hash).
     pub fn user(&self) -> Option<&UserKey> {
         match self {
-            Arrival::Plain(_) => None,
+            Arrival::Plain(_) | Arrival::Receipt(_) => None,
             Arrival::Event(e) => Some(&e.user),
             Arrival::Erasure { user, .. } => Some(user),
             Arrival::Late(l) => Some(&l.user),
@@ -148,6 +203,7 @@ impl Arrival {
             Arrival::Event(e) => e.time,
             Arrival::Erasure { time, .. } => *time,
             Arrival::Late(l) => l.time,
+            Arrival::Receipt(r) => r.time,
         }
     }
 }
@@ -277,8 +333,9 @@ impl Routed {
         })));
     }
 
-    /// Any other record (not late: late non-event records are dead letters).
-    pub fn record(&mut self, record: Record, seq: u64) {
+    /// Any other record (not late: late non-event records are dead letters);
+    /// a receipt is copied for each of the `peers` workers.
+    pub fn record(&mut self, record: Record, seq: u64, peers: usize) {
         match record {
             Record::Event(_) => unreachable!("events are routed by `Router::event`"),
             Record::Erasure(r) => {
@@ -307,8 +364,13 @@ impl Routed {
                 });
                 self.profile.push((key, Some(value), p.time));
             }
-            // Receipts drive channel fallback, which is not built yet.
-            Record::Receipt(_) => {}
+            Record::Receipt(r) => {
+                if let Some(id) = parse_dispatch_id(&r.dispatch_id) {
+                    self.arrivals.extend((0..peers as u32).map(|to| {
+                        Arrival::Receipt(ReceiptArrival::new(to, r.status, id, r.time, seq))
+                    }));
+                }
+            }
         }
     }
 }

@@ -346,7 +346,7 @@ pub fn fixture_source<'s>(
                 lower: Time::MIN,
             })
             .collect();
-        let mut ingest = Ingest::new(spec, Keep::Owned(placement));
+        let mut ingest = Ingest::new(spec, Keep::Owned(placement), placement.peers());
         let mut ingested = Ingested::default();
         // Emptied line vectors of finalised stripes, reused (a stripe's
         // vector is megabytes: fresh ones cost page faults).

@@ -431,7 +431,7 @@ pub fn kafka_source<'s>(
         if !partitions.is_empty() {
             checkpoint_positions.set_reads();
         }
-        let mut ingest = Ingest::new(spec, Keep::All);
+        let mut ingest = Ingest::new(spec, Keep::All, peers);
         let mut ingested = Ingested::default();
         let mut ready = partitions.is_empty();
         if ready {

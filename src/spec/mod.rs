@@ -59,6 +59,9 @@ pub struct Rule {
     pub timing: Timing,
     pub cancel_on: Vec<Glob>,
     pub dedup: Option<Dedup>,
+    /// Channel fallback (§4): how long an attempt waits for a success
+    /// receipt before the next channel is tried.
+    pub fallback_after: Option<i64>,
 }
 
 /// When a candidate is decided.
@@ -260,10 +263,8 @@ const RULE_KEYS: &[&str] = &[
     "at",
     "cancel_on",
     "dedup",
+    "fallback_after",
 ];
-/// Rule keys of features still to come: each has its own error, and none
-/// is offered as a valid key.
-const RULE_KEYS_TO_COME: &[&str] = &["fallback_after"];
 const CONDITION_KEYS: &[&str] = &["field", "op", "value"];
 const AT_KEYS: &[&str] = &["field", "before"];
 const DEDUP_KEYS: &[&str] = &["window", "key"];
@@ -399,20 +400,13 @@ impl Compiler<'_> {
         self.report(at, field(prefix, key), format!("missing{write}"));
     }
 
-    /// Reports every key of `table` that is neither in `known` nor in
-    /// `to_come`, with the known key it most likely misspells. `what` names
+    /// Reports every key of `table` that is not in `known`, with the known
+    /// key it most likely misspells. `what` names
     /// the table in the list of its keys ("a [[rule]]").
-    fn unknown_keys(
-        &mut self,
-        table: &DeTable<'_>,
-        known: &[&str],
-        to_come: &[&str],
-        prefix: &str,
-        what: &str,
-    ) {
+    fn unknown_keys(&mut self, table: &DeTable<'_>, known: &[&str], prefix: &str, what: &str) {
         for (key, _) in table.iter() {
             let k = key.get_ref().as_ref();
-            if known.contains(&k) || to_come.contains(&k) {
+            if known.contains(&k) {
                 continue;
             }
             let top = if prefix.is_empty() {
@@ -579,7 +573,7 @@ impl Compiler<'_> {
             return Err(self.finish());
         }
         let doc = doc.into_inner();
-        self.unknown_keys(&doc, TOP_KEYS, &[], "", "the top level");
+        self.unknown_keys(&doc, TOP_KEYS, "", "the top level");
 
         let dedup_horizon = doc
             .get("dedup_horizon")
@@ -738,7 +732,7 @@ impl Compiler<'_> {
             .as_ref()
             .map_or_else(|| "rule".to_string(), |n| format!("rule `{n}`"));
         let f = |key: &str| field(&prefix, key);
-        self.unknown_keys(t, RULE_KEYS, RULE_KEYS_TO_COME, &prefix, "a [[rule]]");
+        self.unknown_keys(t, RULE_KEYS, &prefix, "a [[rule]]");
 
         let on = match t.get("on") {
             None => {
@@ -812,14 +806,12 @@ impl Compiler<'_> {
             None => Some(None),
             Some(v) => self.dedup(v, &prefix).map(Some),
         };
-        if let Some(fb) = t.get("fallback_after") {
-            self.report(
-                &fb.span(),
-                f("fallback_after"),
-                "channel fallback needs delivery receipts and is not supported yet; remove `fallback_after`",
-            );
-            return None;
-        }
+        let fallback_after = match t.get("fallback_after") {
+            None => Some(None),
+            Some(v) => self
+                .window(v, &f("fallback_after"), "fallback_after", "15m")
+                .map(Some),
+        };
         let name = name?;
         Some(Rule {
             template: template?.map_or_else(|| name.clone(), str::to_string),
@@ -832,6 +824,7 @@ impl Compiler<'_> {
             timing: timing?,
             cancel_on: cancel_on?,
             dedup: dedup?,
+            fallback_after: fallback_after?,
         })
     }
 
@@ -886,7 +879,7 @@ impl Compiler<'_> {
     fn condition(&mut self, c: &Item<'_>, prefix: &str) -> Option<Condition> {
         let f = |key: &str| field(prefix, key);
         let t = self.table(c, &f("where"), "where")?;
-        self.unknown_keys(t, CONDITION_KEYS, &[], &f("where"), "a condition");
+        self.unknown_keys(t, CONDITION_KEYS, &f("where"), "a condition");
         let span = c.span();
         let path = match t.get("field") {
             None => {
@@ -996,7 +989,7 @@ impl Compiler<'_> {
     fn at(&mut self, v: &Item<'_>, prefix: &str) -> Option<Timing> {
         let f = |key: &str| field(prefix, key);
         let t = self.table(v, &f("at"), "at")?;
-        self.unknown_keys(t, AT_KEYS, &[], &f("at"), "`at`");
+        self.unknown_keys(t, AT_KEYS, &f("at"), "`at`");
         let path = match t.get("field") {
             None => {
                 self.missing(t, AT_KEYS, &v.span(), prefix, "at.field");
@@ -1029,7 +1022,7 @@ impl Compiler<'_> {
     fn dedup(&mut self, v: &Item<'_>, prefix: &str) -> Option<Dedup> {
         let f = |key: &str| field(prefix, key);
         let t = self.table(v, &f("dedup"), "dedup")?;
-        self.unknown_keys(t, DEDUP_KEYS, &[], &f("dedup"), "`dedup`");
+        self.unknown_keys(t, DEDUP_KEYS, &f("dedup"), "`dedup`");
         let window = match t.get("window") {
             None => {
                 self.missing(t, DEDUP_KEYS, &v.span(), prefix, "dedup.window");
@@ -1061,7 +1054,7 @@ impl Compiler<'_> {
     }
 
     fn cap(&mut self, header: &Range<usize>, t: &DeTable<'_>) -> Option<(CapOn, Cap)> {
-        self.unknown_keys(t, CAP_KEYS, &[], "cap", "a [[cap]]");
+        self.unknown_keys(t, CAP_KEYS, "cap", "a [[cap]]");
         let on = match (t.get("purpose"), t.get("channel")) {
             (Some(p), None) => self.purpose(p, "cap: purpose").map(CapOn::Purpose),
             (None, Some(c)) => self.channel(c, "cap: channel").map(CapOn::Channel),
@@ -1515,7 +1508,7 @@ channels = ["email"]
             ),
             (
                 rule("channels = [\"push\"]\ncolour = \"red\""),
-                "6: rule `a`: unknown key `colour`; a [[rule]] takes name, on, where, template, purpose, priority, channels, delay, at, cancel_on, dedup",
+                "6: rule `a`: unknown key `colour`; a [[rule]] takes name, on, where, template, purpose, priority, channels, delay, at, cancel_on, dedup, fallback_after",
             ),
         ] {
             // A misspelt required key is reported once, as a misspelling,
@@ -1524,23 +1517,19 @@ channels = ["email"]
         }
     }
 
-    /// `fallback_after` waits for delivery receipts: it has its own error
-    /// and is never offered as a valid key.
+    /// `fallback_after` is a window longer than zero; a misspelling of it
+    /// is offered the right key.
     #[test]
-    fn keys_to_come_are_not_offered() {
+    fn fallback_after_is_a_positive_window() {
         let rule =
             "[[rule]]\nname = \"a\"\non = \"x\"\npurpose = \"marketing\"\nchannels = [\"push\"]\n";
-        let e = problem(&format!("{rule}fallback_after = \"1h\"\n"));
+        let spec = Spec::parse("t.toml", &format!("{rule}fallback_after = \"15m\"\n")).unwrap();
+        assert_eq!(spec.rules[0].fallback_after, Some(15 * 60_000));
+        let e = problem(&format!("{rule}fallback_after = \"0s\"\n"));
         assert_eq!(e.field, "rule `a`: fallback_after");
-        assert!(e.message.contains("not supported yet"), "{e}");
-        for key in ["colour", "fallback_afer", "fallback"] {
-            let e = problem(&format!("{rule}{key} = \"1h\"\n"));
-            assert!(
-                e.message.starts_with(&format!("unknown key `{key}`")),
-                "{e}"
-            );
-            assert!(!e.message.contains("fallback_after"), "{e}");
-        }
+        assert!(e.message.contains("longer than zero"), "{e}");
+        let e = problem(&format!("{rule}fallback_afer = \"1h\"\n"));
+        assert!(e.message.contains("did you mean `fallback_after`?"), "{e}");
     }
 
     /// At most MAX_PROBLEMS problems are listed, then how many more.
