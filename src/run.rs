@@ -71,9 +71,16 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let health = Health::new();
     let listen = listen_address(&job, cluster.process);
-    let server = crate::ops::spawn(listen, token, metrics.clone(), health.clone())
-        .with_context(|| format!("cannot serve HTTP on {listen}"))?;
-    tracing::info!(addr = %server.addr, "serving /metrics, /healthz and /readyz");
+    let receipts = crate::ops::callbacks::ReceiptsTopic::new(&job)?;
+    let server = crate::ops::spawn(
+        listen,
+        token,
+        metrics.clone(),
+        health.clone(),
+        Some(receipts),
+    )
+    .with_context(|| format!("cannot serve HTTP on {listen}"))?;
+    tracing::info!(addr = %server.addr, "serving /metrics, /healthz, /readyz and /v1/receipts");
     eprintln!("nudgeflow: http on {}", server.addr);
 
     // Checkpoints: the store, and the newest complete checkpoint to go on from.

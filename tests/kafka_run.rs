@@ -793,3 +793,122 @@ fn produce_names_a_missing_topic_and_sends_nothing() {
         "{stderr}"
     );
 }
+
+/// (h) Provider callbacks (§9): `POST /v1/receipts` needs the bearer
+/// token, refuses bad receipts by index, appends the good ones to the
+/// receipts topic keyed by dispatch id, and they drive channel fallback
+/// (§4): a `failed` receipt for attempt 1 on push makes attempt 2 on SMS
+/// at the receipt's time.
+#[test]
+fn provider_callbacks_append_receipts_that_drive_fallback() {
+    let broker = Broker::start(Engine::Memory, 2, &topics("r"));
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.toml");
+    std::fs::write(
+        &spec,
+        "allowed_lateness = \"1s\"\n[[rule]]\nname = \"otp\"\non = \"t\"\n\
+         purpose = \"transactional\"\nchannels = [\"push\", \"sms\"]\nfallback_after = \"1h\"\n",
+    )
+    .unwrap();
+    let config = job_config(dir.path(), &broker.brokers, &spec, "r", "");
+    let text = read(&config).replace(
+        "listen = \"127.0.0.1:0\"\n",
+        "listen = \"127.0.0.1:0\"\ntoken_env = \"NUDGEFLOW_TEST_TOKEN\"\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    // SAFETY: every test of this binary sets the same value before its
+    // job starts; the job inherits it.
+    unsafe { std::env::set_var("NUDGEFLOW_TEST_TOKEN", "s3cret") };
+    let mut job = Job::start(&config, &[]);
+    job.wait_ready();
+    let addr = job.http_addr();
+    let producer = producer(&broker.brokers);
+    let t = time::now_ms();
+    let value = event("e-1", "t", &time::format_rfc3339(t), "u-1");
+    send(
+        &producer,
+        "r.events",
+        Some("u-1"),
+        Some(value.as_bytes()),
+        &[],
+    );
+    let first = read_topic(
+        &broker.brokers,
+        "r.dispatches",
+        1,
+        Duration::ZERO,
+        Duration::from_secs(30),
+    );
+    assert_eq!(first.len(), 1, "no dispatch:\n{}", job.log());
+    let first: serde_json::Value = serde_json::from_str(&first[0].value).unwrap();
+    assert_eq!(
+        (first["channel"].as_str(), first["attempt"].as_i64()),
+        (Some("push"), Some(1))
+    );
+    let id = first["dispatch_id"].as_str().unwrap().to_string();
+
+    let post = |headers: &[&str], body: &str| {
+        let mut all = vec!["Content-Type: application/json"];
+        all.extend_from_slice(headers);
+        http::request(&addr, "POST", "/v1/receipts", &all, body)
+    };
+    let auth = "Authorization: Bearer s3cret";
+    let failed_at = time::format_rfc3339(time::now_ms().max(t + 1));
+    let good = format!(r#"{{"dispatch_id":"{id}","status":"failed","time":"{failed_at}"}}"#);
+    let body =
+        format!(r#"[{good},{{"dispatch_id":"{id}","status":"lost","time":"{failed_at}"}},7]"#);
+    let denied = post(&[], &body);
+    assert_eq!(denied.status, 401, "{}", denied.body);
+    assert!(denied.body.contains("\"error\""), "{}", denied.body);
+    let none = post(&[auth], r#"[{"status":"failed"}]"#);
+    assert_eq!(none.status, 400, "{}", none.body);
+    let bad = post(&[auth], "not json");
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    let answer = post(&[auth], &body);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let answer: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(answer["accepted"], 1, "{answer}");
+    let refused: Vec<i64> = answer["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["index"].as_i64().unwrap())
+        .collect();
+    assert_eq!(refused, [1, 2], "{answer}");
+    assert!(
+        answer["refused"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("status"),
+        "{answer}"
+    );
+
+    let receipts = read_topic(
+        &broker.brokers,
+        "r.receipts",
+        1,
+        Duration::from_millis(500),
+        Duration::from_secs(30),
+    );
+    assert_eq!(receipts.len(), 1);
+    assert_eq!(receipts[0].key.as_deref(), Some(id.as_str()));
+    assert_eq!(receipts[0].value, good);
+
+    let both = read_topic(
+        &broker.brokers,
+        "r.dispatches",
+        2,
+        Duration::ZERO,
+        Duration::from_secs(30),
+    );
+    assert_eq!(both.len(), 2, "no attempt 2:\n{}", job.log());
+    let second: serde_json::Value = both
+        .iter()
+        .map(|m| serde_json::from_str::<serde_json::Value>(&m.value).unwrap())
+        .find(|d| d["attempt"] == 2)
+        .expect("attempt 2");
+    assert_eq!(second["channel"], "sms");
+    assert_eq!(second["decision_time"], failed_at.as_str());
+    assert_ne!(second["dispatch_id"], first["dispatch_id"]);
+    assert!(job.stop().success());
+}

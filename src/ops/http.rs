@@ -1,19 +1,23 @@
 //! The HTTP endpoints of the live job: `GET /metrics` (OpenMetrics text;
 //! behind the bearer token when one is configured), `GET /healthz` (200
 //! while the process runs) and `GET /readyz` (200 once every partition has
-//! been caught up once, 503 before). They run on a one-thread tokio runtime
-//! of their own ([`spawn`]); later routes (the query API) join [`routes`].
+//! been caught up once, 503 before), and `POST /v1/receipts`, the provider
+//! callbacks (`callbacks.rs`, behind the token too). They run on a
+//! one-thread tokio runtime of their own ([`spawn`]). Errors are
+//! `{"error": "…"}` (DESIGN.md §8).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
+use super::callbacks::{self, ReceiptsTopic};
 use super::metrics::Metrics;
 
 /// Whether the job is ready; clones share it.
@@ -39,6 +43,7 @@ struct Ops {
     metrics: Metrics,
     health: Health,
     token: Option<Arc<str>>,
+    receipts: Option<Arc<ReceiptsTopic>>,
 }
 
 impl Ops {
@@ -50,12 +55,15 @@ impl Ops {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         (given != Some(token)).then(|| {
-            (
+            let mut denied = error(
                 StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "a bearer token is required (Authorization: Bearer <token>)\n",
-            )
-                .into_response()
+                "a bearer token is required (Authorization: Bearer <token>)",
+            );
+            let bearer = header::HeaderValue::from_static("Bearer");
+            denied
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, bearer);
+            denied
         })
     }
 }
@@ -74,6 +82,36 @@ async fn metrics(State(ops): State<Ops>, headers: HeaderMap) -> Response {
         .into_response()
 }
 
+/// A JSON answer.
+fn json(status: StatusCode, body: &serde_json::Value) -> Response {
+    let body = serde_json::to_string(body).expect("a JSON value serialises");
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// An error as the API writes them: `{"error": "…"}`.
+fn error(status: StatusCode, message: &str) -> Response {
+    json(status, &serde_json::json!({ "error": message }))
+}
+
+async fn receipts(State(ops): State<Ops>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(denied) = ops.unauthorized(&headers) {
+        return denied;
+    }
+    let Some(topic) = ops.receipts.as_deref() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "receipts are taken by the live job (`nudgeflow run`) only",
+        );
+    };
+    let answer = callbacks::post(topic, &body).await;
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json(status, &answer.body)
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such route")
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -86,17 +124,26 @@ async fn readyz(State(ops): State<Ops>) -> Response {
     }
 }
 
-/// The operational routes.
-pub fn routes(metrics: Metrics, health: Health, token: Option<String>) -> Router {
+/// The routes: operations, and the provider callbacks when the job
+/// writes a receipts topic.
+pub fn routes(
+    metrics: Metrics,
+    health: Health,
+    token: Option<String>,
+    receipts: Option<Arc<ReceiptsTopic>>,
+) -> Router {
     let ops = Ops {
         metrics,
         health,
         token: token.map(Arc::from),
+        receipts,
     };
     Router::new()
         .route("/metrics", get(self::metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/v1/receipts", post(self::receipts))
+        .fallback(not_found)
         .with_state(ops)
 }
 
@@ -125,6 +172,7 @@ pub fn spawn(
     token: Option<String>,
     metrics: Metrics,
     health: Health,
+    receipts: Option<Arc<ReceiptsTopic>>,
 ) -> std::io::Result<Running> {
     let listener = std::net::TcpListener::bind(listen)?;
     listener.set_nonblocking(true)?;
@@ -133,7 +181,7 @@ pub fn spawn(
         .enable_io()
         .build()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let app = routes(metrics, health, token);
+    let app = routes(metrics, health, token, receipts);
     let thread = std::thread::Builder::new()
         .name("nudgeflow-http".into())
         .spawn(move || {
