@@ -27,6 +27,7 @@ use crate::checkpoint::positions::SourcePositions;
 use crate::checkpoint::state::WorkerState;
 use crate::checkpoint::store::Store;
 use crate::checkpoint::write::write;
+use crate::dataflow::inbox::InboxView;
 use crate::dataflow::{self, DecideStats};
 use crate::job::JobConfig;
 use crate::ops::{Health, Metrics};
@@ -72,15 +73,19 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let health = Health::new();
     let listen = listen_address(&job, cluster.process);
     let receipts = crate::ops::callbacks::ReceiptsTopic::new(&job)?;
+    // Every process serves every user's inbox (`dataflow::inbox`).
+    let inbox_ttl = crate::dataflow::inbox::DEFAULT_TTL;
+    let inbox = InboxView::new(spec.clone(), inbox_ttl);
     let server = crate::ops::spawn(
         listen,
         token,
         metrics.clone(),
         health.clone(),
         Some(receipts),
+        Some(inbox.clone()),
     )
     .with_context(|| format!("cannot serve HTTP on {listen}"))?;
-    tracing::info!(addr = %server.addr, "serving /metrics, /healthz, /readyz and /v1/receipts");
+    tracing::info!(addr = %server.addr, "serving /metrics, /healthz, /readyz and the API");
     eprintln!("nudgeflow: http on {}", server.addr);
 
     // Checkpoints: the store, and the newest complete checkpoint to go on from.
@@ -157,15 +162,23 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             )
             .broadcast();
             let stats = Rc::new(RefCell::new(DecideStats::default()));
-            let (decisions, snapshots) = dataflow::build_checkpointed(
+            let decided = dataflow::build_checkpointed(
                 (source.arrivals, source.profile),
                 requests,
                 restore,
                 spec.clone(),
                 stats,
+                Some(inbox_ttl),
             );
+            // The first worker of each process keeps its process's view.
+            let leaders = (0..cluster.processes)
+                .map(|p| (p * workers) as u32)
+                .collect();
+            let view = (scope.index() % workers == 0).then(|| inbox.clone());
+            dataflow::inbox::view(decided.inbox, leaders, view);
+            let decisions = decided.decisions;
             write(
-                snapshots,
+                decided.snapshots,
                 store.clone(),
                 positions.clone(),
                 acked.clone(),

@@ -912,3 +912,133 @@ fn provider_callbacks_append_receipts_that_drive_fallback() {
     assert_ne!(second["dispatch_id"], first["dispatch_id"]);
     assert!(job.stop().success());
 }
+
+/// (i) The in-app inbox (§9) over real HTTP: an `in_app` dispatch appears
+/// in its user's inbox, `POST …/read` writes an `opened` receipt that
+/// marks it read once it comes back through the receipts topic, and an
+/// erasure empties the inbox.
+#[test]
+fn the_inbox_serves_in_app_dispatches_marks_reads_and_empties_on_erasure() {
+    let broker = Broker::start(Engine::Memory, 2, &topics("i"));
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.toml");
+    std::fs::write(
+        &spec,
+        "allowed_lateness = \"1s\"\n[[rule]]\nname = \"news\"\non = \"n\"\n\
+         template = \"news-v2\"\npurpose = \"transactional\"\nchannels = [\"in_app\"]\n",
+    )
+    .unwrap();
+    let config = job_config(dir.path(), &broker.brokers, &spec, "i", "");
+    let mut job = Job::start(&config, &[]);
+    job.wait_ready();
+    let addr = job.http_addr();
+    let producer = producer(&broker.brokers);
+    let t = time::now_ms();
+    let value = format!(
+        r#"{{"specversion":"1.0","id":"e-1","source":"test","type":"n","time":"{}","subject":"u-1","data":{{"title":"hi"}}}}"#,
+        time::format_rfc3339(t)
+    );
+    send(
+        &producer,
+        "i.events",
+        Some("u-1"),
+        Some(value.as_bytes()),
+        &[],
+    );
+    let inbox = |query: &str| -> serde_json::Value {
+        let reply = http::get(&addr, &format!("/v1/users/u-1/inbox{query}"), &[]);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        serde_json::from_str(&reply.body).unwrap()
+    };
+    let until = |what: &str, done: &dyn Fn(&serde_json::Value) -> bool| -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let answer = inbox("");
+            if done(&answer) {
+                return answer;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: {answer}\n{}",
+                job_log_hint()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let placed = until("the item", &|a| a["items"].as_array().unwrap().len() == 1);
+    let item = &placed["items"][0];
+    assert_eq!(item["rule"], "news");
+    assert_eq!(item["template"], "news-v2");
+    assert_eq!(item["vars"], serde_json::json!({"title": "hi"}));
+    assert_eq!(item["time"], time::format_rfc3339(t).as_str());
+    assert_eq!(item["read"], false);
+    assert!(placed["as_of"].as_str().unwrap() > item["time"].as_str().unwrap());
+    let id = item["dispatch_id"].as_str().unwrap().to_string();
+    let dispatches = read_topic(
+        &broker.brokers,
+        "i.dispatches",
+        1,
+        Duration::ZERO,
+        Duration::from_secs(10),
+    );
+    assert!(dispatches[0].value.contains(&id), "{}", dispatches[0].value);
+    assert_eq!(
+        inbox("?unread=true&limit=5")["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        http::get(&addr, "/v1/users/u-1/inbox?limit=x", &[]).status,
+        400
+    );
+    let nobody = http::get(&addr, "/v1/users/nobody/inbox", &[]);
+    assert_eq!(nobody.status, 200);
+    assert!(nobody.body.contains("\"items\":[]"), "{}", nobody.body);
+
+    let read = |id: &str| {
+        http::request(
+            &addr,
+            "POST",
+            &format!("/v1/users/u-1/inbox/{id}/read"),
+            &[],
+            "",
+        )
+    };
+    assert_eq!(read("00000000-0000-0000-0000-000000000000").status, 404);
+    let marked = read(&id);
+    assert_eq!(marked.status, 200, "{}", marked.body);
+    until("read", &|a| a["items"][0]["read"] == true);
+    assert_eq!(inbox("?unread=true")["items"].as_array().unwrap().len(), 0);
+    let receipts = read_topic(
+        &broker.brokers,
+        "i.receipts",
+        1,
+        Duration::ZERO,
+        Duration::from_secs(10),
+    );
+    let receipt: serde_json::Value = serde_json::from_str(&receipts[0].value).unwrap();
+    assert_eq!(
+        (receipt["dispatch_id"].as_str(), receipt["status"].as_str()),
+        (Some(id.as_str()), Some("opened"))
+    );
+
+    let erasure = format!(
+        r#"{{"user":"u-1","time":"{}"}}"#,
+        time::format_rfc3339(time::now_ms())
+    );
+    send(
+        &producer,
+        "i.erasures",
+        Some("u-1"),
+        Some(erasure.as_bytes()),
+        &[],
+    );
+    until("erased", &|a| a["items"].as_array().unwrap().is_empty());
+    assert!(job.stop().success());
+}
+
+fn job_log_hint() -> &'static str {
+    "(the job's log is printed when it fails to stop)"
+}

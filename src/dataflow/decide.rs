@@ -50,10 +50,12 @@ use super::cut::{Request, Taken};
 use super::fallback::{Attempt, Flight, StepReceipts, note_step};
 use super::history::{Reader, TraceSnapshot};
 use super::holdout::in_holdout;
+use super::inbox::{Inbox, InboxItem, InboxUpdate};
 use super::profile::{PendingProfiles, ProfileEntry, ProfileTrace, UserProfile, profile_upserts};
 use super::quiet_hours::{in_quiet_hours, quiet_hours_end};
 use super::route::{Arrival, EventArrival, PlainArrival, ReceiptArrival, RuleHit};
 use super::seen::SeenKeys;
+use crate::record::ReceiptStatus;
 use crate::record::output::{
     Decision, Detail, Dispatch, Reason, RuledOut, Suppression, dispatch_id,
 };
@@ -97,6 +99,8 @@ pub struct UserState {
     caps: CapHistory,
     /// Dispatches waiting for their outcome (rules with `fallback_after`).
     attempts: Vec<Attempt>,
+    /// The in-app inbox (`inbox.rs`).
+    inbox: Inbox,
     /// When to next drop expired entries.
     #[serde(skip)]
     next_expiry: Time,
@@ -178,6 +182,14 @@ impl DecideState {
             for a in &mut state.attempts {
                 a.rule = new(a.rule).ok_or_else(|| removed(a.rule))?;
             }
+            // Inbox items of a removed rule leave the inbox.
+            state.inbox.items.retain_mut(|i| match new(i.rule) {
+                Some(r) => {
+                    i.rule = r;
+                    true
+                }
+                None => false,
+            });
             state.dedup.retain_mut(|(rule, ..)| match new(*rule) {
                 Some(r) => {
                     *rule = r;
@@ -212,20 +224,22 @@ impl UserState {
             && self.dedup.is_empty()
             && self.caps.is_empty()
             && self.attempts.is_empty()
+            && self.inbox.is_empty()
     }
 
-    /// When the user next has something to do: a candidate to decide or an
-    /// attempt whose outcome is due.
-    fn next_due(&self) -> Option<Time> {
+    /// When the user next has something to do: a candidate to decide, an
+    /// attempt whose outcome is due, a read or an item leaving the inbox
+    /// (with items kept for `inbox_ttl`).
+    fn next_due(&self, inbox_ttl: Time) -> Option<Time> {
         let candidates = self.pending.iter().map(|c| c.decision);
-        candidates
-            .chain(self.attempts.iter().map(Attempt::due))
-            .min()
+        let attempts = self.attempts.iter().map(Attempt::due);
+        let inbox = self.inbox.next_due(inbox_ttl);
+        candidates.chain(attempts).chain(inbox).min()
     }
 
     /// Whether a timer may find work for this user.
     fn waits(&self) -> bool {
-        !self.pending.is_empty() || !self.attempts.is_empty()
+        !self.pending.is_empty() || !self.attempts.is_empty() || !self.inbox.is_empty()
     }
 
     /// Forgets what no future instant `≥ from` can see.
@@ -354,6 +368,12 @@ struct Core {
     stats: Rc<RefCell<DecideStats>>,
     /// The attempts in flight on this worker, by dispatch id.
     flight: Flight,
+    /// How long in-app dispatches stay in the inbox; `None`: no inbox.
+    inbox_ttl: Option<Time>,
+    /// The inbox items on this worker, by dispatch id.
+    inbox_ids: Flight,
+    /// Inbox changes not yet sent.
+    updates: Vec<InboxUpdate>,
     /// The receipts whose time is complete in the current step.
     receipts: StepReceipts,
 }
@@ -377,11 +397,22 @@ impl Engine {
     /// Starts from a checkpoint's state (of this worker's users).
     fn restore(&mut self, state: DecideState) {
         for (user, state) in state.users {
-            if let Some(due) = state.next_due() {
+            if let Some(due) = state.next_due(self.core.inbox_ttl.unwrap_or(Time::MAX)) {
                 self.core.timers.insert((due, user.hash));
             }
             for a in &state.attempts {
                 self.core.flight.add(a.id, user.hash);
+            }
+            for i in &state.inbox.items {
+                self.core.inbox_ids.add(i.id, user.hash);
+            }
+            // The inbox views start from the restored inboxes.
+            if !state.inbox.items.is_empty() {
+                self.core.updates.push(InboxUpdate {
+                    user: user.user.clone(),
+                    time: Time::MIN,
+                    items: state.inbox.items.clone(),
+                });
             }
             let hash = user.hash;
             self.users
@@ -419,7 +450,8 @@ impl Engine {
         let receipts = self.waiting_receipts.extract_if(.., |r| r.time < frontier);
         if note_step(receipts, &mut self.core.receipts) > 0 {
             for id in self.core.receipts.keys() {
-                if let Some(hash) = self.core.flight.user(*id) {
+                let users = [self.core.flight.user(*id), self.core.inbox_ids.user(*id)];
+                for hash in users.into_iter().flatten() {
                     self.core.timers.insert((Time::MIN, hash));
                 }
             }
@@ -556,15 +588,20 @@ impl Core {
             profile: None,
         };
         let mut arrivals = arrivals.peekable();
-        // This step's receipts for the attempts in flight.
+        // This step's receipts for the attempts in flight and the inbox.
         if !self.receipts.is_empty() {
             for a in &mut state.attempts {
                 self.claim(a);
             }
+            for i in 0..state.inbox.items.len() {
+                let (id, placed) = (state.inbox.items[i].id, state.inbox.items[i].time);
+                self.note_reads(&mut state.inbox, id, placed);
+            }
         }
+        let inbox_ttl = self.inbox_ttl.unwrap_or(Time::MAX);
         loop {
             let next_arrival = arrivals.peek().map(Arrival::time);
-            let next_due = state.next_due().filter(|d| *d < frontier);
+            let next_due = state.next_due(inbox_ttl).filter(|d| *d < frontier);
             let t = match (next_arrival, next_due) {
                 (None, None) => break,
                 (Some(a), None) => a,
@@ -580,6 +617,12 @@ impl Core {
                         // Dispatched candidates make no further attempts.
                         for a in state.attempts.drain(..) {
                             self.flight.remove(a.id);
+                        }
+                        if !state.inbox.items.is_empty() {
+                            for i in &state.inbox.items {
+                                self.inbox_ids.remove(i.id);
+                            }
+                            self.inbox_update(user, time, Vec::new());
                         }
                         *state = UserState::default();
                     }
@@ -597,6 +640,17 @@ impl Core {
                     self.fall_back(spec, a, t, state, &mut view, readers, out);
                 }
             }
+            // The inbox: reads at t, and items whose time is up.
+            if !state.inbox.is_empty() {
+                let mut left = Vec::new();
+                if state.inbox.advance(t, inbox_ttl, &mut left) {
+                    let items = state.inbox.items.clone();
+                    self.inbox_update(user, t, items);
+                }
+                for id in left {
+                    self.inbox_ids.remove(id);
+                }
+            }
             while let Some(i) = (0..state.pending.len())
                 .filter(|&i| state.pending[i].decision == t)
                 .min_by(|&i, &j| state.pending[i].cmp(&state.pending[j]))
@@ -605,7 +659,7 @@ impl Core {
                 self.decide_one(spec, c, t, state, &mut view, readers, out);
             }
         }
-        if let Some(next) = state.next_due() {
+        if let Some(next) = state.next_due(inbox_ttl) {
             self.timers.insert((next, user.hash));
         }
         if frontier != Time::MAX && frontier >= state.next_expiry {
@@ -787,6 +841,10 @@ impl Core {
             );
             self.start(user, attempt, state);
         }
+        if channel == Channel::InApp {
+            let id = || dispatch_id(&user.user, &c.event_key, &rule.name, 1).as_u128();
+            self.place(user, state, c.rule, t, &c.vars, id);
+        }
         out.push(Decision::Dispatch(Dispatch {
             user: user.user.clone(),
             rule: c.rule,
@@ -806,6 +864,55 @@ impl Core {
             self.stats.borrow_mut().receipts_applied += receipts.len() as u64;
             attempt.claim(&self.receipts);
         }
+    }
+
+    /// Notes this step's `opened` receipts for inbox item `id`, placed at
+    /// `placed`.
+    fn note_reads(&self, inbox: &mut Inbox, id: u128, placed: Time) {
+        let Some(receipts) = self.receipts.get(&id) else {
+            return;
+        };
+        let opened = receipts
+            .iter()
+            .filter(|r| r.2 == ReceiptStatus::Opened)
+            .map(|r| r.0);
+        inbox.note_reads(id, placed, opened);
+    }
+
+    /// Places an in-app dispatch made at `t` in the user's inbox, when the
+    /// job keeps one.
+    fn place(
+        &mut self,
+        user: &UserKey,
+        state: &mut UserState,
+        rule: u16,
+        t: Time,
+        vars: &Option<Box<str>>,
+        id: impl FnOnce() -> u128,
+    ) {
+        if self.inbox_ttl.is_none() {
+            return;
+        }
+        let id = id();
+        state.inbox.items.push(InboxItem {
+            id,
+            rule,
+            time: t,
+            vars: vars.clone(),
+            read: false,
+        });
+        self.inbox_ids.add(id, user.hash);
+        self.note_reads(&mut state.inbox, id, t);
+        let items = state.inbox.items.clone();
+        self.inbox_update(user, t, items);
+    }
+
+    fn inbox_update(&mut self, user: &UserKey, time: Time, items: Vec<InboxItem>) {
+        self.updates.push(InboxUpdate {
+            user: user.user.clone(),
+            time,
+            items,
+        });
     }
 
     /// Puts a new attempt in flight, with the receipts already here for it.
@@ -858,6 +965,9 @@ impl Core {
             locale,
             vars: a.vars.clone(),
         }));
+        if channel == Channel::InApp {
+            self.place(user, state, a.rule, t, &a.vars, || id);
+        }
         let window = a.deadline - a.made;
         let next = Attempt::new(
             id,
@@ -926,7 +1036,15 @@ pub struct Snapshot {
     pub seconds: f64,
 }
 
-/// Builds the decide operator.
+/// What `decide` sends on: decisions, checkpoint snapshots, and inbox
+/// changes.
+pub struct Decided<'s> {
+    pub decisions: Stream<'s, Time, Vec<Decision>>,
+    pub snapshots: Stream<'s, Time, Vec<Snapshot>>,
+    pub inbox: Stream<'s, Time, Vec<InboxUpdate>>,
+}
+
+/// Builds the decide operator, without an inbox.
 pub fn decide<'s>(
     arrivals: Stream<'s, Time, Vec<Arrival>>,
     profiles: Arranged<'s, ProfileTrace>,
@@ -934,13 +1052,14 @@ pub fn decide<'s>(
     stats: Rc<RefCell<DecideStats>>,
 ) -> Stream<'s, Time, Vec<Decision>> {
     let pact = Exchange::new(|a: &Arrival| a.hash());
-    decide_with(arrivals, pact, profiles, spec, stats, None).0
+    decide_with(arrivals, pact, profiles, spec, stats, None, None).decisions
 }
 
 /// Builds the decide operator, its arrivals routed by `pact`; with
 /// `checkpoints`, it also snapshots its state at each requested time T, when
 /// its frontier has reached T (the cuts hold it there until then), after
-/// deciding everything before T.
+/// deciding everything before T. With `inbox_ttl`, in-app dispatches are
+/// kept in the users' inboxes for that long (`inbox.rs`).
 pub fn decide_with<'s, P>(
     arrivals: Stream<'s, Time, Vec<Arrival>>,
     pact: P,
@@ -948,10 +1067,8 @@ pub fn decide_with<'s, P>(
     spec: Arc<Spec>,
     stats: Rc<RefCell<DecideStats>>,
     checkpoints: Option<Checkpoints<'s>>,
-) -> (
-    Stream<'s, Time, Vec<Decision>>,
-    Stream<'s, Time, Vec<Snapshot>>,
-)
+    inbox_ttl: Option<Time>,
+) -> Decided<'s>
 where
     P: ParallelizationContract<Time, Vec<Arrival>>,
 {
@@ -962,6 +1079,8 @@ where
     let mut output = OutputBuilder::from(output);
     let (snapshot_output, snapshots) = builder.new_output::<Vec<Snapshot>>();
     let mut snapshot_output = OutputBuilder::from(snapshot_output);
+    let (inbox_output, inbox) = builder.new_output::<Vec<InboxUpdate>>();
+    let mut inbox_output = OutputBuilder::from(inbox_output);
     let mut profile_trace = profiles.trace;
     let (mut requests_in, taken, pending_profiles, restore) = match checkpoints {
         Some(c) => (
@@ -974,6 +1093,7 @@ where
     };
 
     builder.build(move |mut capabilities| {
+        let mut inbox_capability = capabilities.pop();
         let mut snapshot_capability = capabilities.pop();
         let mut capability = capabilities.pop();
         let mut engine = Engine {
@@ -994,6 +1114,9 @@ where
                 stats,
                 flight: Flight::default(),
                 receipts: StepReceipts::default(),
+                inbox_ttl,
+                inbox_ids: Flight::default(),
+                updates: Vec::new(),
             },
         };
         if let Some(state) = restore {
@@ -1087,6 +1210,20 @@ where
                     cap.downgrade(&frontier);
                 }
             }
+            if let Some(cap) = inbox_capability.as_mut() {
+                if !engine.core.updates.is_empty() {
+                    let updates = &mut engine.core.updates;
+                    inbox_output
+                        .activate()
+                        .session(&*cap)
+                        .give_container(updates);
+                }
+                if frontier == Time::MAX {
+                    inbox_capability = None;
+                } else if frontier > *cap.time() {
+                    cap.downgrade(&frontier);
+                }
+            }
             if let Some(cap) = snapshot_capability.as_mut() {
                 let least = requested.first().map_or(frontier, |r| r.time.min(frontier));
                 if least == Time::MAX {
@@ -1097,7 +1234,11 @@ where
             }
         }
     });
-    (decisions, snapshots)
+    Decided {
+        decisions,
+        snapshots,
+        inbox,
+    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod decide;
 pub mod fallback;
 pub mod history;
 pub mod holdout;
+pub mod inbox;
 pub mod preferences;
 pub mod profile;
 pub mod quiet_hours;
@@ -80,17 +81,16 @@ pub fn build<'s>(
 /// Assembles the decision graph with checkpoints (`run`): cuts in front of
 /// `decide` and the profile arrangement, so that `decide` can snapshot both
 /// at each requested time (`requests`, seen by every worker), starting
-/// from `restore`. Returns the decisions and the snapshots.
+/// from `restore`, with in-app inboxes when `inbox_ttl` is set. Returns
+/// the decisions, the snapshots and the inbox changes.
 pub fn build_checkpointed<'s>(
     (arrivals, profile): route::Streams<'s>,
     requests: Stream<'s, Time, Vec<cut::Request>>,
     restore: crate::checkpoint::state::WorkerState,
     spec: Arc<Spec>,
     stats: Rc<RefCell<DecideStats>>,
-) -> (
-    Stream<'s, Time, Vec<Decision>>,
-    Stream<'s, Time, Vec<decide::Snapshot>>,
-) {
+    inbox_ttl: Option<Time>,
+) -> decide::Decided<'s> {
     use timely::dataflow::channels::pact::{Exchange, Pipeline};
     let taken = cut::Taken::default();
     let by_user = Exchange::new(|a: &route::Arrival| a.hash());
@@ -128,7 +128,15 @@ pub fn build_checkpointed<'s>(
         pending_profiles: pending,
         restore: Some(restore.decide),
     };
-    decide::decide_with(arrivals, Pipeline, profiles, spec, stats, Some(checkpoints))
+    decide::decide_with(
+        arrivals,
+        Pipeline,
+        profiles,
+        spec,
+        stats,
+        Some(checkpoints),
+        inbox_ttl,
+    )
 }
 
 #[cfg(test)]
@@ -176,8 +184,9 @@ mod tests {
                     let (events, arrivals) = scope.new_input::<Vec<Arrival>>();
                     let (profile, upserts) = scope.new_input::<Vec<ProfileUpsert>>();
                     let (requests, stream) = scope.new_input::<Vec<cut::Request>>();
-                    let (out, _) =
-                        build_checkpointed((arrivals, upserts), stream, restore, spec, stats);
+                    let out =
+                        build_checkpointed((arrivals, upserts), stream, restore, spec, stats, None)
+                            .decisions;
                     (
                         events,
                         profile,
@@ -257,13 +266,15 @@ mod tests {
                     let (events, arrivals) = scope.new_input::<Vec<Arrival>>();
                     let (profile, upserts) = scope.new_input::<Vec<ProfileUpsert>>();
                     let (requests, stream) = scope.new_input::<Vec<cut::Request>>();
-                    let (_, snaps) = build_checkpointed(
+                    let snaps = build_checkpointed(
                         (arrivals, upserts),
                         stream,
                         WorkerState::default(),
                         spec,
                         stats,
-                    );
+                        None,
+                    )
+                    .snapshots;
                     let seen = snapshots.clone();
                     use timely::dataflow::operators::Inspect;
                     let (probe, _) = timely::dataflow::operators::Probe::probe(snaps.inspect(

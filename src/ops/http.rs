@@ -1,8 +1,11 @@
 //! The HTTP endpoints of the live job: `GET /metrics` (OpenMetrics text;
 //! behind the bearer token when one is configured), `GET /healthz` (200
 //! while the process runs) and `GET /readyz` (200 once every partition has
-//! been caught up once, 503 before), and `POST /v1/receipts`, the provider
-//! callbacks (`callbacks.rs`, behind the token too). They run on a
+//! been caught up once, 503 before), `POST /v1/receipts`, the provider
+//! callbacks (`callbacks.rs`), and the in-app inbox: `GET
+//! /v1/users/{user}/inbox` and `POST /v1/users/{user}/inbox/{id}/read`
+//! (`dataflow::inbox`; DESIGN.md §9). All but the probes are behind the
+//! token when one is configured. They run on a
 //! one-thread tokio runtime of their own ([`spawn`]). Errors are
 //! `{"error": "…"}` (DESIGN.md §8).
 
@@ -13,12 +16,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::{Path, RawQuery};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use super::callbacks::{self, ReceiptsTopic};
 use super::metrics::Metrics;
+use crate::dataflow::inbox::InboxView;
 
 /// Whether the job is ready; clones share it.
 #[derive(Clone, Default)]
@@ -44,6 +49,7 @@ struct Ops {
     health: Health,
     token: Option<Arc<str>>,
     receipts: Option<Arc<ReceiptsTopic>>,
+    inbox: Option<InboxView>,
 }
 
 impl Ops {
@@ -108,6 +114,81 @@ async fn receipts(State(ops): State<Ops>, headers: HeaderMap, body: Bytes) -> Re
     json(status, &answer.body)
 }
 
+/// The `key=value` pairs of a query string, decoded.
+fn query_pairs(query: &Option<String>) -> Vec<(String, String)> {
+    let query = query.as_deref().unwrap_or("");
+    url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+async fn inbox(
+    State(ops): State<Ops>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if let Some(denied) = ops.unauthorized(&headers) {
+        return denied;
+    }
+    let Some(view) = ops.inbox.as_ref() else {
+        return error(StatusCode::NOT_FOUND, "this job keeps no inbox");
+    };
+    let (mut unread, mut limit) = (false, usize::MAX);
+    for (key, value) in query_pairs(&query) {
+        match key.as_str() {
+            "unread" => match value.as_str() {
+                "true" => unread = true,
+                "false" => unread = false,
+                _ => return error(StatusCode::BAD_REQUEST, "unread is true or false"),
+            },
+            "limit" => match value.parse() {
+                Ok(n) => limit = n,
+                Err(_) => {
+                    return error(StatusCode::BAD_REQUEST, "limit is a whole number");
+                }
+            },
+            other => {
+                let message =
+                    format!("unknown parameter {other:?}; the inbox takes unread and limit");
+                return error(StatusCode::BAD_REQUEST, &message);
+            }
+        }
+    }
+    json(StatusCode::OK, &view.answer(&user, unread, limit))
+}
+
+async fn inbox_read(
+    State(ops): State<Ops>,
+    headers: HeaderMap,
+    Path((user, dispatch_id)): Path<(String, String)>,
+) -> Response {
+    if let Some(denied) = ops.unauthorized(&headers) {
+        return denied;
+    }
+    let (Some(view), Some(topic)) = (ops.inbox.as_ref(), ops.receipts.as_deref()) else {
+        return error(StatusCode::NOT_FOUND, "this job keeps no inbox");
+    };
+    let id = crate::dataflow::route::parse_dispatch_id(&dispatch_id);
+    if !id.is_some_and(|id| view.holds(&user, id)) {
+        let message = format!("{user:?}'s inbox holds no dispatch {dispatch_id:?}");
+        return error(StatusCode::NOT_FOUND, &message);
+    }
+    let time = crate::time::format_rfc3339(crate::time::now_ms());
+    let receipt = serde_json::json!({"dispatch_id": dispatch_id, "status": "opened", "time": time});
+    let body = serde_json::to_vec(&[receipt]).expect("a JSON value serialises");
+    let answer = callbacks::post(topic, &body).await;
+    if answer.status != 200 {
+        let status =
+            StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return json(status, &answer.body);
+    }
+    json(
+        StatusCode::OK,
+        &serde_json::json!({"dispatch_id": dispatch_id, "opened": time}),
+    )
+}
+
 async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such route")
 }
@@ -131,18 +212,25 @@ pub fn routes(
     health: Health,
     token: Option<String>,
     receipts: Option<Arc<ReceiptsTopic>>,
+    inbox: Option<InboxView>,
 ) -> Router {
     let ops = Ops {
         metrics,
         health,
         token: token.map(Arc::from),
         receipts,
+        inbox,
     };
     Router::new()
         .route("/metrics", get(self::metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/receipts", post(self::receipts))
+        .route("/v1/users/{user}/inbox", get(self::inbox))
+        .route(
+            "/v1/users/{user}/inbox/{dispatch_id}/read",
+            post(inbox_read),
+        )
         .fallback(not_found)
         .with_state(ops)
 }
@@ -173,6 +261,7 @@ pub fn spawn(
     metrics: Metrics,
     health: Health,
     receipts: Option<Arc<ReceiptsTopic>>,
+    inbox: Option<InboxView>,
 ) -> std::io::Result<Running> {
     let listener = std::net::TcpListener::bind(listen)?;
     listener.set_nonblocking(true)?;
@@ -181,7 +270,7 @@ pub fn spawn(
         .enable_io()
         .build()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let app = routes(metrics, health, token, receipts);
+    let app = routes(metrics, health, token, receipts, inbox);
     let thread = std::thread::Builder::new()
         .name("nudgeflow-http".into())
         .spawn(move || {
