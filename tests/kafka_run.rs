@@ -960,7 +960,7 @@ fn the_inbox_serves_in_app_dispatches_marks_reads_and_empties_on_erasure() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "{what}: {answer}\n{}",
-                job_log_hint()
+                job.log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -1037,8 +1037,4 @@ fn the_inbox_serves_in_app_dispatches_marks_reads_and_empties_on_erasure() {
     );
     until("erased", &|a| a["items"].as_array().unwrap().is_empty());
     assert!(job.stop().success());
-}
-
-fn job_log_hint() -> &'static str {
-    "(the job's log is printed when it fails to stop)"
 }
