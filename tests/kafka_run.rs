@@ -1038,3 +1038,77 @@ fn the_inbox_serves_in_app_dispatches_marks_reads_and_empties_on_erasure() {
     until("erased", &|a| a["items"].as_array().unwrap().is_empty());
     assert!(job.stop().success());
 }
+
+/// (j) In a cluster every process serves every user's inbox: users whose
+/// decisions are made on either process are read from both, and a read
+/// marked through one process shows in the other.
+#[test]
+fn every_process_serves_every_inbox() {
+    let broker = Broker::start(Engine::Memory, 2, &topics("j"));
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.toml");
+    std::fs::write(
+        &spec,
+        "allowed_lateness = \"1s\"\n[[rule]]\nname = \"news\"\non = \"n\"\n\
+         purpose = \"transactional\"\nchannels = [\"in_app\"]\n",
+    )
+    .unwrap();
+    let config = job_config(dir.path(), &broker.brokers, &spec, "j", "");
+    let hosts = common::two_process_hostfile(dir.path());
+    let hosts = hosts.to_str().unwrap().to_string();
+    let mut jobs: Vec<Job> = (0..2)
+        .map(|p| Job::start(&config, &["-n", "2", "-p", &p.to_string(), "-h", &hosts]))
+        .collect();
+    let addrs: Vec<String> = jobs.iter_mut().map(|j| j.http_addr()).collect();
+    for job in &mut jobs {
+        job.wait_ready();
+    }
+    let producer = producer(&broker.brokers);
+    let users: Vec<String> = (0..6).map(|i| format!("u-{i}")).collect();
+    let t = time::format_rfc3339(time::now_ms());
+    for (i, user) in users.iter().enumerate() {
+        let value = event(&format!("e-{i}"), "n", &t, user);
+        send(
+            &producer,
+            "j.events",
+            Some(user),
+            Some(value.as_bytes()),
+            &[],
+        );
+    }
+    let items = |addr: &str, user: &str| -> Vec<serde_json::Value> {
+        let reply = http::get(addr, &format!("/v1/users/{user}/inbox"), &[]);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let v: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        v["items"].as_array().unwrap().clone()
+    };
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait("every inbox on both processes", &|| {
+        addrs
+            .iter()
+            .all(|a| users.iter().all(|u| items(a, u).len() == 1))
+    });
+    for user in &users {
+        let id = items(&addrs[0], user)[0]["dispatch_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let path = format!("/v1/users/{user}/inbox/{id}/read");
+        let marked = http::request(&addrs[1], "POST", &path, &[], "");
+        assert_eq!(marked.status, 200, "{}", marked.body);
+    }
+    wait("every read on both processes", &|| {
+        addrs
+            .iter()
+            .all(|a| users.iter().all(|u| items(a, u)[0]["read"] == true))
+    });
+    for (status, job) in stop_all(&mut jobs).into_iter().zip(&jobs) {
+        assert!(status.success(), "{status}:\n{}", job.log());
+    }
+}
