@@ -2,10 +2,9 @@
 """nudgeflow reference implementation ("oracle") of docs/semantics.md.
 
 Independent of the Rust code: written only from docs/semantics.md, the
-spec-format reference and the project decisions listed below.  Standard
-library only.  Not implemented: fallback / further attempts and receipt
-effects (receipts are validated and late-checked only; good receipts do
-nothing), and section 5 (analytics).
+spec-format reference, DESIGN.md section 4 "Fallback" and the project
+decisions listed below.  Standard library only.  Not implemented: section 5
+(analytics).
 
 Usage:
     python3 scripts/oracle.py --spec SPEC.toml --fixture DIR --out OUTDIR
@@ -65,6 +64,44 @@ Project decisions (given to the oracle author, followed exactly):
      keys are forgotten.
  A11. A rule with `at` whose data field is missing / not an RFC 3339 time
      does not match; decision time = max(event time, at_time - before).
+ A12. Fallback: a rule's `fallback_after` is a duration d.  Rules without it
+     make attempt 1 only, and receipts change nothing for them.  Receipts
+     are validated and late-checked like any record (A2, A4); a receipt is
+     matched by its dispatch_id against the ids of the attempts made
+     (section "Output records": UUID v5 of
+     nudgeflow:dispatch:{user}:{event_key}:{rule}:{attempt}).  Receipts for
+     ids that match no attempt change nothing.
+ A13. Attempt k made at time t on channel c: the receipts for its id with
+     time r in [t, t + d] are taken in order of (time, line in
+     receipts.jsonl).  The first `delivered`, `opened` or `clicked` ends the
+     attempt as succeeded (later receipts change nothing).  If instead the
+     first decisive one is `failed` or `bounced` at r, attempt k+1 is made
+     at r.  `complained` is neither (ignored).  No decisive receipt in the
+     window: attempt k+1 is made at t + d.  A receipt at exactly t counts
+     (once the dispatch exists it applies, although at instant t receipts
+     rank before decisions): a `failed` receipt at t makes attempt k+1 at t.
+     A receipt before t does not count for the attempt.
+ A14. Attempt k+1 goes to the next channel after c in the candidate's channel
+     order, fixed at attempt 1: the rule's channels as restricted and
+     reordered by the user's `channels` preference at attempt 1 (B6), NOT
+     filtered by consent or caps.  The first channel after c in that order
+     that has consent for the rule's purpose as of the attempt's time
+     (records at that instant count, as for step 5) is taken; so a channel
+     skipped for lack of consent is not tried by a later attempt.
+ A15. Attempt k+1 is a dispatch with attempt = k+1, channel = that channel,
+     decision_time = the attempt's time, dispatch_id computed with attempt
+     k+1, locale = the user's preference locale as of the attempt's time
+     (null if none), and event_key, event_time, vars, rule, template,
+     purpose and priority as the candidate.  It is not subject to muting,
+     holdout, caps, dedup, quiet hours or cancellation, and does not count
+     toward caps or per-rule dedup (they count first attempts only).  It
+     has its own window d and can itself fall back.
+ A16. No channel left for attempt k+1: suppression reason "undeliverable",
+     detail {}, time = the time the attempt would have been made.
+ A17. Erasure of the user at time e ends every attempt in flight: no further
+     attempts and no suppression for them.  An erasure at exactly the
+     instant an attempt would be made (e = r or e = t + d) comes first
+     (rank 0), so no attempt is made.
 Oracle author's own choices (docs/semantics.md and the decisions above are silent):
  B1. `T`/`t` and `Z`/`z` are accepted (RFC 3339 allows lower case); a space
      instead of `T` is rejected.  Seconds must be 00-59 (leap second 60 is
@@ -117,9 +154,14 @@ Oracle author's own choices (docs/semantics.md and the decisions above are silen
      dedup horizon and then cancelled yields two identical suppression lines.
  B16. A `data` that is not an object makes every `where`/`at`/dedup-key field
      missing.  Order of checks per line: UTF-8, JSON, fields, then lateness.
- B14. Spec: unknown keys are ignored (e.g. analytics settings,
-     fallback_after, which is parsed but unused).  Durations are one or more
-     <integer><unit> groups, units ms, s, m, h, d.
+ B14. Spec: unknown keys are ignored (e.g. analytics settings).  Durations
+     are one or more <integer><unit> groups, units ms, s, m, h, d.
+ B17. A fallback window that ends past the last representable instant
+     (9999-12-31T23:59:59.999Z) ends at that instant, as a delay does.
+ B18. An attempt made at the instant e of an erasure of its user (made after
+     the records of e, the erasure included) is not in flight at that
+     erasure: a `failed` or `bounced` receipt at e for it still makes
+     attempt k+1 at e (A13, A17).
 
 The `detail` of a suppression
 -----------------------------
@@ -167,6 +209,8 @@ CHANNELS = ("push", "email", "sms", "in_app", "webhook")
 PURPOSES = ("marketing", "transactional")
 PRIORITIES = ("normal", "high", "critical")
 STATUSES = ("delivered", "failed", "bounced", "opened", "clicked", "complained")
+SUCCESS = ("delivered", "opened", "clicked")   # A13
+FAILURE = ("failed", "bounced")
 STREAMS = ("erasures", "consent", "preferences", "receipts", "events")
 RANK = {s: i for i, s in enumerate(STREAMS)}
 INPUT_ORDER = ("events", "preferences", "consent", "receipts", "erasures")
@@ -581,8 +625,9 @@ def load_spec(path):
             if key is not None and not isinstance(key, str):
                 raise SpecError("%s: dedup key must be a string" % w)
             ru.dedup = (parse_duration(d["window"], w + " dedup.window"), key)
+        ru.fallback = None
         if "fallback_after" in r:
-            parse_duration(r["fallback_after"], w + " fallback_after")  # unused here
+            ru.fallback = parse_duration(r["fallback_after"], w + " fallback_after")
         sp.rules.append(ru)
     sp.purpose_caps = {p: [] for p in PURPOSES}
     sp.channel_caps = {c: [] for c in CHANNELS}
@@ -799,6 +844,10 @@ class UserState:
         self.by_purpose = {}   # purpose -> [decision times]
         self.by_channel = {}   # channel -> [decision times]
         self.by_rule = {}      # rule name -> [(decision time, dedup key, event key)]
+        # Attempts in flight (A13-A17): a heap of (time of the next attempt,
+        # seq, candidate, channel order, next attempt number, channel of the
+        # previous attempt).  Erasure drops them all.
+        self.fallbacks = []
 
 
 class Engine:
@@ -809,6 +858,7 @@ class Engine:
         self.dead = []
         self.duplicates = 0
         self.seq = 0
+        self.receipts = {}     # dispatch id -> [(time, line, status)] sorted (A12, A13)
 
     # -- output ---------------------------------------------------------------
     def suppress(self, user, rule, event_key, t, reason, detail):
@@ -867,7 +917,12 @@ class Engine:
         for stream in INPUT_ORDER:
             recs = self.read_file(stream, os.path.join(fixture, stream + ".jsonl"))
             if stream == "receipts":
-                continue  # validated only; good receipts do nothing here
+                for r in recs:
+                    self.receipts.setdefault(r["dispatch_id"], []).append(
+                        (r["time"], r["line"], r["status"]))
+                for v in self.receipts.values():
+                    v.sort()
+                continue
             for r in recs:
                 per_user.setdefault(r["user"], []).append(r)
         for user in sorted(per_user):
@@ -889,9 +944,10 @@ class Engine:
             if heap:
                 heap_t = heap[0][0]
             rec_t = recs[i]["time"] if i < n else None
-            if heap_t is None and rec_t is None:
+            fb_t = st.fallbacks[0][0] if st.fallbacks else None
+            if heap_t is None and rec_t is None and fb_t is None:
                 break
-            t = min(x for x in (heap_t, rec_t) if x is not None)
+            t = min(x for x in (heap_t, rec_t, fb_t) if x is not None)
             # 1. apply all records at t
             while i < n and recs[i]["time"] == t:
                 self.apply(st, user, recs[i], heap, pending)
@@ -907,6 +963,10 @@ class Engine:
                 self.decide(st, c, t, heap)
                 if not c.alive:
                     del pending[c.rule.index][id(c)]
+            # 3. further attempts due at t (A13-A17), those that attempts made
+            #    at t schedule at t (a failure receipt at t) included
+            while st.fallbacks and st.fallbacks[0][0] == t:
+                self.fall_back(st, heapq.heappop(st.fallbacks))
 
     def push(self, heap, c):
         self.seq += 1
@@ -1095,22 +1155,62 @@ class Engine:
         st.by_purpose.setdefault(ru.purpose, []).append(t)
         st.by_channel.setdefault(ch, []).append(t)
         st.by_rule.setdefault(ru.name, []).append((t, c.dkey, ek))
-        ev = c.event
+        # The channel order of every later attempt is fixed now (A14):
+        # `chans`, before consent and caps.
+        self.attempt(st, c, chans, 1, ch, t)
+
+    def attempt(self, st, c, order, k, ch, t):
+        """Emits attempt k of candidate c on channel ch at t and, for a rule
+        with fallback_after, schedules attempt k+1 (A12, A13, A15)."""
+        ru = c.rule
+        user = c.user
+        ek = c.event["key"]
+        did = dispatch_id(user, ek, ru.name, k)
+        prefs = st.prefs
         self.dispatches.append({
-            "dispatch_id": dispatch_id(user, ek, ru.name, 1),
+            "dispatch_id": did,
             "user": user,
             "rule": ru.name,
             "template": ru.template,
             "channel": ch,
             "purpose": ru.purpose,
             "priority": ru.priority,
-            "attempt": 1,
+            "attempt": k,
             "event_key": ek,
-            "event_time": fmt_time(ev["time"]),
+            "event_time": fmt_time(c.event["time"]),
             "decision_time": fmt_time(t),
             "locale": prefs["locale"] if prefs is not None else None,
-            "vars": ev["data"],
+            "vars": c.event["data"],
         })
+        if ru.fallback is None:
+            return
+        end = min(t + ru.fallback, MS_MAX)    # B17
+        nxt = end
+        for (r, _line, status) in self.receipts.get(did, ()):
+            if r < t:
+                continue      # before the dispatch: not in its window
+            if r > end:
+                break
+            if status in SUCCESS:
+                return        # succeeded: nothing more
+            if status in FAILURE:
+                nxt = r
+                break
+            # complained: neither
+        self.seq += 1
+        heapq.heappush(st.fallbacks, (nxt, self.seq, c, order, k + 1, ch))
+
+    def fall_back(self, st, entry):
+        """Makes attempt k (k >= 2) at time t on the next channel after the
+        previous attempt's that has consent as of t, else suppresses the
+        candidate as undeliverable (A14-A16)."""
+        t, _seq, c, order, k, prev = entry
+        ru = c.rule
+        for x in order[order.index(prev) + 1:]:
+            if self.consent_ok(st, x, ru.purpose, t):
+                self.attempt(st, c, order, k, x, t)
+                return
+        self.suppress(c.user, ru.name, c.event["key"], t, "undeliverable", {})
 
 
 def dispatch_id(user, event_key, rule, attempt):

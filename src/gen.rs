@@ -23,6 +23,9 @@
 //!   reach), preferences for 60%. During the event span: ~1 consent change per
 //!   10 events (20% of them revocations), ~1 preference change per 20 (quiet hours
 //!   in real IANA zones, muted rules, 3% deletions), ~1 erasure per 50 000.
+//!
+//! No receipts: they answer dispatches, so [`receipts`] writes them from
+//! the dispatches of a replay (`nudgeflow gen receipts`).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -36,6 +39,9 @@ use rand::{RngExt, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 
 use crate::time::{MS_PER_DAY as DAY, MS_PER_HOUR as HOUR, MS_PER_MIN as MINUTE};
+
+pub mod receipts;
+
 /// 2026-03-01T00:00:00Z.
 pub const DEFAULT_START_MS: i64 = 1_772_323_200_000;
 

@@ -81,8 +81,12 @@ enum Command {
         #[arg(required = true)]
         specs: Vec<PathBuf>,
     },
-    /// Generate a realistic, deterministic fixture directory.
+    /// Generate a realistic, deterministic fixture directory; `gen
+    /// receipts` adds provider receipts for the dispatches of its replay.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Gen {
+        #[command(subcommand)]
+        what: Option<GenWhat>,
         /// Number of distinct users.
         #[arg(long, default_value_t = 100_000)]
         users: u64,
@@ -98,8 +102,8 @@ enum Command {
         days: u32,
         /// Output directory (created). It must be empty or missing,
         /// unless --force is given.
-        #[arg(long)]
-        out: PathBuf,
+        #[arg(long, required = true)]
+        out: Option<PathBuf>,
         /// Write into a directory that is not empty, replacing the files
         /// gen writes (events, preferences, consent and erasures .jsonl);
         /// other files there are kept.
@@ -179,6 +183,47 @@ enum Command {
         /// Worker threads.
         #[arg(short = 'w', long = "workers", default_value_t = 1)]
         workers: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum GenWhat {
+    /// Simulate channel providers: write FIXTURE/receipts.jsonl with
+    /// receipts for the dispatches of a replay, so that replaying the
+    /// fixture again exercises channel fallback.
+    ///
+    /// Each dispatch, at its decision time t, gets one fate (per mille):
+    /// 620 `delivered` within 30 min (most within minutes), then `opened`
+    /// (30%, within 6 h), `clicked` (30% of the opened), `complained` (2%)
+    /// or a `failed` after the success (3%); 100 `failed` and 50 `bounced`
+    /// within 2 h (a tenth at exactly t); 50 `failed`, then `delivered`
+    /// 1-30 min later; 20 `complained` only; 160 nothing (a timeout).
+    /// Besides, 1% of dispatches get a receipt timed before them and 1% a
+    /// receipt for an id no dispatch has. The file is sorted by time; the
+    /// same dispatches and seed give byte-identical files, and a dispatch's
+    /// receipts depend on the seed, its id and its decision time only, so
+    /// running this again on the dispatches of the second replay keeps the
+    /// receipts of the first attempts and adds receipts for the later ones.
+    ///
+    /// Example: `nudgeflow gen --out F && nudgeflow replay --spec S
+    /// --fixture F --out O && nudgeflow gen receipts --dispatches
+    /// O/dispatches.jsonl --out F && nudgeflow replay --spec S --fixture F
+    /// --out O2`.
+    Receipts {
+        /// The dispatches.jsonl of a replay (repeat the flag for the parts
+        /// of a cluster replay).
+        #[arg(long, required = true)]
+        dispatches: Vec<PathBuf>,
+        /// The fixture directory (created if missing) to write
+        /// receipts.jsonl into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed: the same seed gives byte-identical receipts.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Replace a receipts.jsonl that is already there.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -503,13 +548,31 @@ fn main() -> std::process::ExitCode {
             }
         }
         Some(Command::Gen {
+            what:
+                Some(GenWhat::Receipts {
+                    dispatches,
+                    out,
+                    seed,
+                    force,
+                }),
+            ..
+        }) => gen_receipts(dispatches, out, seed, force),
+        Some(Command::Gen {
+            what: None,
             users,
             events,
             seed,
             days,
             out,
             force,
-        }) => gen_cmd(users, events, seed, days, out, force),
+        }) => gen_cmd(
+            users,
+            events,
+            seed,
+            days,
+            out.expect("clap requires --out"),
+            force,
+        ),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -610,6 +673,40 @@ fn gen_cmd(
         stats.bytes >> 20,
         out.display(),
         started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn gen_receipts(
+    dispatches: Vec<PathBuf>,
+    out: PathBuf,
+    seed: u64,
+    force: bool,
+) -> anyhow::Result<()> {
+    let path = out.join("receipts.jsonl");
+    if path.exists() && !force {
+        anyhow::bail!("{} exists; pass --force to replace it", path.display());
+    }
+    let opts = nudgeflow::r#gen::receipts::ReceiptOptions {
+        dispatches,
+        out,
+        seed,
+    };
+    let stats = nudgeflow::r#gen::receipts::generate_receipts(&opts)?;
+    let by_status = stats
+        .by_status
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    eprintln!(
+        "wrote {} receipts for {} dispatches to {} ({by_status}; {} dispatches without a receipt, {} receipts before their dispatch, {} for unknown ids)",
+        stats.receipts,
+        stats.dispatches,
+        path.display(),
+        stats.silent,
+        stats.early,
+        stats.unknown
     );
     Ok(())
 }

@@ -203,6 +203,71 @@ fn gen_refuses_a_non_empty_out_without_force() {
     assert!(run.status.success(), "{}", stderr(&run));
 }
 
+/// `gen receipts` writes receipts.jsonl for the dispatches of a replay,
+/// the same for the same seed, which a replay reads whole, without dead
+/// letters; it refuses to replace one without --force.
+#[test]
+fn gen_receipts_answers_the_dispatches_of_a_replay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (fixture, out) = (tmp.path().join("fixture"), tmp.path().join("out"));
+    let ok = |cmd: &mut Command| {
+        let run = cmd.output().unwrap();
+        assert!(run.status.success(), "{}", stderr(&run));
+        stderr(&run)
+    };
+    let replay = |to: &Path| {
+        ok(nudgeflow()
+            .arg("replay")
+            .arg("--spec")
+            .arg(common::repo().join("dataflows/core.toml"))
+            .arg("--fixture")
+            .arg(&fixture)
+            .arg("--out")
+            .arg(to)
+            .arg("-q"));
+    };
+    ok(nudgeflow()
+        .args([
+            "gen", "--users", "50", "--events", "2000", "--days", "1", "--out",
+        ])
+        .arg(&fixture));
+    replay(&out);
+    let gen_receipts = || {
+        let mut cmd = nudgeflow();
+        cmd.args(["gen", "receipts", "--seed", "4", "--dispatches"])
+            .arg(out.join("dispatches.jsonl"))
+            .arg("--out")
+            .arg(&fixture);
+        cmd
+    };
+    assert!(ok(&mut gen_receipts()).contains("receipts for"));
+    let receipts = fixture.join("receipts.jsonl");
+    let first = std::fs::read(&receipts).unwrap();
+    assert!(first.len() > 1000, "a few receipts at least");
+    let refused = gen_receipts().output().unwrap();
+    assert!(!refused.status.success() && stderr(&refused).contains("--force"));
+    ok(gen_receipts().arg("--force"));
+    assert_eq!(
+        std::fs::read(&receipts).unwrap(),
+        first,
+        "same seed, same bytes"
+    );
+    let again = tmp.path().join("again");
+    replay(&again);
+    assert_eq!(common::read(&again.join("dead_letters.jsonl")), "");
+    let records = |dir: &Path| {
+        let summary: serde_json::Value =
+            serde_json::from_str(&common::read(&dir.join("summary.json"))).unwrap();
+        summary["records"].as_u64().unwrap()
+    };
+    let lines = first.iter().filter(|&&b| b == b'\n').count() as u64;
+    assert_eq!(
+        records(&again),
+        records(&out) + lines,
+        "every receipt is read"
+    );
+}
+
 /// The demo removes its temporary directory when it is done, and when it
 /// fails.
 #[test]
