@@ -406,7 +406,7 @@ impl Drop for TempDir {
 /// compiled into the binary so that it runs from anywhere.
 fn demo(workers: usize) -> anyhow::Result<()> {
     const SPEC: &str = include_str!("../dataflows/ecommerce.toml");
-    const FILES: [(&str, &str); 3] = [
+    const FILES: [(&str, &str); 4] = [
         (
             "events.jsonl",
             include_str!("../fixtures/ecommerce-scenario/events.jsonl"),
@@ -418,6 +418,10 @@ fn demo(workers: usize) -> anyhow::Result<()> {
         (
             "consent.jsonl",
             include_str!("../fixtures/ecommerce-scenario/consent.jsonl"),
+        ),
+        (
+            "receipts.jsonl",
+            include_str!("../fixtures/ecommerce-scenario/receipts.jsonl"),
         ),
     ];
     let dir = TempDir(std::env::temp_dir().join(format!("nudgeflow-demo-{}", std::process::id())));

@@ -5,8 +5,7 @@
 //! A second check replays the same data with provider receipts generated
 //! for each spec's dispatches (`nudgeflow gen receipts`), twice: receipts
 //! for the first attempts, then for every attempt of that replay, so that
-//! further attempts of channel fallback get receipts too. It runs only with
-//! `NUDGEFLOW_ORACLE_FALLBACK=1` until the engine implements fallback.
+//! further attempts of channel fallback get receipts too.
 
 mod common;
 
@@ -121,10 +120,6 @@ fn has_fallback(spec_name: &str) -> bool {
 
 #[test]
 fn engine_agrees_with_the_oracle_on_generated_data_with_receipts() {
-    if std::env::var("NUDGEFLOW_ORACLE_FALLBACK").as_deref() != Ok("1") {
-        eprintln!("skipped: set NUDGEFLOW_ORACLE_FALLBACK=1 to run it");
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     let fixture = generated_fixture(tmp.path());
     let mut failures = String::new();
