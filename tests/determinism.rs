@@ -2,12 +2,15 @@
 //! outputs for 1, 2 and 4 worker threads, any stripe size and number of
 //! stripes per timely step, and two processes (timely's cluster mode, the
 //! real binary over loopback, both writing into one --out and their parts
-//! joined by `nudgeflow merge`).
+//! joined by `nudgeflow merge`). The input carries provider receipts for
+//! the spec's dispatches (`nudgeflow gen receipts`), so channel fallback,
+//! whose receipts reach every worker, is covered too.
 
 mod common;
 
 use std::process::{Command, Stdio};
 
+use nudgeflow::r#gen::receipts::{ReceiptOptions, generate_receipts};
 use nudgeflow::r#gen::{GenOptions, generate};
 
 const FILES: [&str; 3] = [
@@ -34,11 +37,36 @@ fn same_output_for_any_workers_stripes_and_processes() {
     events.insert_str(events.len() / 2, "{\"id\":\"x\",\"source\":\"s\",\"type\":\"cart.abandoned\",\"time\":\"2026-03-01T00:00:00Z\",\"subject\":\"u-1\"}\nnot json\n");
     std::fs::write(fixture.join("events.jsonl"), events).unwrap();
 
+    let generated = fixture;
     for spec_name in ["core", "ecommerce"] {
         let spec_path = common::repo().join(format!("dataflows/{spec_name}.toml"));
         let spec = std::sync::Arc::new(nudgeflow::spec::Spec::load(&spec_path).unwrap());
+        // This spec's input: the generated records and receipts for the
+        // dispatches they make.
+        let fixture = tmp.path().join(format!("{spec_name}-in"));
+        std::fs::create_dir_all(&fixture).unwrap();
+        for entry in std::fs::read_dir(&generated).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, fixture.join(path.file_name().unwrap())).unwrap();
+        }
+        let plain = tmp.path().join(format!("{spec_name}-plain"));
+        common::replay(&spec, &fixture, &plain, 1, 1 << 20);
+        generate_receipts(&ReceiptOptions {
+            dispatches: vec![plain.join("dispatches.jsonl")],
+            out: fixture.clone(),
+            seed: 3,
+        })
+        .unwrap();
         let base = tmp.path().join(format!("{spec_name}-w1"));
         common::replay(&spec, &fixture, &base, 1, 1 << 20);
+        let further = common::read(&base.join("dispatches.jsonl"))
+            .lines()
+            .filter(|l| !l.contains("\"attempt\":1,"))
+            .count();
+        assert!(
+            further > 10,
+            "{spec_name}: receipts make further attempts ({further})"
+        );
         let dispatches = common::read(&base.join("dispatches.jsonl")).lines().count();
         assert!(
             dispatches > 1_000,

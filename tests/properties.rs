@@ -5,8 +5,11 @@
 //!   tiny stripes give byte-identical outputs;
 //! - no marketing dispatch without consent as of its decision time (consent
 //!   recomputed here from the input, independently of the engine);
-//! - no non-critical dispatch beyond a cap, in any window;
-//! - every candidate ends exactly once (dispatched or suppressed).
+//! - no non-critical dispatch beyond a cap, in any window (first attempts:
+//!   channel fallback's further attempts count toward no cap);
+//! - every candidate ends exactly once (dispatched or suppressed);
+//! - every further attempt follows the attempt before it, on another
+//!   channel, within that attempt's `fallback_after` window.
 
 mod common;
 
@@ -28,6 +31,7 @@ purpose = "marketing"
 channels = ["push", "email", "sms"]
 delay = "20m"
 cancel_on = ["order.placed"]
+fallback_after = "10m"
 
 [[rule]]
 name = "promo"
@@ -42,6 +46,7 @@ on = "payment.failed"
 purpose = "transactional"
 priority = "high"
 channels = ["email", "sms"]
+fallback_after = "10m"
 
 [[rule]]
 name = "security"
@@ -49,6 +54,7 @@ on = "login.new_device"
 purpose = "transactional"
 priority = "critical"
 channels = ["sms", "push"]
+fallback_after = "10m"
 
 [[cap]]
 purpose = "marketing"
@@ -73,6 +79,17 @@ const TYPES: [&str; 6] = [
 ];
 const CHANNELS: [&str; 4] = ["push", "email", "sms", "*"];
 const ZONES: [&str; 3] = ["UTC", "Europe/Berlin", "America/New_York"];
+const RULES: [&str; 4] = ["cart", "promo", "payment", "security"];
+const STATUSES: [&str; 6] = [
+    "delivered",
+    "failed",
+    "bounced",
+    "opened",
+    "clicked",
+    "complained",
+];
+/// The `fallback_after` of the spec's rules that have one.
+const WINDOW: i64 = 600_000;
 
 #[derive(Clone, Debug)]
 enum Rec {
@@ -100,6 +117,16 @@ enum Rec {
         user: usize,
         minute: i64,
     },
+    /// A receipt for the dispatch the event `e-{id}` of `user` may have
+    /// made by `rule`, attempt `attempt` (most name no dispatch made).
+    Receipt {
+        user: usize,
+        minute: i64,
+        id: u8,
+        rule: usize,
+        attempt: u8,
+        status: usize,
+    },
 }
 
 fn rec() -> impl Strategy<Value = Rec> {
@@ -109,7 +136,9 @@ fn rec() -> impl Strategy<Value = Rec> {
         3 => (0..3usize, minute.clone(), 0..4usize, any::<bool>(), prop::bool::weighted(0.8)).prop_map(|(user, minute, channel, marketing, granted)| Rec::Consent { user, minute, channel, marketing, granted }),
         1 => (0..3usize, minute.clone(), prop::option::of(prop::collection::vec(0..3usize, 0..3)), prop::option::of((0..24u8, 0..24u8, 0..3usize)))
             .prop_map(|(user, minute, channels, quiet)| Rec::Prefs { user, minute, channels, quiet }),
-        1 => (0..3usize, minute).prop_map(|(user, minute)| Rec::Erasure { user, minute }),
+        1 => (0..3usize, minute.clone()).prop_map(|(user, minute)| Rec::Erasure { user, minute }),
+        3 => (0..3usize, minute, 0..12u8, 0..4usize, 1..3u8, 0..6usize)
+            .prop_map(|(user, minute, id, rule, attempt, status)| Rec::Receipt { user, minute, id, rule, attempt, status }),
     ]
 }
 
@@ -119,7 +148,7 @@ fn at(minute: i64) -> String {
 
 /// Writes the records as a fixture (each file sorted by time: no late records).
 fn write_fixture(dir: &Path, recs: &[Rec]) {
-    let mut files: [Vec<(i64, String)>; 4] = Default::default();
+    let mut files: [Vec<(i64, String)>; 5] = Default::default();
     for r in recs {
         match r {
             Rec::Event { user, minute, kind, id, item } => files[0].push((*minute, json!({"id": format!("e-{id}"), "source": "s", "type": TYPES[*kind], "time": at(*minute), "subject": USERS[*user], "data": {"item": item}}).to_string())),
@@ -135,6 +164,11 @@ fn write_fixture(dir: &Path, recs: &[Rec]) {
                 files[2].push((*minute, p.to_string()));
             }
             Rec::Erasure { user, minute } => files[3].push((*minute, json!({"user": USERS[*user], "time": at(*minute)}).to_string())),
+            Rec::Receipt { user, minute, id, rule, attempt, status } => {
+                let name = format!("nudgeflow:dispatch:{}:s/e-{id}:{}:{attempt}", USERS[*user], RULES[*rule]);
+                let dispatch_id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes());
+                files[4].push((*minute, json!({"dispatch_id": dispatch_id.to_string(), "status": STATUSES[*status], "time": at(*minute)}).to_string()));
+            }
         }
     }
     for (name, mut lines) in [
@@ -142,6 +176,7 @@ fn write_fixture(dir: &Path, recs: &[Rec]) {
         "consent.jsonl",
         "preferences.jsonl",
         "erasures.jsonl",
+        "receipts.jsonl",
     ]
     .into_iter()
     .zip(files)
@@ -200,7 +235,8 @@ fn check(recs: Vec<Rec>) -> Result<(), TestCaseError> {
         Rec::Event { minute, .. }
         | Rec::Consent { minute, .. }
         | Rec::Prefs { minute, .. }
-        | Rec::Erasure { minute, .. } => *minute,
+        | Rec::Erasure { minute, .. }
+        | Rec::Receipt { minute, .. } => *minute,
     });
     write_fixture(&fixture, &recs);
     let (one, three) = (tmp.path().join("w1"), tmp.path().join("w3"));
@@ -232,7 +268,24 @@ fn check(recs: Vec<Rec>) -> Result<(), TestCaseError> {
                 d
             );
         }
-        if d["priority"] != "critical" {
+        if d["attempt"] != 1 {
+            // Channel fallback: attempt k − 1 of the same candidate came
+            // before it, on another channel, and k falls in its window (an
+            // event key re-sent after the dedup horizon is a second
+            // candidate with the same attempts: any of them will do).
+            let follows = dispatches.iter().any(|o| {
+                let made = parse_rfc3339(o["decision_time"].as_str().unwrap()).unwrap();
+                o["user"] == d["user"]
+                    && o["event_key"] == d["event_key"]
+                    && o["rule"] == d["rule"]
+                    && o["attempt"].as_u64().unwrap() + 1 == d["attempt"].as_u64().unwrap()
+                    && o["channel"] != d["channel"]
+                    && made <= t
+                    && t <= made + WINDOW
+            });
+            prop_assert!(follows, "attempt without the one before it: {}", d);
+        }
+        if d["priority"] != "critical" && d["attempt"] == 1 {
             let last_erasure = recs
                 .iter()
                 .filter_map(|r| match r {
@@ -266,6 +319,7 @@ fn check(recs: Vec<Rec>) -> Result<(), TestCaseError> {
                             && ot > t - per
                             && order(o) <= order(d)
                             && ot >= last_erasure
+                            && o["attempt"] == 1
                             && pred(o)
                     })
                     .count()
@@ -287,7 +341,15 @@ fn check(recs: Vec<Rec>) -> Result<(), TestCaseError> {
         }
     }
     let summary: Value = serde_json::from_str(&common::read(&one.join("summary.json"))).unwrap();
-    let ended = summary["dispatches"].as_u64().unwrap() + summary["suppressions"].as_u64().unwrap()
+    // A candidate ends with its first attempt, or a suppression other
+    // than `undeliverable` (which ends a dispatched candidate's attempts).
+    let first_attempts = dispatches.iter().filter(|d| d["attempt"] == 1).count() as u64;
+    let undeliverable = lines(&one.join("suppressions.jsonl"))
+        .iter()
+        .filter(|s| s["reason"] == "undeliverable")
+        .count() as u64;
+    let ended = first_attempts + summary["suppressions"].as_u64().unwrap()
+        - undeliverable
         - summary["late_events"].as_u64().unwrap();
     prop_assert_eq!(
         summary["candidates"].as_u64().unwrap(),
