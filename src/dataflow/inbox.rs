@@ -166,7 +166,7 @@ impl InboxView {
             .filter(|i| i.time < as_of && i.time.saturating_add(self.ttl) >= as_of)
             .filter(|i| !unread || !i.read)
             .collect();
-        items.sort_by(|a, b| (b.time, b.id).cmp(&(a.time, a.id)));
+        items.sort_by_key(|i| std::cmp::Reverse((i.time, i.id)));
         let items: Vec<ItemJson<'_>> = items
             .into_iter()
             .take(limit)
