@@ -6,7 +6,9 @@
 //! for each event which rules matched and which did not (the failing
 //! `where` condition, the missing `at` field), each candidate with its due
 //! time, and how each ended — dispatched, or suppressed with its reason and
-//! `detail` — including deferrals by quiet hours.
+//! `detail` — including deferrals by quiet hours, and channel fallback:
+//! the receipts for the user's dispatches and the further attempts (or
+//! `undeliverable`) they led to.
 //!
 //! Decisions come from the engine's own outputs (the dispatch and
 //! suppression lines a replay writes); the explanation of rule matching
@@ -65,7 +67,12 @@ pub fn explain(opts: &ReplayOptions, user: &str) -> anyhow::Result<String> {
             Position::Kafka { .. } => None,
         })
         .collect();
-    let records = read_user_records(&opts.fixture, user)?;
+    let mut records = read_user_records(&opts.fixture, user)?;
+    let ids: Vec<String> = decisions
+        .iter()
+        .filter_map(|d| d["dispatch_id"].as_str().map(str::to_string))
+        .collect();
+    records.extend(read_receipts(&opts.fixture, &ids)?);
     Ok(render(
         &opts.spec, user, records, decisions, &rejected, &unparsed,
     ))
@@ -111,6 +118,36 @@ fn read_user_records(fixture: &Path, user: &str) -> anyhow::Result<Vec<Located>>
                     record,
                 });
             }
+        }
+    }
+    Ok(found)
+}
+
+/// The receipts of the fixture for any of the dispatch `ids`, in file
+/// order.
+fn read_receipts(fixture: &Path, ids: &[String]) -> anyhow::Result<Vec<Located>> {
+    let path = fixture.join(StreamKind::Receipts.file_name());
+    if ids.is_empty() || !path.is_file() {
+        return Ok(Vec::new());
+    }
+    let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut found = Vec::new();
+    for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+        let Ok(line) = std::str::from_utf8(line) else {
+            continue;
+        };
+        if !ids.iter().any(|id| line.contains(id.as_str())) {
+            continue;
+        }
+        if let Ok(record @ Record::Receipt(_)) = parse_line(StreamKind::Receipts, line)
+            && let Record::Receipt(r) = &record
+            && ids.contains(&r.dispatch_id)
+        {
+            found.push(Located {
+                file: StreamKind::Receipts.file_name().to_string(),
+                line: i as u64 + 1,
+                record,
+            });
         }
     }
     Ok(found)
@@ -162,6 +199,18 @@ fn render(
         .map(|d| (str_of(&d["event_key"]), time_of(&d["time"])))
         .collect();
 
+    // The user's dispatches by id: (rule, attempt, channel).
+    let dispatches: HashMap<String, (String, u64, String)> = decisions
+        .iter()
+        .filter_map(|d| {
+            let id = d["dispatch_id"].as_str()?;
+            let attempt = d["attempt"].as_u64().unwrap_or(1);
+            Some((
+                id.to_string(),
+                (str_of(&d["rule"]), attempt, str_of(&d["channel"])),
+            ))
+        })
+        .collect();
     let mut timeline: BTreeMap<At, String> = BTreeMap::new();
     let mut expected: HashMap<(String, String), VecDeque<Expected>> = HashMap::new();
     let mut last_seen: HashMap<String, Time> = HashMap::new();
@@ -206,7 +255,14 @@ fn render(
             Record::Prefs(p) => {
                 let _ = writeln!(text, "{place} preferences: {}", describe_prefs(p));
             }
-            Record::Receipt(_) => {}
+            Record::Receipt(receipt) => {
+                let (rule, attempt, channel) = &dispatches[&receipt.dispatch_id];
+                let _ = writeln!(
+                    text,
+                    "{place} receipt {} for attempt {attempt} of rule {rule} on {channel}",
+                    receipt_status(receipt.status)
+                );
+            }
             Record::Event(e) => {
                 let _ = writeln!(text, "{place} event {} ({})", e.kind, e.key);
                 if late.contains(&(e.key.clone(), e.time)) {
@@ -295,6 +351,34 @@ fn render(
         if d["reason"] == "late" {
             continue;
         }
+        // Channel fallback: a further attempt, or none left.
+        let attempt = d["attempt"].as_u64().unwrap_or(1);
+        if attempt > 1 || d["reason"] == "undeliverable" {
+            let text = if is_dispatch {
+                dispatched += 1;
+                format!(
+                    "fallback: rule {rule} for event {key}: attempt {} failed or was not confirmed within fallback_after; attempt {attempt} dispatched on {}, dispatch_id {}\n",
+                    attempt - 1,
+                    str_of(&d["channel"]),
+                    str_of(&d["dispatch_id"])
+                )
+            } else {
+                suppressed += 1;
+                format!(
+                    "fallback: rule {rule} for event {key}: the last attempt failed or was not confirmed within fallback_after, and no channel with consent is left: suppressed, undeliverable\n"
+                )
+            };
+            let at = At {
+                time,
+                rank: 5,
+                event_time: time,
+                key,
+                seq,
+                n,
+            };
+            timeline.insert(at, text);
+            continue;
+        }
         let candidate = expected
             .get_mut(&(key.clone(), rule.clone()))
             .and_then(VecDeque::pop_front);
@@ -374,6 +458,18 @@ fn render(
         }
     }
     out
+}
+
+fn receipt_status(status: crate::record::ReceiptStatus) -> &'static str {
+    use crate::record::ReceiptStatus::*;
+    match status {
+        Delivered => "delivered",
+        Failed => "failed",
+        Bounced => "bounced",
+        Opened => "opened",
+        Clicked => "clicked",
+        Complained => "complained",
+    }
 }
 
 /// `n thing` or `n things`.
