@@ -16,6 +16,7 @@ use common::kafka::{
     sorted_lines, stop_all, topics,
 };
 use common::{read, repo};
+use nudgeflow::r#gen::receipts::{ReceiptOptions, generate_receipts};
 use nudgeflow::r#gen::{GenOptions, generate};
 use nudgeflow::time;
 use rand::{RngExt, SeedableRng};
@@ -139,7 +140,9 @@ fn check_outputs(
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
-/// A generated stream of 200k events, and what a replay decides from it.
+/// A generated stream of 200k events with provider receipts for the
+/// dispatches they make (so channel fallback's attempts in flight are in
+/// the checkpoints), and what a replay decides from it.
 struct Generated {
     _dir: tempfile::TempDir,
     fixture: PathBuf,
@@ -162,6 +165,14 @@ fn generated(seed: u64) -> Generated {
     generate(&opts, &mut |_| {}).unwrap();
     let spec = repo().join("dataflows/ecommerce.toml");
     let loaded = std::sync::Arc::new(nudgeflow::spec::Spec::load(&spec).unwrap());
+    let plain = dir.path().join("plain");
+    common::replay(&loaded, &fixture, &plain, 2, 1 << 20);
+    generate_receipts(&ReceiptOptions {
+        dispatches: vec![plain.join("dispatches.jsonl")],
+        out: fixture.clone(),
+        seed,
+    })
+    .unwrap();
     let expected = dir.path().join("expected");
     common::replay(&loaded, &fixture, &expected, 2, 1 << 20);
     Generated {
