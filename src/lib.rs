@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod connect;
 pub mod dataflow;
+pub mod diff;
 pub mod explain;
 pub mod feed;
 pub mod r#gen;

@@ -131,6 +131,28 @@ enum Command {
         #[arg(short = 'w', long = "workers", default_value_t = 1)]
         workers: usize,
     },
+    /// Compare two specs on one fixture: what spec B would have decided
+    /// differently from spec A.
+    ///
+    /// Replays the fixture under A and under B, in memory (nothing is
+    /// written) and on the same number of workers, matches their decisions
+    /// by user, event key, rule and attempt, and reports what changed:
+    /// dispatches and suppressions per rule and reason in A and in B, how
+    /// many users are affected, and the first changed decisions with both
+    /// outcomes. Give the spec in force first and the proposed one second.
+    ///
+    /// A decision is changed when it is dispatched on another channel, or
+    /// suppressed for another reason, or decided at another time, or
+    /// dispatched in one run and suppressed in the other; a rule renamed,
+    /// added or removed makes decisions that are only in A or only in B.
+    ///
+    /// Exit status: 0 with a report, whether or not anything changed; with
+    /// --exit-code, 1 when anything changed; 2 when the diff cannot be made
+    /// (a bad spec, a missing fixture).
+    #[command(
+        override_usage = "nudgeflow diff --spec A.toml --spec B.toml --fixture DIR [-w N] [--sample N] [--json] [--exit-code]"
+    )]
+    Diff(DiffArgs),
     /// Run the live job on Kafka until SIGTERM or SIGINT (DESIGN.md §7).
     ///
     /// Reads the job config's input topics (partition p of each by worker
@@ -184,6 +206,31 @@ enum Command {
         #[arg(short = 'w', long = "workers", default_value_t = 1)]
         workers: usize,
     },
+}
+
+#[derive(Args)]
+struct DiffArgs {
+    /// A spec (TOML); give it twice: --spec A.toml --spec B.toml, the one
+    /// in force first, the proposed one second.
+    #[arg(long = "spec", value_name = "SPEC", required = true)]
+    specs: Vec<PathBuf>,
+    /// The fixture directory both specs replay.
+    #[arg(long)]
+    fixture: PathBuf,
+    /// Worker threads of each replay (the report is the same for any).
+    #[arg(short = 'w', long = "workers", default_value_t = 1)]
+    workers: usize,
+    /// How many changed decisions to show, with both outcomes: the first
+    /// by user, event key, rule and attempt. 0 shows none.
+    #[arg(long, value_name = "N", default_value_t = nudgeflow::diff::DEFAULT_SAMPLE)]
+    sample: usize,
+    /// Print the report as one JSON document instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Exit with status 1 when anything changed, as `git diff --exit-code`
+    /// does (status 2 is an error).
+    #[arg(long)]
+    exit_code: bool,
 }
 
 #[derive(Subcommand)]
@@ -388,6 +435,65 @@ fn explain(spec: &Path, fixture: PathBuf, user: &str, workers: usize) -> anyhow:
     Ok(())
 }
 
+/// `nudgeflow diff`: 0 with a report; 1 with --exit-code when anything
+/// changed; 2 when the diff cannot be made (diff(1)'s convention, so that a
+/// script can tell a change from a failure).
+fn diff(args: DiffArgs) -> std::process::ExitCode {
+    use std::io::Write;
+    use std::process::ExitCode;
+    let [a, b] = <[PathBuf; 2]>::try_from(args.specs).unwrap_or_else(|specs| {
+        use clap::CommandFactory;
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::WrongNumberOfValues,
+                format!(
+                    "diff compares two specs: give --spec twice (--spec A.toml --spec B.toml), not {} time(s)",
+                    specs.len()
+                ),
+            )
+            .exit()
+    });
+    let report = (|| {
+        let opts = nudgeflow::diff::DiffOptions {
+            a: (a.display().to_string(), load_spec(&a)?),
+            b: (b.display().to_string(), load_spec(&b)?),
+            fixture: args.fixture,
+            workers: args.workers,
+            sample: args.sample,
+        };
+        nudgeflow::diff::diff(&opts)
+    })();
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let text = if args.json {
+        report.to_json()
+    } else {
+        report.to_text()
+    };
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        // A reader that stops early (`| head`) is no failure.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("error: cannot write the report: {e}");
+            return ExitCode::from(2);
+        }
+        _ => {}
+    }
+    if args.exit_code && report.differs {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 /// A directory removed, with what it holds, when dropped (also when the
 /// command fails).
 struct TempDir(PathBuf);
@@ -486,6 +592,8 @@ fn main() -> std::process::ExitCode {
             workers,
         }) => explain(&spec, fixture, &user, workers),
         Some(Command::Merge { dir }) => merge(&dir),
+        // Its own exit status: 1 can mean "changed".
+        Some(Command::Diff(args)) => return diff(args),
         Some(Command::Run {
             config, workers, ..
         }) => load_job(&config).and_then(|job| {
