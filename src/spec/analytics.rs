@@ -365,6 +365,35 @@ mod tests {
         );
     }
 
+    #[test]
+    fn shipped_specs_configure_analytics() {
+        let load = |name: &str| {
+            let path = format!("{}/dataflows/{name}.toml", env!("CARGO_MANIFEST_DIR"));
+            Spec::load(std::path::Path::new(&path))
+                .unwrap()
+                .analytics
+                .unwrap()
+        };
+        let ecommerce = load("ecommerce");
+        let churn = ecommerce.churn.unwrap();
+        // Fader, Hardie & Lee (2005), CDNOW, in weeks.
+        assert_eq!(
+            churn.model,
+            BgNbd {
+                r: 0.243,
+                alpha: 4.414,
+                a: 0.793,
+                b: 2.426
+            }
+        );
+        assert_eq!(churn.unit, Unit::Week);
+        assert!(ecommerce.is_activity("order.placed"));
+        assert!(!ecommerce.is_activity(CHURN_EVENT));
+        let saas = load("saas");
+        assert_eq!(saas.churn.unwrap().unit, Unit::Day);
+        assert!(!saas.is_activity(CHURN_EVENT));
+    }
+
     /// Every problem of the table is reported at once, on its own line,
     /// with the field and what to write.
     #[test]
