@@ -172,8 +172,10 @@ impl Compiler<'_> {
             None => Some(None),
             Some(c) => self.churn(c).map(Some),
         };
-        if let (Some(activity), Some(Some(_)), Some(a)) =
-            (activity.as_ref(), churn.as_ref(), t.get("activity"))
+        // Checked with any churn table, valid or not, so that its problems
+        // and this one are reported together.
+        if let (Some(activity), Some(_), Some(a)) =
+            (activity.as_ref(), t.get("churn"), t.get("activity"))
             && let Some(g) = activity.iter().find(|g| g.matches(CHURN_EVENT))
         {
             // Its own signal would make an at-risk user active again.
@@ -569,6 +571,14 @@ threshold = 1
                 format!("[analytics]\nactivity = [\"order.placed\", \"{glob}\"]\n");
             assert!(parse(&retention_only).is_ok(), "{glob}");
         }
+        // Reported with the churn table's own problems.
+        let found = problems(&format!(
+            "[analytics]\nactivity = \"*\"\n{}",
+            CHURN.replace("0.793", "-1")
+        ));
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with("2: analytics: activity: \"*\" matches"));
+        assert!(found[1].starts_with("6: analytics.churn: a: -1 is not above 0"));
     }
 
     /// TOML syntax errors inside the tables name the table and key.
