@@ -2,6 +2,7 @@
 //! Dataflow. See the README for the architecture; the contract, `docs/semantics.md`, is
 //! referenced by section throughout.
 
+pub mod analytics;
 pub mod checkpoint;
 pub mod connect;
 pub mod dataflow;

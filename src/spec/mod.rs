@@ -13,6 +13,7 @@
 //! not hide the next: a misspelt key, a bad value in one rule and a bad cap
 //! are all reported at once.
 
+pub mod analytics;
 pub mod condition;
 pub mod glob;
 mod toml_errors;
@@ -27,6 +28,7 @@ use serde_json::Value;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
+pub use analytics::{Analytics, BgNbd, Bucket, Churn, Unit};
 pub use condition::{Condition, Op};
 pub use glob::Glob;
 pub use vocab::{Channel, Priority, Purpose};
@@ -45,6 +47,9 @@ pub struct Spec {
     pub purpose_caps: [Vec<Cap>; 2],
     /// Caps by channel (indexed by `Channel as usize`).
     pub channel_caps: [Vec<Cap>; 5],
+    /// The `[analytics]` table; `None`: no churn risk and no retention
+    /// are computed.
+    pub analytics: Option<Analytics>,
 }
 
 #[derive(Clone, Debug)]
@@ -250,6 +255,7 @@ const TOP_KEYS: &[&str] = &[
     "holdout",
     "rule",
     "cap",
+    "analytics",
 ];
 const RULE_KEYS: &[&str] = &[
     "name",
@@ -417,10 +423,10 @@ impl Compiler<'_> {
             let message = match (suggest(k, known.iter().copied()), top) {
                 (Some(s), _) => format!("unknown key `{k}`; did you mean `{s}`?"),
                 (None, Some(t)) if t == k => format!(
-                    "`{k}` is a top-level key: put it above the first [[rule]] or [[cap]] table"
+                    "`{k}` is a top-level key: put it above the first [[rule]], [[cap]] or [analytics] table"
                 ),
                 (None, Some(t)) => format!(
-                    "unknown key `{k}`; did you mean `{t}`? It is a top-level key: put it above the first [[rule]] or [[cap]] table"
+                    "unknown key `{k}`; did you mean `{t}`? It is a top-level key: put it above the first [[rule]], [[cap]] or [analytics] table"
                 ),
                 (None, None) => format!("unknown key `{k}`; {what} takes {}", known.join(", ")),
             };
@@ -639,6 +645,8 @@ impl Compiler<'_> {
             }
         }
 
+        let analytics = doc.get("analytics").and_then(|v| self.analytics(v));
+
         if !self.problems.is_empty() {
             return Err(self.finish());
         }
@@ -649,6 +657,7 @@ impl Compiler<'_> {
             rules,
             purpose_caps,
             channel_caps,
+            analytics,
         })
     }
 
@@ -1242,6 +1251,7 @@ mod tests {
         let end = readme[start..].find("```").unwrap() + start;
         let spec = parse(&readme[start..end]).unwrap();
         assert_eq!(spec.rules.len(), 3);
+        assert!(spec.analytics.is_some_and(|a| a.churn.is_some()));
         for name in ["core", "ecommerce", "fintech", "healthcare", "saas"] {
             let path = format!("{}/dataflows/{name}.toml", env!("CARGO_MANIFEST_DIR"));
             Spec::load(Path::new(&path)).unwrap();
@@ -1432,7 +1442,7 @@ channels = ["email"]
                 "13: cap: max: is float `2.5`; write a whole number, e.g. max = 3",
                 "18: rule `second`: on: is integer `3`; write an event type or a list of them (`*` matches any run of characters), e.g. on = \"cart.*\" or on = [\"order.placed\", \"order.paid\"]",
                 "21: rule `second`: dedup.window: a window must be longer than zero, e.g. \"24h\"",
-                "22: rule `second`: unknown key `holdot`; did you mean `holdout`? It is a top-level key: put it above the first [[rule]] or [[cap]] table",
+                "22: rule `second`: unknown key `holdot`; did you mean `holdout`? It is a top-level key: put it above the first [[rule]], [[cap]] or [analytics] table",
                 "25: cap: channel: unknown channel \"fax\"; channels are push, email, sms, in_app, webhook",
                 "27: cap: per: \"1 hour\" is not a duration; write a number and a unit (ms, s, m, h, d), e.g. \"30m\" or \"1h30m\"",
                 "29: rule `first`: purpose: missing; write purpose = \"marketing\" or purpose = \"transactional\"",

@@ -93,6 +93,23 @@ pub(super) fn example(key: &str) -> Option<&'static str> {
         "holdout" => "a fraction from 0.0 to 1.0, e.g. holdout = 0.05",
         "rule" => "rules as [[rule]] tables (two brackets: a list of tables)",
         "cap" => "caps as [[cap]] tables (two brackets: a list of tables)",
+        "analytics" => {
+            "an [analytics] table (one bracket), e.g. [analytics] with activity = [\"order.placed\"]"
+        }
+        "activity" => {
+            "an event type or a list of them (`*` matches any run of characters), e.g. activity = [\"order.placed\", \"page.*\"]"
+        }
+        "segment" => "a path into the event's data, e.g. segment = \"plan\" or \"customer.tier\"",
+        "bucket" => "bucket = \"day\", \"week\" or \"month\"",
+        "churn" => {
+            "an [analytics.churn] table, e.g. [analytics.churn] with r = 0.243, alpha = 4.414, a = 0.793, b = 2.426, threshold = 0.3"
+        }
+        "r" => "a positive number, e.g. r = 0.243",
+        "alpha" => "a positive number (in `unit`s), e.g. alpha = 4.414",
+        "a" => "a positive number, e.g. a = 0.793",
+        "b" => "a positive number, e.g. b = 2.426",
+        "unit" => "unit = \"day\" or \"week\"",
+        "threshold" => "a probability between 0 and 1, e.g. threshold = 0.3",
         _ => return None,
     })
 }
