@@ -98,6 +98,7 @@ pub struct ReplayOutput {
     /// Rendered dispatch and suppression lines, one sorted part per worker.
     pub dispatches: Vec<Lines>,
     pub suppressions: Vec<Lines>,
+    pub churn_signals: Vec<Lines>,
     pub dead_letters: Vec<DeadLetter>,
     pub summary: Summary,
     pub elapsed: Duration,
@@ -105,9 +106,9 @@ pub struct ReplayOutput {
     _workers: Workers,
 }
 
-/// What one worker hands over: its sorted dispatch and suppression lines,
+/// What one worker hands over: its sorted dispatch, suppression and churn signal lines,
 /// its dead letters and its summary.
-type Part = (Lines, Lines, Vec<DeadLetter>, Summary);
+type Part = (Lines, Lines, Lines, Vec<DeadLetter>, Summary);
 
 /// The worker threads of a replay once they have handed over their output.
 /// In a single process they wait here instead of exiting: a thread's exit
@@ -380,6 +381,7 @@ fn run_prepared(opts: &ReplayOptions, prepared: Prepared) -> anyhow::Result<Repl
             let Rendered {
                 mut dispatches,
                 mut suppressions,
+                mut churn_signals,
                 tally,
                 dead_letters,
                 records,
@@ -405,12 +407,19 @@ fn run_prepared(opts: &ReplayOptions, prepared: Prepared) -> anyhow::Result<Repl
             // Sorted here, in parallel; the writer merges the workers' parts.
             dispatches.sort();
             suppressions.sort();
+            churn_signals.sort();
             tracing::debug!(
                 worker = worker.index(),
                 ms = tail.elapsed().as_secs_f64() * 1e3,
                 "lines sorted"
             );
-            (dispatches, suppressions, dead_letters, summary)
+            (
+                dispatches,
+                suppressions,
+                churn_signals,
+                dead_letters,
+                summary,
+            )
         });
         let part = match std::panic::catch_unwind(work) {
             Ok(part) => part,
@@ -459,14 +468,16 @@ fn run_prepared(opts: &ReplayOptions, prepared: Prepared) -> anyhow::Result<Repl
     let mut out = ReplayOutput {
         dispatches: Vec::new(),
         suppressions: Vec::new(),
+        churn_signals: Vec::new(),
         dead_letters: Vec::new(),
         summary: Summary::default(),
         elapsed: Duration::ZERO,
         _workers: threads,
     };
-    for (dispatches, suppressions, dead_letters, summary) in received {
+    for (dispatches, suppressions, churn_signals, dead_letters, summary) in received {
         out.dispatches.push(dispatches);
         out.suppressions.push(suppressions);
+        out.churn_signals.push(churn_signals);
         out.dead_letters.extend(dead_letters);
         out.summary.absorb(summary);
     }
@@ -558,6 +569,7 @@ pub fn run_to_dir(opts: &ReplayOptions, out_dir: &Path) -> anyhow::Result<Replay
         .write(
             &out.dispatches,
             &out.suppressions,
+            &out.churn_signals,
             &dead_letter_lines(&out.dead_letters),
             &out.summary,
         )

@@ -68,7 +68,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             )
         })?),
     };
-    crate::source::kafka::check_outputs(&job)?;
+    let churn = spec.analytics.as_ref().is_some_and(|a| a.churn.is_some());
+    crate::source::kafka::check_outputs(&job, churn)?;
     let metrics = Metrics::new();
     let health = Health::new();
     let listen = listen_address(&job, cluster.process);

@@ -25,6 +25,10 @@ const OUTPUTS: [&str; 4] = [
     "summary.json",
 ];
 
+/// Outputs compared when the case expects them: churn signals, for the
+/// cases whose spec computes churn risk.
+const OPTIONAL_OUTPUTS: [&str; 1] = ["churn_signals.jsonl"];
+
 /// (workers, stripe bytes) of each replay of a case.
 const RUNS: [(usize, u64); 2] = [(1, 1 << 20), (3, 97)];
 
@@ -66,7 +70,10 @@ fn check(case: &Path) -> Result<(), Failed> {
     for (workers, stripe) in RUNS {
         let out = tmp.path().join(format!("w{workers}"));
         replay(&spec, case, &out, workers, stripe);
-        for file in OUTPUTS {
+        let optional = OPTIONAL_OUTPUTS
+            .into_iter()
+            .filter(|f| case.join("expected").join(f).is_file());
+        for file in OUTPUTS.into_iter().chain(optional) {
             let path = case.join("expected").join(file);
             let expected = std::fs::read_to_string(&path).map_err(|e| {
                 format!(

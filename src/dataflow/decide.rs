@@ -45,6 +45,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::progress::frontier::AntichainRef;
 
 use super::UserKey;
+use super::activity::{Activity, signal_id};
 use super::caps::CapHistory;
 use super::cut::{Request, Taken};
 use super::fallback::{Attempt, Flight, StepReceipts, note_step};
@@ -53,12 +54,13 @@ use super::holdout::in_holdout;
 use super::inbox::{Inbox, InboxItem, InboxUpdate};
 use super::profile::{PendingProfiles, ProfileEntry, ProfileTrace, UserProfile, profile_upserts};
 use super::quiet_hours::{in_quiet_hours, quiet_hours_end};
-use super::route::{Arrival, EventArrival, PlainArrival, ReceiptArrival, RuleHit};
+use super::route::{Arrival, EventArrival, PlainArrival, ReceiptArrival, Router, RuleHit};
 use super::seen::SeenKeys;
 use crate::record::ReceiptStatus;
 use crate::record::output::{
-    Decision, Detail, Dispatch, Reason, RuledOut, Suppression, dispatch_id,
+    ChurnSignal, Decision, Detail, Dispatch, Reason, RuledOut, Suppression, dispatch_id,
 };
+use crate::spec::analytics::CHURN_EVENT;
 use crate::spec::{Channel, Priority, Purpose, Rule, Spec};
 use crate::time::Time;
 use serde::{Deserialize, Serialize};
@@ -101,6 +103,8 @@ pub struct UserState {
     attempts: Vec<Attempt>,
     /// The in-app inbox (`inbox.rs`).
     inbox: Inbox,
+    /// Activity and churn risk (`activity.rs`), from the first activity on.
+    activity: Option<Activity>,
     /// When to next drop expired entries.
     #[serde(skip)]
     next_expiry: Time,
@@ -225,6 +229,7 @@ impl UserState {
             && self.caps.is_empty()
             && self.attempts.is_empty()
             && self.inbox.is_empty()
+            && self.activity.is_none()
     }
 
     /// When the user next has something to do: a candidate to decide, an
@@ -234,12 +239,16 @@ impl UserState {
         let candidates = self.pending.iter().map(|c| c.decision);
         let attempts = self.attempts.iter().map(Attempt::due);
         let inbox = self.inbox.next_due(inbox_ttl);
-        candidates.chain(attempts).chain(inbox).min()
+        let churn = self.activity.as_ref().and_then(|a| a.crossing);
+        candidates.chain(attempts).chain(inbox).chain(churn).min()
     }
 
     /// Whether a timer may find work for this user.
     fn waits(&self) -> bool {
-        !self.pending.is_empty() || !self.attempts.is_empty() || !self.inbox.is_empty()
+        !self.pending.is_empty()
+            || !self.attempts.is_empty()
+            || !self.inbox.is_empty()
+            || self.activity.as_ref().is_some_and(|a| a.crossing.is_some())
     }
 
     /// Forgets what no future instant `≥ from` can see.
@@ -374,6 +383,8 @@ struct Core {
     inbox_ids: Flight,
     /// Inbox changes not yet sent.
     updates: Vec<InboxUpdate>,
+    /// Matches rules on the `churn.risk_high` events `decide` makes.
+    router: Router,
     /// The receipts whose time is complete in the current step.
     receipts: StepReceipts,
 }
@@ -632,6 +643,10 @@ impl Core {
                     }
                 }
             }
+            // Churn risk: the signal due at t, unless activity at t moved it.
+            if state.activity.as_ref().and_then(|a| a.crossing) == Some(t) {
+                self.churn_signal(spec, user, state, t, out);
+            }
             // Attempts whose outcome is known at t: done, or the next one.
             while let Some(i) = state.attempts.iter().position(|a| a.due() == t) {
                 let a = state.attempts.swap_remove(i);
@@ -691,7 +706,16 @@ impl Core {
             fires,
             cancels,
             data,
+            activity,
         } = e.hit;
+        if let (Some(hit), Some(analytics)) = (activity, self.spec.analytics.as_ref()) {
+            match state.activity.as_mut() {
+                None => state.activity = Some(Activity::first(analytics, t, hit.segment)),
+                Some(a) => {
+                    a.note(analytics, t);
+                }
+            }
+        }
         // Cancellation: pending candidates of a cancelling rule whose event
         // came strictly before this one (their decision time is ≥ t).
         if cancels != 0 {
@@ -864,6 +888,58 @@ impl Core {
             self.stats.borrow_mut().receipts_applied += receipts.len() as u64;
             attempt.claim(&self.receipts);
         }
+    }
+
+    /// The `churn.risk_high` signal at `t`: written to the churn-signal
+    /// output, and applied as an event of the user at `t`, so that rules
+    /// react to it (a win-back rule).
+    fn churn_signal(
+        &mut self,
+        spec: &Spec,
+        user: &UserKey,
+        state: &mut UserState,
+        t: Time,
+        out: &mut Vec<Decision>,
+    ) {
+        let (Some(activity), Some(churn)) = (
+            state.activity.as_mut(),
+            spec.analytics.as_ref().and_then(|a| a.churn.as_ref()),
+        ) else {
+            return;
+        };
+        activity.crossing = None;
+        let summary = activity.summary();
+        let p_alive =
+            crate::analytics::bgnbd::evaluate(&churn.model, churn.unit, &summary, t).p_alive;
+        out.push(Decision::Churn(ChurnSignal::new(
+            user.user.clone(),
+            t,
+            p_alive,
+        )));
+        let key = CompactString::from(format!("nudgeflow/{}", signal_id(&user.user, t)));
+        let fingerprint = super::seen::fingerprint(&user.user, key.as_bytes());
+        if self.seen.observe(user.hash, fingerprint, t) {
+            return;
+        }
+        let data = format!("{{\"p_alive\":{}}}", serde_json::Value::from(p_alive));
+        let (fires, cancels) = self.router.evaluate(CHURN_EVENT, t, Some(&data));
+        if fires.is_empty() && cancels == 0 {
+            return;
+        }
+        let event = EventArrival {
+            user: user.clone(),
+            key,
+            fingerprint,
+            time: t,
+            seq: 0,
+            hit: RuleHit {
+                data: (!fires.is_empty()).then(|| data.into_boxed_str()),
+                fires,
+                cancels,
+                activity: None,
+            },
+        };
+        self.apply_event(user, event, state, out);
     }
 
     /// Notes this step's `opened` receipts for inbox item `id`, placed at
@@ -1096,6 +1172,7 @@ where
         let mut inbox_capability = capabilities.pop();
         let mut snapshot_capability = capabilities.pop();
         let mut capability = capabilities.pop();
+        let router = Router::new(spec.clone());
         let mut engine = Engine {
             users: HashTable::new(),
             waiting_plain: Vec::new(),
@@ -1117,6 +1194,7 @@ where
                 inbox_ttl,
                 inbox_ids: Flight::default(),
                 updates: Vec::new(),
+                router,
             },
         };
         if let Some(state) = restore {
@@ -1295,6 +1373,7 @@ channels = ["email"]
                     }],
                     cancels: 0,
                     data: None,
+                    activity: None,
                 },
             }))
         };
@@ -1340,7 +1419,7 @@ channels = ["email"]
             .iter()
             .map(|d| match d {
                 Decision::Dispatch(d) => (d.user.clone(), d.event_key.clone(), d.decision_time),
-                Decision::Suppression(s) => panic!("unexpected suppression {s:?}"),
+                other => panic!("unexpected {other:?}"),
             })
             .collect();
         assert_eq!(
@@ -1422,6 +1501,7 @@ channels = ["email"]
                 }],
                 cancels: 0b11,
                 data: None,
+                activity: None,
             },
         }));
         let names = ["a".to_string(), "b".to_string()];

@@ -11,6 +11,7 @@
 //! source stripe); every record carries its exact millisecond time, and the
 //! per-user stages order by it once the frontier has passed it.
 
+pub mod activity;
 pub mod caps;
 pub mod consent;
 pub mod cut;
@@ -174,6 +175,7 @@ mod tests {
                 }],
                 cancels: 0,
                 data: None,
+                activity: None,
             },
         }));
         timely::execute_directly(move |worker| {

@@ -73,6 +73,17 @@ pub struct RuleHit {
     pub cancels: u64,
     /// Raw `data`, kept only when some rule fired (it becomes `vars`).
     pub data: Option<Box<str>>,
+    /// Set when the event's type counts as the user being active
+    /// (`[analytics] activity`).
+    pub activity: Option<ActivityHit>,
+}
+
+/// What an activity event tells the analytics (`activity.rs`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivityHit {
+    /// The event's `segment` field (a string as it is, another value as
+    /// JSON); `None` when absent or null.
+    pub segment: Option<CompactString>,
 }
 
 /// An event that triggers and cancels nothing — most events. Only its key
@@ -213,8 +224,9 @@ impl Arrival {
 /// matched once per type, not once per event.
 pub struct Router {
     spec: Arc<Spec>,
-    /// Event type → (rules it triggers, rules it cancels), as bit sets.
-    kinds: HashMap<CompactString, (u64, u64), FixedState>,
+    /// Event type → (rules it triggers, rules it cancels, as bit sets;
+    /// whether it counts as activity).
+    kinds: HashMap<CompactString, (u64, u64, bool), FixedState>,
 }
 
 /// How many distinct event types a router remembers.
@@ -228,15 +240,20 @@ impl Router {
         }
     }
 
-    fn masks(&mut self, kind: &str) -> (u64, u64) {
+    fn masks(&mut self, kind: &str) -> (u64, u64, bool) {
         if let Some(m) = self.kinds.get(kind) {
             return *m;
         }
-        let mut masks = (0u64, 0u64);
+        let mut masks = (0u64, 0u64, false);
         for (i, rule) in self.spec.rules.iter().enumerate() {
             masks.0 |= (rule.triggers_on(kind) as u64) << i;
             masks.1 |= (rule.cancelled_by(kind) as u64) << i;
         }
+        masks.2 = self
+            .spec
+            .analytics
+            .as_ref()
+            .is_some_and(|a| a.is_activity(kind));
         if self.kinds.len() < KIND_CACHE {
             self.kinds.insert(kind.into(), masks);
         }
@@ -246,7 +263,7 @@ impl Router {
     /// Rule evaluation for one event: which rules fire (with decision times
     /// and dedup keys) and which rules' pending candidates it cancels.
     pub fn evaluate(&mut self, kind: &str, time: Time, data: Option<&str>) -> (Vec<Fire>, u64) {
-        let (triggers, cancels) = self.masks(kind);
+        let (triggers, cancels, _) = self.masks(kind);
         let mut fires = Vec::new();
         if triggers == 0 {
             return (fires, cancels);
@@ -275,14 +292,32 @@ impl Router {
         (fires, cancels)
     }
 
+    /// Whether an event of `kind` counts as activity, with its segment.
+    pub fn activity(&mut self, kind: &str, data: Option<&str>) -> Option<ActivityHit> {
+        if !self.masks(kind).2 {
+            return None;
+        }
+        let analytics = self.spec.analytics.as_ref()?;
+        let segment = analytics.segment.as_ref().and_then(|path| {
+            let data: Value = serde_json::from_str(data?).ok()?;
+            match crate::spec::condition::lookup(&data, path)? {
+                Value::Null => None,
+                Value::String(s) => Some(CompactString::from(s.as_str())),
+                other => Some(CompactString::from(other.to_string())),
+            }
+        });
+        Some(ActivityHit { segment })
+    }
+
     /// Routes one parsed event: the arrival `decide` needs, holding only what
     /// it needs (`data` only when a rule fired).
     pub fn event(&mut self, e: &EventRef<'_>, seq: u64) -> Arrival {
         let data = e.data;
         let (fires, cancels) = self.evaluate(&e.kind, e.time, data);
+        let activity = self.activity(&e.kind, data);
         let key_parts: [&[u8]; 3] = [e.source.as_bytes(), b"/", e.id.as_bytes()];
         let fingerprint = seen::fingerprint_parts(&e.subject, &key_parts);
-        if fires.is_empty() && cancels == 0 {
+        if fires.is_empty() && cancels == 0 && activity.is_none() {
             return Arrival::Plain(PlainArrival::new(
                 crate::record::user_hash(&e.subject),
                 fingerprint,
@@ -300,6 +335,7 @@ impl Router {
                 data: data.filter(|_| !fires.is_empty()).map(Box::from),
                 fires,
                 cancels,
+                activity,
             },
         }))
     }

@@ -114,6 +114,52 @@ impl RuledOut {
 pub enum Decision {
     Dispatch(Dispatch),
     Suppression(Suppression),
+    Churn(ChurnSignal),
+}
+
+/// A churn signal (DESIGN.md §3, §5): the user's P(alive) fell below the
+/// spec's threshold at `time`, a UTC midnight.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ChurnSignal {
+    pub user: CompactString,
+    pub time: Time,
+    /// P(alive)'s bits, so that a decision compares and hashes whole.
+    p_alive: u64,
+}
+
+impl ChurnSignal {
+    pub fn new(user: CompactString, time: Time, p_alive: f64) -> ChurnSignal {
+        ChurnSignal {
+            user,
+            time,
+            p_alive: p_alive.to_bits(),
+        }
+    }
+
+    pub fn p_alive(&self) -> f64 {
+        f64::from_bits(self.p_alive)
+    }
+
+    pub fn to_json_line(&self) -> String {
+        let mut out = Vec::with_capacity(120);
+        self.write_json(&mut out);
+        finish(out)
+    }
+
+    /// `{"user","time","p_alive","signal":"churn.risk_high"}`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"user\":");
+        push_json_str(out, &self.user);
+        out.extend_from_slice(b",\"time\":");
+        push_time(out, self.time);
+        out.extend_from_slice(b",\"p_alive\":");
+        out.extend_from_slice(
+            serde_json::Value::from(self.p_alive())
+                .to_string()
+                .as_bytes(),
+        );
+        out.extend_from_slice(b",\"signal\":\"churn.risk_high\"}");
+    }
 }
 
 /// A bad input record, kept whole with where it came from and why.
@@ -275,6 +321,7 @@ impl Decision {
         match self {
             Decision::Dispatch(d) => d.decision_time,
             Decision::Suppression(s) => s.time,
+            Decision::Churn(c) => c.time,
         }
     }
 
@@ -289,6 +336,7 @@ impl Decision {
         match self {
             Decision::Dispatch(d) => d.write_json(spec, out),
             Decision::Suppression(s) => s.write_json(spec, out),
+            Decision::Churn(c) => c.write_json(out),
         }
     }
 }

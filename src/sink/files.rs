@@ -44,6 +44,8 @@ pub struct Summary {
     pub deferrals: u64,
     pub dispatches: u64,
     pub suppressions: u64,
+    /// `churn.risk_high` signals (`[analytics.churn]`).
+    pub churn_signals: u64,
     pub dead_letters: u64,
     pub by_channel: BTreeMap<String, u64>,
     pub by_reason: BTreeMap<String, u64>,
@@ -67,6 +69,7 @@ impl Summary {
         self.deferrals += other.deferrals;
         self.dispatches += other.dispatches;
         self.suppressions += other.suppressions;
+        self.churn_signals += other.churn_signals;
         self.dead_letters += other.dead_letters;
         for (k, v) in other.by_channel {
             *self.by_channel.entry(k).or_default() += v;
@@ -99,6 +102,7 @@ impl Summary {
 pub struct Tally {
     dispatches: u64,
     suppressions: u64,
+    churn_signals: u64,
     rules: Vec<RuleCounts>,
     channels: BTreeMap<&'static str, u64>,
     reasons: BTreeMap<&'static str, u64>,
@@ -109,6 +113,7 @@ impl Tally {
         Tally {
             dispatches: 0,
             suppressions: 0,
+            churn_signals: 0,
             rules: vec![RuleCounts::default(); spec.rules.len()],
             channels: BTreeMap::new(),
             reasons: BTreeMap::new(),
@@ -129,6 +134,7 @@ impl Tally {
                     self.rules[r as usize].suppressed += 1;
                 }
             }
+            Decision::Churn(_) => self.churn_signals += 1,
         }
     }
 
@@ -136,6 +142,7 @@ impl Tally {
     pub fn add_to(self, spec: &Spec, summary: &mut Summary) {
         summary.dispatches += self.dispatches;
         summary.suppressions += self.suppressions;
+        summary.churn_signals += self.churn_signals;
         for (channel, n) in self.channels {
             *summary.by_channel.entry(channel.into()).or_default() += n;
         }
@@ -236,6 +243,7 @@ impl Lines {
 pub struct Rendered {
     pub dispatches: Lines,
     pub suppressions: Lines,
+    pub churn_signals: Lines,
     pub tally: Tally,
     pub dead_letters: Vec<DeadLetter>,
     pub records: u64,
@@ -256,6 +264,7 @@ impl Rendered {
         let lines = match d {
             Decision::Dispatch(_) => &mut self.dispatches,
             Decision::Suppression(_) => &mut self.suppressions,
+            Decision::Churn(_) => &mut self.churn_signals,
         };
         lines.push(d.time(), |out| d.write_json(spec, out));
     }
@@ -366,6 +375,7 @@ pub struct OutputFiles {
     dir: PathBuf,
     dispatches: File,
     suppressions: File,
+    churn_signals: File,
     dead_letters: File,
 }
 
@@ -379,6 +389,7 @@ impl OutputFiles {
             dir: dir.to_path_buf(),
             dispatches: open("dispatches.jsonl")?,
             suppressions: open("suppressions.jsonl")?,
+            churn_signals: open("churn_signals.jsonl")?,
             dead_letters: open("dead_letters.jsonl")?,
         })
     }
@@ -404,6 +415,7 @@ impl OutputFiles {
         for (file, name) in [
             (&mut self.dispatches, "dispatches.jsonl"),
             (&mut self.suppressions, "suppressions.jsonl"),
+            (&mut self.churn_signals, "churn_signals.jsonl"),
             (&mut self.dead_letters, "dead_letters.jsonl"),
         ] {
             let path = dir.join(name);
@@ -433,6 +445,7 @@ impl OutputFiles {
         &self,
         dispatches: &[Lines],
         suppressions: &[Lines],
+        churn_signals: &[Lines],
         dead_letters: &Lines,
         summary: &Summary,
     ) -> anyhow::Result<()> {
@@ -445,6 +458,11 @@ impl OutputFiles {
                 &self.suppressions,
                 "suppressions.jsonl",
                 parts(suppressions),
+            ),
+            (
+                &self.churn_signals,
+                "churn_signals.jsonl",
+                parts(churn_signals),
             ),
             (&self.dead_letters, "dead_letters.jsonl", vec![dead_letters]),
         ] {
@@ -675,6 +693,7 @@ pub fn merge(dir: &Path) -> anyhow::Result<Summary> {
     let mut summary = Summary::default();
     let mut dispatches = Vec::with_capacity(processes);
     let mut suppressions = Vec::with_capacity(processes);
+    let mut churn_signals = Vec::with_capacity(processes);
     let mut letters = Vec::new();
     for part in found.values() {
         let path = part.join("summary.json");
@@ -684,11 +703,13 @@ pub fn merge(dir: &Path) -> anyhow::Result<Summary> {
             .with_context(|| format!("{} is not a replay summary", path.display()))?;
         let d = read_lines(&part.join("dispatches.jsonl"), TimeField::Decision)?;
         let s = read_lines(&part.join("suppressions.jsonl"), TimeField::Time)?;
+        let c = read_lines(&part.join("churn_signals.jsonl"), TimeField::Time)?;
         let before = letters.len();
         read_letters(&part.join("dead_letters.jsonl"), &mut letters)?;
         for (name, lines, counted) in [
             ("dispatches.jsonl", d.len(), share.dispatches),
             ("suppressions.jsonl", s.len(), share.suppressions),
+            ("churn_signals.jsonl", c.len(), share.churn_signals),
             (
                 "dead_letters.jsonl",
                 letters.len() - before,
@@ -705,6 +726,7 @@ pub fn merge(dir: &Path) -> anyhow::Result<Summary> {
         summary.absorb(share);
         dispatches.push(d);
         suppressions.push(s);
+        churn_signals.push(c);
     }
     let mut files = OutputFiles::open(dir)?;
     files.empty()?;
@@ -712,6 +734,7 @@ pub fn merge(dir: &Path) -> anyhow::Result<Summary> {
         .write(
             &dispatches,
             &suppressions,
+            &churn_signals,
             &ordered_letters(letters),
             &summary,
         )
@@ -864,7 +887,7 @@ channels = ["email"]
         let mut files = OutputFiles::open(dir.path()).unwrap();
         files.empty().unwrap();
         files
-            .write(&[lines], &[], &Lines::default(), &Summary::default())
+            .write(&[lines], &[], &[], &Lines::default(), &Summary::default())
             .unwrap();
         let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
         assert_eq!(read("dispatches.jsonl"), "{\"a\":1}\n{\"b\":1}\n");
@@ -927,7 +950,7 @@ channels = ["email"]
         let mut files = OutputFiles::open(&part_dir(dir, process)).unwrap();
         files.empty().unwrap();
         files
-            .write(&[], &[lines], &dead_letter_lines(&letters), &summary)
+            .write(&[], &[lines], &[], &dead_letter_lines(&letters), &summary)
             .unwrap();
         files
             .write_manifest(&PartManifest {

@@ -44,6 +44,7 @@ enum Out {
     Dispatches = 0,
     Suppressions = 1,
     DeadLetters = 2,
+    ChurnSignals = 3,
 }
 
 /// What a message carries through librdkafka back to its delivery report.
@@ -68,7 +69,7 @@ struct Acks {
     pending: Mutex<BTreeMap<Time, usize>>,
     retries: Mutex<Vec<Retry>>,
     activator: OnceLock<SyncActivator>,
-    topics: [String; 3],
+    topics: [String; 4],
     metrics: Metrics,
     /// The job's stop flag.
     stop: Arc<AtomicBool>,
@@ -234,6 +235,7 @@ pub fn kafka_sink<'s>(
             job.topics.dispatches.clone(),
             job.topics.suppressions.clone(),
             job.topics.dead_letters.clone(),
+            job.topics.churn_signals.clone(),
         ],
         metrics: metrics.clone(),
         stop,
@@ -320,6 +322,21 @@ pub fn kafka_sink<'s>(
                                 Some(x.user.as_bytes()),
                                 &value,
                                 Some(headers),
+                            );
+                        }
+                        Decision::Churn(c) => {
+                            let sent = Box::new(Sent {
+                                time,
+                                out: Out::ChurnSignals,
+                                due: None,
+                            });
+                            send(
+                                &producer,
+                                &acks,
+                                sent,
+                                Some(c.user.as_bytes()),
+                                &value,
+                                None,
                             );
                         }
                         Decision::Suppression(s) => {

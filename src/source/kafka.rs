@@ -162,18 +162,23 @@ pub fn check_topic<C: ClientContext>(
     }
 }
 
-/// Checks that the job's output topics exist, so that a misspelt one
-/// stops the job at its start rather than stalling its outputs.
-pub fn check_outputs(job: &JobConfig) -> anyhow::Result<()> {
+/// Checks that the job's output topics exist (the churn-signal topic when
+/// the spec computes churn risk), so that a misspelt one stops the job at
+/// its start rather than stalling its outputs.
+pub fn check_outputs(job: &JobConfig, churn: bool) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let consumer: BaseConsumer<Logged> = client_config(job)
         .create_with_context(Logged)
         .context("cannot create a Kafka client")?;
+    let churn = churn.then_some(&job.topics.churn_signals);
     for topic in [
         &job.topics.dispatches,
         &job.topics.suppressions,
         &job.topics.dead_letters,
-    ] {
+    ]
+    .into_iter()
+    .chain(churn)
+    {
         check_topic(consumer.client(), topic)
             .with_context(|| format!("{}: [topics]", job.path.display()))?;
     }
