@@ -30,9 +30,6 @@ pub struct Activity {
     pub first_day: i64,
     pub last_day: i64,
     pub active_days: u32,
-    /// The bucket index of the first activity (the cohort) and of the last.
-    pub cohort: i64,
-    pub last_bucket: i64,
     /// The `segment` field of the first activity event (strings as they
     /// are, other values as JSON), `None` when absent or null.
     pub segment: Option<CompactString>,
@@ -44,13 +41,10 @@ impl Activity {
     /// A user's first activity, at `t`.
     pub fn first(analytics: &Analytics, t: Time, segment: Option<CompactString>) -> Activity {
         let day = bgnbd::day_of(t);
-        let bucket = bucket_index(analytics.bucket, day);
         let mut activity = Activity {
             first_day: day,
             last_day: day,
             active_days: 1,
-            cohort: bucket,
-            last_bucket: bucket,
             segment,
             crossing: None,
         };
@@ -59,9 +53,13 @@ impl Activity {
     }
 
     /// Notes activity at `t` (not before the last). Returns the offset k of
-    /// its bucket from the cohort when the user was not yet active in it.
+    /// its bucket from the cohort (the bucket of the first activity) when
+    /// the user was not yet active in it. Buckets are found from days, not
+    /// kept, so that a spec may change its `bucket`.
     pub fn note(&mut self, analytics: &Analytics, t: Time) -> Option<u32> {
         let day = bgnbd::day_of(t);
+        let bucket = |d| bucket_index(analytics.bucket, d);
+        let new_bucket = bucket(day) > bucket(self.last_day);
         if day > self.last_day {
             self.last_day = day;
             self.active_days += 1;
@@ -69,11 +67,7 @@ impl Activity {
         // The crossing moves with any activity: "unless the user is active
         // again at or before that instant".
         self.refresh(analytics);
-        let bucket = bucket_index(analytics.bucket, day);
-        (bucket > self.last_bucket).then(|| {
-            self.last_bucket = bucket;
-            (bucket - self.cohort) as u32
-        })
+        new_bucket.then(|| (bucket(day) - bucket(self.first_day)) as u32)
     }
 
     pub fn summary(&self) -> Summary {
