@@ -291,6 +291,8 @@ struct Engine {
     order: Vec<Applied>,
     timer_users: Vec<UserKey>,
     hash_users: Vec<UserKey>,
+    /// Everything before this time is decided.
+    done: Time,
     core: Core,
 }
 
@@ -385,6 +387,8 @@ struct Core {
     updates: Vec<InboxUpdate>,
     /// Matches rules on the `churn.risk_high` events `decide` makes.
     router: Router,
+    /// (time, user hash) of the churn signals due (may hold stale entries).
+    crossings: BTreeSet<(Time, u64)>,
     /// The receipts whose time is complete in the current step.
     receipts: StepReceipts,
 }
@@ -410,6 +414,9 @@ impl Engine {
         for (user, state) in state.users {
             if let Some(due) = state.next_due(self.core.inbox_ttl.unwrap_or(Time::MAX)) {
                 self.core.timers.insert((due, user.hash));
+            }
+            if let Some(m) = state.activity.as_ref().and_then(|a| a.crossing) {
+                self.core.crossings.insert((m, user.hash));
             }
             for a in &state.attempts {
                 self.core.flight.add(a.id, user.hash);
@@ -439,10 +446,59 @@ impl Engine {
         }
     }
 
+    /// Decides everything strictly before `frontier`. A churn signal's
+    /// event takes part in its user's event keys at its instant, but event
+    /// keys are checked for a whole step before users are visited: so, when
+    /// the spec computes churn risk, a step stops after each instant a
+    /// signal may be due at — a UTC midnight among the arrivals, or a
+    /// signal already known — and the keys after it are checked once the
+    /// signal's is.
+    fn advance(&mut self, frontier: Time, profiles: &mut ProfileTrace, out: &mut Vec<Decision>) {
+        let churn = self
+            .core
+            .spec
+            .analytics
+            .as_ref()
+            .is_some_and(|a| a.churn.is_some());
+        if !churn {
+            return self.advance_step(frontier, profiles, out);
+        }
+        // The span of the arrivals this advance applies.
+        let times = self
+            .waiting
+            .iter()
+            .map(Arrival::time)
+            .chain(self.waiting_plain.iter().map(|p| p.time))
+            .filter(|t| *t < frontier);
+        let (first, last) =
+            times.fold((Time::MAX, Time::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)));
+        // Everything before `at` is decided.
+        let mut at = self.done;
+        loop {
+            while self.core.crossings.first().is_some_and(|&(m, _)| m < at) {
+                self.core.crossings.pop_first();
+            }
+            let midnight = ceil_to_midnight(at.max(first)).filter(|m| *m <= last);
+            let known = self.core.crossings.first().map(|&(m, _)| m);
+            let stop = midnight.into_iter().chain(known).min().unwrap_or(Time::MAX);
+            if stop >= frontier || stop == Time::MAX {
+                return self.advance_step(frontier, profiles, out);
+            }
+            self.advance_step(stop + 1, profiles, out);
+            at = stop + 1;
+        }
+    }
+
     /// Decides everything strictly before `frontier`: applies the arrivals
     /// before it and decides the candidates due before it, user by user in
     /// key order (hash first), so that trace cursors only ever move forward.
-    fn advance(&mut self, frontier: Time, profiles: &mut ProfileTrace, out: &mut Vec<Decision>) {
+    fn advance_step(
+        &mut self,
+        frontier: Time,
+        profiles: &mut ProfileTrace,
+        out: &mut Vec<Decision>,
+    ) {
+        self.done = self.done.max(frontier);
         let (ready, order) = (&mut self.ready, &mut self.order);
         ready.clear();
         order.clear();
@@ -676,6 +732,9 @@ impl Core {
         }
         if let Some(next) = state.next_due(inbox_ttl) {
             self.timers.insert((next, user.hash));
+        }
+        if let Some(m) = state.activity.as_ref().and_then(|a| a.crossing) {
+            self.crossings.insert((m, user.hash));
         }
         if frontier != Time::MAX && frontier >= state.next_expiry {
             state.expire(spec, self.longest_window, frontier);
@@ -1061,6 +1120,17 @@ impl Core {
     }
 }
 
+/// The first UTC midnight at or after `t`, if there is one.
+fn ceil_to_midnight(t: Time) -> Option<Time> {
+    const DAY: Time = crate::time::MS_PER_DAY;
+    let floor = t.div_euclid(DAY).checked_mul(DAY)?;
+    if floor == t {
+        Some(t)
+    } else {
+        floor.checked_add(DAY)
+    }
+}
+
 /// The candidate's channel order (step 5): the rule's channels, restricted
 /// to and reordered by the user's `channels` preference when there is one.
 fn channel_order<'r>(
@@ -1182,6 +1252,7 @@ where
             order: Vec::new(),
             timer_users: Vec::new(),
             hash_users: Vec::new(),
+            done: Time::MIN,
             core: Core {
                 longest_window: spec.longest_window(),
                 seen: SeenKeys::new(spec.dedup_horizon),
@@ -1195,6 +1266,7 @@ where
                 inbox_ids: Flight::default(),
                 updates: Vec::new(),
                 router,
+                crossings: BTreeSet::new(),
             },
         };
         if let Some(state) = restore {
