@@ -2,18 +2,22 @@
 """nudgeflow reference implementation ("oracle") of docs/semantics.md.
 
 Independent of the Rust code: written only from docs/semantics.md, the
-spec-format reference, DESIGN.md section 4 "Fallback" and the project
-decisions listed below.  Standard library only.  Not implemented: section 5
-(analytics).
+spec-format reference, DESIGN.md section 4 "Fallback", the churn-risk part of
+DESIGN.md section 5 "Analytics" (with sections 3 and 4) and the project
+decisions listed below.  Standard library only.  Of section 5 only the churn
+risk signals are implemented (A18-A27); retention, delivery rates and the
+answers of the query API (churn.jsonl, retention.json, delivery.json) are not.
 
 Usage:
     python3 scripts/oracle.py --spec SPEC.toml --fixture DIR --out OUTDIR
 
 Reads DIR/{events,preferences,consent,receipts,erasures}.jsonl (any may be
-missing), writes OUTDIR/{dispatches,suppressions,dead_letters}.jsonl (compact
-JSON, one object a line, lines sorted by their UTF-8 bytes; suppressions carry
-the `detail` described at the end of this text) and prints
-{"dispatches":N,"suppressions":N,"dead_letters":N,"duplicates_dropped":N}.
+missing), writes OUTDIR/{dispatches,suppressions,dead_letters}.jsonl, and
+OUTDIR/churn_signals.jsonl when the spec has an [analytics.churn] table
+(compact JSON, one object a line, lines sorted by their UTF-8 bytes;
+suppressions carry the `detail` described at the end of this text) and prints
+{"dispatches":N,"suppressions":N,"dead_letters":N,"duplicates_dropped":N,
+"churn_signals":N}.
 
 Ambiguities in docs/semantics.md and how this oracle resolves them
 -----------------------------------------------------------
@@ -102,6 +106,50 @@ Project decisions (given to the oracle author, followed exactly):
      attempts and no suppression for them.  An erasure at exactly the
      instant an attempt would be made (e = r or e = t + d) comes first
      (rank 0), so no attempt is made.
+ A18. Churn risk (DESIGN.md section 5) is configured by the spec's
+     [analytics] table: `activity` (a glob or a non-empty list of globs, as
+     in `on`; required), `segment` (a string, optional), `bucket` (day, week
+     or month, default week), and [analytics.churn] with `r`, `alpha`, `a`,
+     `b` (positive finite numbers, required), `unit` (day or week, default
+     week) and `threshold` (a number strictly between 0 and 1, required).
+     A missing required key or a bad value is a spec error.  `segment` and
+     `bucket` (retention) change nothing here.
+ A19. Activity: a non-duplicate (A5), non-late (A2) event whose type matches
+     an `activity` glob.  It is bucketed by its UTC day, floor(time / 1 day);
+     per user: first active day f, last active day l, n distinct days.
+ A20. P(alive) at instant tau: e = floor(tau / 1 day), x = n - 1,
+     t_x = (l - f)/u, T = (e - f)/u, u = 1 (unit day) or 7 (week), as floats
+     (fractions kept); P = 1 when x = 0, else
+     1 / (1 + a/(b + x - 1) * ((alpha + T)/(alpha + t_x))^(r + x)).
+ A21. The signal is due at the first UTC midnight M strictly after day l at
+     which P(alive) < threshold (strictly below: P equal to the threshold is
+     not a signal).  Activity at or before M moves it: it is recomputed from
+     the new l, and activity at exactly M counts (the records at an instant
+     are applied before what is due then).  The oracle finds M by scanning
+     the midnights l + 1, l + 2, ... .
+ A22. Output: churn_signals.jsonl, one
+     {"user","time","p_alive","signal":"churn.risk_high"} per signal, time
+     RFC 3339 UTC with ms, p_alive the float P(alive) at M written as a JSON
+     number (Python's repr), lines sorted like the other outputs.
+ A23. The signal is also an event of the user at M:
+     {"id": "churn.risk_high:{user}:{YYYY-MM-DD}" (M's UTC date),
+     "source": "nudgeflow", "type": "churn.risk_high", "time": M,
+     "subject": user, "data": {"p_alive": P}}, event key
+     "nudgeflow/churn.risk_high:{user}:{YYYY-MM-DD}".  It is applied after
+     all of the user's input records at M and before the candidates due at
+     M are decided, and goes through event-key duplicate detection (A5,
+     B9), cancellation (B10) and rule matching (`where` may test
+     `p_alive`) like an input event.
+ A24. Erasure forgets the user's activity (f, l, n) and the signal due: a
+     signal due after the erasure is not emitted unless activity after it
+     makes one; activity after the erasure starts afresh.
+ A25. The churn event is not activity: with [analytics.churn], an
+     `activity` glob that matches "churn.risk_high" is a spec error.
+ A26. Without [analytics.churn] no signal is computed and no
+     churn_signals.jsonl is written.
+ A27. A replay decides everything: a signal due after the last input record
+     is still emitted (as delays are), and so are the dispatches its event
+     leads to.
 Oracle author's own choices (docs/semantics.md and the decisions above are silent):
  B1. `T`/`t` and `Z`/`z` are accepted (RFC 3339 allows lower case); a space
      instead of `T` is rejected.  Seconds must be 00-59 (leap second 60 is
@@ -154,14 +202,27 @@ Oracle author's own choices (docs/semantics.md and the decisions above are silen
      dedup horizon and then cancelled yields two identical suppression lines.
  B16. A `data` that is not an object makes every `where`/`at`/dedup-key field
      missing.  Order of checks per line: UTF-8, JSON, fields, then lateness.
- B14. Spec: unknown keys are ignored (e.g. analytics settings).  Durations
-     are one or more <integer><unit> groups, units ms, s, m, h, d.
+ B14. Spec: unknown keys are ignored (the [analytics] keys of A18 are read,
+     others in it too are ignored).  Durations are one or more
+     <integer><unit> groups, units ms, s, m, h, d.
  B17. A fallback window that ends past the last representable instant
      (9999-12-31T23:59:59.999Z) ends at that instant, as a delay does.
  B18. An attempt made at the instant e of an erasure of its user (made after
      the records of e, the erasure included) is not in flight at that
      erasure: a `failed` or `bounced` receipt at e for it still makes
      attempt k+1 at e (A13, A17).
+ B19. A signal whose event is dropped as a duplicate (an event with the
+     same key seen within the horizon, e.g. an input event from source
+     "nudgeflow" with that id at M or shortly before) is still written to
+     churn_signals.jsonl: duplicate detection drops the event, not the
+     signal.  The event still refreshes "last seen" (A5).
+ B20. An erasure at exactly M comes first (rank 0, A24): no signal at M.
+ B21. Only midnights up to the last representable instant
+     (9999-12-31T23:59:59.999Z) are scanned; if P(alive) is not below the
+     threshold at any of them, no signal.  A power that overflows a double
+     makes P(alive) 0.
+ B22. One signal per last active day: once emitted, the next signal needs
+     new activity (which sets a later l).
 
 The `detail` of a suppression
 -----------------------------
@@ -647,7 +708,87 @@ def load_spec(path):
             if c["channel"] not in CHANNELS:
                 raise SpecError("%s: unknown channel" % w)
             sp.channel_caps[c["channel"]].append((mx, per))
+    sp.churn = load_churn(doc)
     return sp
+
+
+CHURN_TYPE = "churn.risk_high"
+DAY_MS = 86400000
+
+
+class Churn:
+    pass
+
+
+def load_churn(doc):
+    """The [analytics] table (A18): the churn model, or None without
+    [analytics.churn] (or without [analytics])."""
+    if "analytics" not in doc:
+        return None
+    an = doc["analytics"]
+    if not isinstance(an, dict):
+        raise SpecError("analytics: must be a table")
+    if "activity" not in an:
+        raise SpecError("analytics: `activity` (event types) is required")
+    activity = glob_list(an["activity"], "analytics activity")
+    if "segment" in an and not isinstance(an["segment"], str):
+        raise SpecError("analytics: `segment` must be a string (a field path of data)")
+    if an.get("bucket", "week") not in ("day", "week", "month"):
+        raise SpecError("analytics: `bucket` must be day, week or month")
+    if "churn" not in an:
+        return None
+    c = an["churn"]
+    if not isinstance(c, dict):
+        raise SpecError("analytics.churn: must be a table")
+    ch = Churn()
+    ch.activity = activity
+    for k in ("r", "alpha", "a", "b"):
+        v = c.get(k)
+        if not is_num(v) or not (0 < v < float("inf")):
+            raise SpecError("analytics.churn: `%s` must be a positive finite number" % k)
+        setattr(ch, k, float(v))
+    unit = c.get("unit", "week")
+    if unit not in ("day", "week"):
+        raise SpecError("analytics.churn: `unit` must be day or week")
+    ch.u = 1 if unit == "day" else 7
+    th = c.get("threshold")
+    if not is_num(th) or not (0 < th < 1):
+        raise SpecError("analytics.churn: `threshold` must be a number in (0, 1)")
+    ch.threshold = float(th)
+    if any(g.fullmatch(CHURN_TYPE) for g in activity):          # A25
+        raise SpecError("analytics activity: a glob matches %s, the churn event" % CHURN_TYPE)
+    return ch
+
+
+def p_alive(ch, f, l, n, e):
+    """BG/NBD P(alive) at UTC day e of a user with first active day f, last
+    active day l and n distinct active days (A20)."""
+    x = n - 1
+    if x == 0:
+        return 1.0
+    t_x = (l - f) / ch.u
+    T = (e - f) / ch.u
+    try:
+        power = ((ch.alpha + T) / (ch.alpha + t_x)) ** (ch.r + x)
+    except OverflowError:
+        return 0.0                                              # B21
+    return 1.0 / (1.0 + ch.a / (ch.b + x - 1) * power)
+
+
+def churn_due(ch, days):
+    """(M, P(alive) at M): the first UTC midnight after the last active day
+    at which P(alive) < threshold, found by scanning midnights (A21, B21),
+    or None."""
+    if len(days) < 2:
+        return None                                             # P = 1
+    f, l, n = min(days), max(days), len(days)
+    e = l + 1
+    while e * DAY_MS <= MS_MAX:
+        p = p_alive(ch, f, l, n, e)
+        if p < ch.threshold:
+            return (e * DAY_MS, p)
+        e += 1
+    return None
 
 
 def cond_holds(data, cond):
@@ -848,6 +989,10 @@ class UserState:
         # seq, candidate, channel order, next attempt number, channel of the
         # previous attempt).  Erasure drops them all.
         self.fallbacks = []
+        # Churn risk (A19-A24): the UTC days of the user's activity and the
+        # signal due, (M, P(alive) at M) or None.  Erasure forgets both.
+        self.active_days = set()
+        self.churn_due = None
 
 
 class Engine:
@@ -859,6 +1004,7 @@ class Engine:
         self.duplicates = 0
         self.seq = 0
         self.receipts = {}     # dispatch id -> [(time, line, status)] sorted (A12, A13)
+        self.signals = []      # churn signals (A22)
 
     # -- output ---------------------------------------------------------------
     def suppress(self, user, rule, event_key, t, reason, detail):
@@ -945,13 +1091,27 @@ class Engine:
                 heap_t = heap[0][0]
             rec_t = recs[i]["time"] if i < n else None
             fb_t = st.fallbacks[0][0] if st.fallbacks else None
-            if heap_t is None and rec_t is None and fb_t is None:
+            churn_t = st.churn_due[0] if st.churn_due else None
+            if heap_t is None and rec_t is None and fb_t is None and churn_t is None:
                 break
-            t = min(x for x in (heap_t, rec_t, fb_t) if x is not None)
+            t = min(x for x in (heap_t, rec_t, fb_t, churn_t) if x is not None)
             # 1. apply all records at t
             while i < n and recs[i]["time"] == t:
                 self.apply(st, user, recs[i], heap, pending)
                 i += 1
+            # 1b. the churn signal due at t, if the records at t (activity,
+            #     an erasure) left it due at t: after them, before the
+            #     decisions (A21, A23, A24, B20)
+            if st.churn_due is not None and st.churn_due[0] == t:
+                p = st.churn_due[1]
+                st.churn_due = None                             # B22
+                self.signals.append({"user": user, "time": fmt_time(t), "p_alive": p,
+                                     "signal": CHURN_TYPE})
+                eid = "%s:%s:%s" % (CHURN_TYPE, user, fmt_time(t)[:10])
+                self.apply(st, user, {
+                    "stream": "events", "id": eid, "source": "nudgeflow", "type": CHURN_TYPE,
+                    "time": t, "subject": user, "user": user, "key": "nudgeflow/" + eid,
+                    "data": {"p_alive": p}, "line": None, "churn": True}, heap, pending)
             # 2. decide candidates due at t (new ones due at t included)
             while True:
                 while heap and not heap[0][-1].alive:
@@ -994,6 +1154,14 @@ class Engine:
             if last is not None and t - self.spec.dedup_horizon < last <= t:
                 self.duplicates += 1
                 return
+            # activity (A19, A21): moves the churn signal due
+            ch = self.spec.churn
+            if ch is not None and not r.get("churn") \
+                    and any(g.fullmatch(r["type"]) for g in ch.activity):
+                day = t // DAY_MS
+                if day not in st.active_days:
+                    st.active_days.add(day)
+                    st.churn_due = churn_due(ch, st.active_days)
             # cancellation
             for ru in self.spec.rules:
                 group = pending.get(ru.index)
@@ -1242,8 +1410,11 @@ def main(argv=None):
     write_jsonl(os.path.join(a.out, "dispatches.jsonl"), eng.dispatches)
     write_jsonl(os.path.join(a.out, "suppressions.jsonl"), eng.suppressions)
     write_jsonl(os.path.join(a.out, "dead_letters.jsonl"), eng.dead)
+    if spec.churn is not None:                                  # A26
+        write_jsonl(os.path.join(a.out, "churn_signals.jsonl"), eng.signals)
     print(dumps({"dispatches": len(eng.dispatches), "suppressions": len(eng.suppressions),
-                 "dead_letters": len(eng.dead), "duplicates_dropped": eng.duplicates}))
+                 "dead_letters": len(eng.dead), "duplicates_dropped": eng.duplicates,
+                 "churn_signals": len(eng.signals)}))
     return 0
 
 
