@@ -73,6 +73,7 @@ pub fn explain(opts: &ReplayOptions, user: &str) -> anyhow::Result<String> {
         .filter_map(|d| d["dispatch_id"].as_str().map(str::to_string))
         .collect();
     records.extend(read_receipts(&opts.fixture, &ids)?);
+    records.extend(churn_events(&out.churn_signals, user)?);
     Ok(render(
         &opts.spec, user, records, decisions, &rejected, &unparsed,
     ))
@@ -153,6 +154,35 @@ fn read_receipts(fixture: &Path, ids: &[String]) -> anyhow::Result<Vec<Located>>
     Ok(found)
 }
 
+/// The user's churn signals (`churn_signals.jsonl` of the replay), as the
+/// events the engine applies at their instants.
+fn churn_events(signals: &[crate::sink::files::Lines], user: &str) -> anyhow::Result<Vec<Located>> {
+    let mut found = Vec::new();
+    for lines in signals {
+        for (_, line) in lines.iter() {
+            let line = std::str::from_utf8(line).context("an output line is not UTF-8")?;
+            let v: Value = serde_json::from_str(line).context("an output line is not JSON")?;
+            if v["user"].as_str() != Some(user) {
+                continue;
+            }
+            let time = time_of(&v["time"]);
+            let id = crate::dataflow::activity::signal_id(user, time);
+            found.push(Located {
+                file: "churn_signals.jsonl".into(),
+                line: found.len() as u64 + 1,
+                record: Record::Event(crate::record::Event {
+                    user: user.to_string(),
+                    key: format!("nudgeflow/{id}"),
+                    kind: crate::spec::analytics::CHURN_EVENT.to_string(),
+                    time,
+                    data: Some(format!("{{\"p_alive\":{}}}", v["p_alive"]).into()),
+                }),
+            });
+        }
+    }
+    Ok(found)
+}
+
 /// A candidate the explanation expects a decision for.
 struct Expected {
     event_time: Time,
@@ -190,7 +220,10 @@ fn render(
             Record::Event(e) => e.key.clone(),
             _ => String::new(),
         };
-        (r.record.time(), rank(&r.record), key, r.line)
+        // A churn signal's event comes after the user's records at its
+        // instant.
+        let churn = r.file == "churn_signals.jsonl";
+        (r.record.time(), rank(&r.record), churn, key, r.line)
     });
     // The engine's late events: (event key, time).
     let late: Vec<(String, Time)> = decisions
@@ -264,7 +297,16 @@ fn render(
                 );
             }
             Record::Event(e) => {
-                let _ = writeln!(text, "{place} event {} ({})", e.kind, e.key);
+                if r.file == "churn_signals.jsonl" {
+                    let p = e.data.as_deref().unwrap_or_default();
+                    let _ = writeln!(
+                        text,
+                        "churn signal {p}: P(alive) fell below the churn threshold; it takes part as the event {} ({})",
+                        e.kind, e.key
+                    );
+                } else {
+                    let _ = writeln!(text, "{place} event {} ({})", e.kind, e.key);
+                }
                 if late.contains(&(e.key.clone(), e.time)) {
                     let _ = writeln!(
                         text,
