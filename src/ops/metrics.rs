@@ -28,6 +28,17 @@ struct Inner {
     checkpoint_bytes: Gauge,
     checkpoints: Family<Labels, Counter>,
     latency: Histogram,
+    sink_requests: Family<Labels, Counter>,
+    sink_retries: Family<Labels, Counter>,
+    sink_receipts: Family<Labels, Counter>,
+    sink_queue_depth: Family<Labels, Gauge>,
+    sink_queue_full: Family<Labels, Counter>,
+    sink_request_duration: Family<Labels, Histogram, fn() -> Histogram>,
+}
+
+/// Buckets of HTTP request durations: 1 ms to about 33 s.
+fn request_duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
 
 /// Every metric of the job; clones share them.
@@ -116,6 +127,45 @@ impl Metrics {
             "From a dispatch's decision time (its event's time, plus any delay) to the broker's acknowledgement of it",
             latency.clone(),
         );
+        let sink_requests = Family::default();
+        registry.register(
+            "sink_requests",
+            "HTTP sink requests by channel and class: 2xx, 3xx, 4xx, 5xx, timeout, connect (no connection), error (any other failure)",
+            sink_requests.clone(),
+        );
+        let sink_retries = Family::default();
+        registry.register(
+            "sink_retries",
+            "HTTP sink requests made again after a retryable failure, per channel",
+            sink_retries.clone(),
+        );
+        let sink_receipts = Family::default();
+        registry.register(
+            "sink_receipts",
+            "Receipts the sinks wrote to the receipts topic, by channel and status",
+            sink_receipts.clone(),
+        );
+        let sink_queue_depth = Family::default();
+        registry.register(
+            "sink_queue_depth",
+            "Dispatches an HTTP sink holds (waiting, in flight or between attempts), per channel",
+            sink_queue_depth.clone(),
+        );
+        let sink_queue_full = Family::default();
+        registry.register(
+            "sink_queue_full",
+            "Dispatches failed at once because their HTTP sink's queue was full, per channel",
+            sink_queue_full.clone(),
+        );
+        let sink_request_duration =
+            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
+                request_duration_histogram,
+            );
+        registry.register(
+            "sink_request_duration_seconds",
+            "HTTP sink request latency, from sending a request to its answer read (or its failure), per channel",
+            sink_request_duration.clone(),
+        );
         Metrics(Arc::new(Inner {
             registry,
             records_in,
@@ -130,6 +180,12 @@ impl Metrics {
             checkpoint_bytes,
             checkpoints,
             latency,
+            sink_requests,
+            sink_retries,
+            sink_receipts,
+            sink_queue_depth,
+            sink_queue_full,
+            sink_request_duration,
         }))
     }
 
@@ -213,6 +269,54 @@ impl Metrics {
         self.0.latency.observe(seconds);
     }
 
+    fn channel(channel: &str) -> Labels {
+        vec![("channel", channel.to_string())]
+    }
+
+    /// One HTTP sink request of `class` that took `seconds`.
+    pub fn sink_request(&self, channel: &str, class: &str, seconds: f64) {
+        let labels = vec![
+            ("channel", channel.to_string()),
+            ("class", class.to_string()),
+        ];
+        self.0.sink_requests.get_or_create(&labels).inc();
+        self.0
+            .sink_request_duration
+            .get_or_create(&Self::channel(channel))
+            .observe(seconds);
+    }
+
+    pub fn sink_retry(&self, channel: &str) {
+        self.0
+            .sink_retries
+            .get_or_create(&Self::channel(channel))
+            .inc();
+    }
+
+    /// A receipt written, `status` `delivered` or `failed`.
+    pub fn sink_receipt(&self, channel: &str, status: &str) {
+        let labels = vec![
+            ("channel", channel.to_string()),
+            ("status", status.to_string()),
+        ];
+        self.0.sink_receipts.get_or_create(&labels).inc();
+    }
+
+    /// Moves an HTTP sink's queue depth by `change`.
+    pub fn sink_queue_depth(&self, channel: &str, change: i64) {
+        self.0
+            .sink_queue_depth
+            .get_or_create(&Self::channel(channel))
+            .inc_by(change);
+    }
+
+    pub fn sink_queue_full(&self, channel: &str) {
+        self.0
+            .sink_queue_full
+            .get_or_create(&Self::channel(channel))
+            .inc();
+    }
+
     /// The OpenMetrics text of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -235,7 +339,25 @@ mod tests {
         m.consumer_lag("nudgeflow.events", 1, 17);
         m.watermark_lag(0, 0.25);
         m.end_to_end_latency(0.003);
+        m.sink_request("webhook", "5xx", 0.02);
+        m.sink_request("webhook", "2xx", 0.003);
+        m.sink_retry("webhook");
+        m.sink_receipt("webhook", "delivered");
+        m.sink_queue_depth("webhook", 3);
+        m.sink_queue_depth("webhook", -1);
+        m.sink_queue_full("sms");
         let text = m.encode();
+        for line in [
+            "nudgeflow_sink_requests_total{channel=\"webhook\",class=\"5xx\"} 1",
+            "nudgeflow_sink_retries_total{channel=\"webhook\"} 1",
+            "nudgeflow_sink_receipts_total{channel=\"webhook\",status=\"delivered\"} 1",
+            "nudgeflow_sink_queue_depth{channel=\"webhook\"} 2",
+            "nudgeflow_sink_queue_full_total{channel=\"sms\"} 1",
+            "nudgeflow_sink_request_duration_seconds_count{channel=\"webhook\"} 2",
+            "nudgeflow_sink_request_duration_seconds_bucket{le=\"0.004\",channel=\"webhook\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
         assert!(
             text.contains("nudgeflow_records_in_total{topic=\"nudgeflow.events\"} 5"),
             "{text}"

@@ -1,8 +1,10 @@
 //! Sinks: where decisions leave the dataflow: JSON-lines files and a
 //! summary (`files`, for replays) and Kafka topics (`kafka`, for the live
-//! job), both from the same [`Decision`] and report streams.
+//! job), both from the same [`Decision`] and report streams; providers
+//! over HTTP (`http`).
 
 pub mod files;
+pub mod http;
 pub mod kafka;
 
 use std::cell::RefCell;
