@@ -3,6 +3,10 @@
 //! Kafka sink (`sink::kafka`), on timely workers in one or many processes,
 //! until SIGTERM or SIGINT.
 //!
+//! Each channel's dispatches are also delivered as the job config's
+//! `[sinks.CHANNEL]` tables say (`sink::channels`): the HTTP sinks of a
+//! process send on one runtime thread of their own, shared by its workers.
+//!
 //! Each process serves `/metrics`, `/healthz` and `/readyz` (`ops`). The
 //! job takes checkpoints (`checkpoint`) and starts from the newest
 //! complete one, its state split among the workers it has now. On a stop
@@ -31,6 +35,7 @@ use crate::dataflow::{self, DecideStats};
 use crate::job::JobConfig;
 use crate::ops::{Health, Metrics};
 use crate::replay::{Cluster, Communication, communicate};
+use crate::sink::channels::ChannelSinks;
 use crate::sink::kafka::kafka_sink;
 use crate::source::kafka::{Control, SourceLinks, kafka_source};
 use crate::spec::Spec;
@@ -69,6 +74,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     };
     crate::source::kafka::check_outputs(&job)?;
     let metrics = Metrics::new();
+    let channels = Arc::new(ChannelSinks::start(&job, cluster.processes, &metrics)?);
+    channels.check_topics(&job)?;
     let health = Health::new();
     let listen = listen_address(&job, cluster.process);
     let server = crate::ops::spawn(listen, token, metrics.clone(), health.clone())
@@ -171,6 +178,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
                 source.reports,
                 spec.clone(),
                 &job,
+                channels.clone(),
                 control.metrics.clone(),
                 control.stop.clone(),
                 &acked,
