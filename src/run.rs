@@ -72,9 +72,11 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             )
         })?),
     };
-    crate::source::kafka::check_outputs(&job)?;
     let metrics = Metrics::new();
+    // Before the broker is asked anything: an unset `auth_env` is a
+    // configuration error, reported at once.
     let channels = Arc::new(ChannelSinks::start(&job, cluster.processes, &metrics)?);
+    crate::source::kafka::check_outputs(&job)?;
     channels.check_topics(&job)?;
     let health = Health::new();
     let listen = listen_address(&job, cluster.process);

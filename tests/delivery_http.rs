@@ -367,3 +367,35 @@ fn a_request_in_flight_at_a_crash_is_sent_again_with_its_key() {
         job_log(&dir)
     );
 }
+
+/// An `auth_env` that names an unset variable stops the job at its start,
+/// before it asks the broker anything, naming the table and the field.
+#[test]
+fn an_unset_auth_env_stops_the_job_at_its_start_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = job_config(
+        dir.path(),
+        // Nothing listens there: the job must not get as far as the broker.
+        "127.0.0.1:1",
+        &repo().join("dataflows/core.toml"),
+        "u",
+        "[sinks.webhook]\nkind = \"http\"\nurl = \"http://127.0.0.1:1/hook\"\nauth_env = \"NUDGEFLOW_TEST_UNSET_AUTH\"\n",
+    );
+    let started = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nudgeflow"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env_remove("NUDGEFLOW_TEST_UNSET_AUTH")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}: [sinks.webhook] auth_env: names \"NUDGEFLOW_TEST_UNSET_AUTH\", which is not set",
+            config.display()
+        )),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10), "{stderr}");
+}
