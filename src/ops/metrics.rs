@@ -36,6 +36,92 @@ struct Inner {
     sink_request_duration: Family<Labels, Histogram, fn() -> Histogram>,
 }
 
+/// What an HTTP sink request came to: its status class, or how it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestClass {
+    Informational,
+    Success,
+    Redirect,
+    ClientError,
+    ServerError,
+    /// No answer in time.
+    Timeout,
+    /// No connection.
+    Connect,
+    /// Any other failure (a broken answer, …).
+    Error,
+}
+
+impl RequestClass {
+    pub const ALL: [RequestClass; 8] = [
+        RequestClass::Informational,
+        RequestClass::Success,
+        RequestClass::Redirect,
+        RequestClass::ClientError,
+        RequestClass::ServerError,
+        RequestClass::Timeout,
+        RequestClass::Connect,
+        RequestClass::Error,
+    ];
+
+    /// The class of an HTTP status code.
+    pub fn of_status(code: u16) -> RequestClass {
+        match code / 100 {
+            1 => RequestClass::Informational,
+            2 => RequestClass::Success,
+            3 => RequestClass::Redirect,
+            4 => RequestClass::ClientError,
+            _ => RequestClass::ServerError,
+        }
+    }
+
+    /// The `class` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestClass::Informational => "1xx",
+            RequestClass::Success => "2xx",
+            RequestClass::Redirect => "3xx",
+            RequestClass::ClientError => "4xx",
+            RequestClass::ServerError => "5xx",
+            RequestClass::Timeout => "timeout",
+            RequestClass::Connect => "connect",
+            RequestClass::Error => "error",
+        }
+    }
+}
+
+/// One channel's HTTP sink metrics ([`Metrics::sink`]); clones share them.
+#[derive(Clone)]
+pub struct SinkMetrics {
+    /// Requests, indexed by [`RequestClass`].
+    requests: [Counter; 8],
+    retries: Counter,
+    queue_depth: Gauge,
+    queue_full: Counter,
+    duration: Histogram,
+}
+
+impl SinkMetrics {
+    /// One request of `class` that took `seconds`.
+    pub fn request(&self, class: RequestClass, seconds: f64) {
+        self.requests[class as usize].inc();
+        self.duration.observe(seconds);
+    }
+
+    pub fn retry(&self) {
+        self.retries.inc();
+    }
+
+    /// Moves the queue depth by `change`.
+    pub fn queue_depth(&self, change: i64) {
+        self.queue_depth.inc_by(change);
+    }
+
+    pub fn queue_full(&self) {
+        self.queue_full.inc();
+    }
+}
+
 /// Buckets of HTTP request durations: 1 ms to about 33 s.
 fn request_duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
@@ -273,24 +359,26 @@ impl Metrics {
         vec![("channel", channel.to_string())]
     }
 
-    /// One HTTP sink request of `class` that took `seconds`.
-    pub fn sink_request(&self, channel: &str, class: &str, seconds: f64) {
-        let labels = vec![
-            ("channel", channel.to_string()),
-            ("class", class.to_string()),
-        ];
-        self.0.sink_requests.get_or_create(&labels).inc();
-        self.0
-            .sink_request_duration
-            .get_or_create(&Self::channel(channel))
-            .observe(seconds);
-    }
-
-    pub fn sink_retry(&self, channel: &str) {
-        self.0
-            .sink_retries
-            .get_or_create(&Self::channel(channel))
-            .inc();
+    /// The metrics of one channel's HTTP sink, looked up once, so that a
+    /// sink records into them without a lookup per request.
+    pub fn sink(&self, channel: &str) -> SinkMetrics {
+        let class = |class: &str| {
+            self.0
+                .sink_requests
+                .get_or_create(&vec![
+                    ("channel", channel.to_string()),
+                    ("class", class.to_string()),
+                ])
+                .clone()
+        };
+        let labels = Self::channel(channel);
+        SinkMetrics {
+            requests: RequestClass::ALL.map(|c| class(c.as_str())),
+            retries: self.0.sink_retries.get_or_create(&labels).clone(),
+            queue_depth: self.0.sink_queue_depth.get_or_create(&labels).clone(),
+            queue_full: self.0.sink_queue_full.get_or_create(&labels).clone(),
+            duration: self.0.sink_request_duration.get_or_create(&labels).clone(),
+        }
     }
 
     /// A receipt written, `status` `delivered` or `failed`.
@@ -300,21 +388,6 @@ impl Metrics {
             ("status", status.to_string()),
         ];
         self.0.sink_receipts.get_or_create(&labels).inc();
-    }
-
-    /// Moves an HTTP sink's queue depth by `change`.
-    pub fn sink_queue_depth(&self, channel: &str, change: i64) {
-        self.0
-            .sink_queue_depth
-            .get_or_create(&Self::channel(channel))
-            .inc_by(change);
-    }
-
-    pub fn sink_queue_full(&self, channel: &str) {
-        self.0
-            .sink_queue_full
-            .get_or_create(&Self::channel(channel))
-            .inc();
     }
 
     /// The OpenMetrics text of every metric.
@@ -339,13 +412,14 @@ mod tests {
         m.consumer_lag("nudgeflow.events", 1, 17);
         m.watermark_lag(0, 0.25);
         m.end_to_end_latency(0.003);
-        m.sink_request("webhook", "5xx", 0.02);
-        m.sink_request("webhook", "2xx", 0.003);
-        m.sink_retry("webhook");
+        let webhook = m.sink("webhook");
+        webhook.request(RequestClass::of_status(503), 0.02);
+        webhook.request(RequestClass::of_status(204), 0.003);
+        webhook.retry();
         m.sink_receipt("webhook", "delivered");
-        m.sink_queue_depth("webhook", 3);
-        m.sink_queue_depth("webhook", -1);
-        m.sink_queue_full("sms");
+        webhook.queue_depth(3);
+        webhook.queue_depth(-1);
+        m.sink("sms").queue_full();
         let text = m.encode();
         for line in [
             "nudgeflow_sink_requests_total{channel=\"webhook\",class=\"5xx\"} 1",

@@ -41,6 +41,7 @@ use super::config::{HttpConfig, SuccessReceipt};
 use super::encode::{Receipt, Status};
 use super::retry::{Backoff, Verdict, judge_error, judge_status};
 use crate::ops::Metrics;
+use crate::ops::metrics::{RequestClass, SinkMetrics};
 use crate::time::Time;
 
 /// The tokio runtime the HTTP sinks of a process send on: one thread of
@@ -156,8 +157,10 @@ struct Inner {
     refused: AtomicU64,
     permits: Semaphore,
     limiter: Option<DefaultDirectRateLimiter>,
-    handle: tokio::runtime::Handle,
-    metrics: Metrics,
+    /// To the sink's task on the runtime, which starts a delivery per
+    /// dispatch: a batch handed over wakes the runtime once.
+    submissions: tokio::sync::mpsc::UnboundedSender<(Request, Done)>,
+    metrics: SinkMetrics,
 }
 
 impl HttpSink {
@@ -192,7 +195,8 @@ impl HttpSink {
             .rate
             .and_then(|r| Quota::with_period(Duration::from_secs_f64(1.0 / r)))
             .map(RateLimiter::direct);
-        Ok(HttpSink(Arc::new(Inner {
+        let (submissions, mut submitted) = tokio::sync::mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
             channel: channel.to_string(),
             url: config.url.clone(),
             client,
@@ -206,18 +210,23 @@ impl HttpSink {
             refused: AtomicU64::new(0),
             permits: Semaphore::new(config.concurrency.clamp(1, Semaphore::MAX_PERMITS)),
             limiter,
-            handle,
-            metrics,
-        })))
-    }
-
-    /// The same sink with another backoff (tests shorten it). Only before
-    /// the sink is cloned.
-    pub fn with_backoff(mut self, backoff: Backoff) -> HttpSink {
-        Arc::get_mut(&mut self.0)
-            .expect("the backoff is set before the sink is shared")
-            .backoff = backoff;
-        self
+            submissions,
+            metrics: metrics.sink(channel),
+        });
+        // Holds the sink weakly: it ends once every handle is dropped.
+        let weak = Arc::downgrade(&inner);
+        handle.spawn(async move {
+            while let Some((request, done)) = submitted.recv().await {
+                let Some(sink) = weak.upgrade() else { return };
+                tokio::spawn(async move {
+                    let outcome = sink.deliver(request).await;
+                    sink.depth.fetch_sub(1, Ordering::SeqCst);
+                    sink.metrics.queue_depth(-1);
+                    done(outcome);
+                });
+            }
+        });
+        Ok(HttpSink(inner))
     }
 
     /// Hands a dispatch over; `done` is called once with its outcome.
@@ -229,7 +238,7 @@ impl HttpSink {
         let channel = inner.channel.as_str();
         if inner.depth.fetch_add(1, Ordering::SeqCst) >= inner.queue {
             inner.depth.fetch_sub(1, Ordering::SeqCst);
-            inner.metrics.sink_queue_full(channel);
+            inner.metrics.queue_full();
             inner.refused.fetch_add(1, Ordering::Relaxed);
             if !inner.spilling.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
@@ -255,14 +264,18 @@ impl HttpSink {
                 "HTTP sink queue accepts dispatches again"
             );
         }
-        inner.metrics.sink_queue_depth(channel, 1);
-        let sink = inner.clone();
-        inner.handle.spawn(async move {
-            let outcome = sink.deliver(request).await;
-            sink.depth.fetch_sub(1, Ordering::SeqCst);
-            sink.metrics.sink_queue_depth(&sink.channel, -1);
-            done(outcome);
-        });
+        inner.metrics.queue_depth(1);
+        if let Err(e) = inner.submissions.send((request, done)) {
+            // The runtime is gone (the job is stopping): the dispatch stays
+            // unsettled, so its offsets are not committed.
+            inner.depth.fetch_sub(1, Ordering::SeqCst);
+            inner.metrics.queue_depth(-1);
+            tracing::debug!(
+                channel,
+                dispatch_id = (e.0).0.dispatch_id,
+                "HTTP sink stopped"
+            );
+        }
         true
     }
 
@@ -311,7 +324,7 @@ impl Inner {
                         Some(wait) => wait,
                         None => self.backoff.delay(attempts, &mut rng),
                     };
-                    self.metrics.sink_retry(&self.channel);
+                    self.metrics.retry();
                     tracing::debug!(
                         channel = self.channel,
                         dispatch_id = request.dispatch_id,
@@ -374,31 +387,23 @@ impl Inner {
                 // Read the answer, so that its connection can carry the
                 // next request.
                 let _ = response.bytes().await;
-                let class = match status.as_u16() / 100 {
-                    1 => "1xx",
-                    2 => "2xx",
-                    3 => "3xx",
-                    4 => "4xx",
-                    _ => "5xx",
-                };
                 (
                     judge_status(status, retry_after.as_ref(), SystemTime::now()),
-                    class,
+                    RequestClass::of_status(status.as_u16()),
                 )
             }
             Err(e) => {
                 let class = if e.is_timeout() {
-                    "timeout"
+                    RequestClass::Timeout
                 } else if e.is_connect() {
-                    "connect"
+                    RequestClass::Connect
                 } else {
-                    "error"
+                    RequestClass::Error
                 };
                 (judge_error(&e, self.timeout), class)
             }
         };
-        self.metrics
-            .sink_request(&self.channel, class, started.elapsed().as_secs_f64());
+        self.metrics.request(class, started.elapsed().as_secs_f64());
         verdict
     }
 }
