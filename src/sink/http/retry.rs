@@ -63,7 +63,7 @@ pub fn judge_status(
     retry_after: Option<&HeaderValue>,
     now: SystemTime,
 ) -> Verdict {
-    let reason = format!("HTTP {status}");
+    let reason = || format!("HTTP {status}");
     if status.is_success() {
         Verdict::Delivered
     } else if status.is_server_error()
@@ -71,11 +71,11 @@ pub fn judge_status(
         || status == StatusCode::TOO_MANY_REQUESTS
     {
         Verdict::Retry {
-            reason,
+            reason: reason(),
             retry_after: retry_after.and_then(|v| parse_retry_after(v, now)),
         }
     } else {
-        Verdict::Fail { reason }
+        Verdict::Fail { reason: reason() }
     }
 }
 

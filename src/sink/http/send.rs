@@ -10,6 +10,9 @@
 //!   the rule's next channel like any failure.
 //! - Bounded concurrency: at most `concurrency` requests in flight (a
 //!   semaphore, taken per request, not held while waiting to retry).
+//!   `concurrency` workers take dispatches from the queue in turn, as a
+//!   client loop does; a dispatch to be tried again is handed to a task of
+//!   its own, so that waiting to retry never holds a worker.
 //! - A rate limit: requests are spaced at least 1/`rate` apart (governor,
 //!   a burst of one), counted after a request slot is taken, so that the
 //!   provider sees the rate however the slots come free.
@@ -157,8 +160,8 @@ struct Inner {
     refused: AtomicU64,
     permits: Semaphore,
     limiter: Option<DefaultDirectRateLimiter>,
-    /// To the sink's task on the runtime, which starts a delivery per
-    /// dispatch: a batch handed over wakes the runtime once.
+    /// The queue the sink's workers take dispatches from: a batch handed
+    /// over wakes the runtime once.
     submissions: tokio::sync::mpsc::UnboundedSender<(Request, Done)>,
     metrics: SinkMetrics,
 }
@@ -195,7 +198,7 @@ impl HttpSink {
             .rate
             .and_then(|r| Quota::with_period(Duration::from_secs_f64(1.0 / r)))
             .map(RateLimiter::direct);
-        let (submissions, mut submitted) = tokio::sync::mpsc::unbounded_channel();
+        let (submissions, submitted) = tokio::sync::mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             channel: channel.to_string(),
             url: config.url.clone(),
@@ -213,19 +216,23 @@ impl HttpSink {
             submissions,
             metrics: metrics.sink(channel),
         });
-        // Holds the sink weakly: it ends once every handle is dropped.
-        let weak = Arc::downgrade(&inner);
-        handle.spawn(async move {
-            while let Some((request, done)) = submitted.recv().await {
-                let Some(sink) = weak.upgrade() else { return };
-                tokio::spawn(async move {
-                    let outcome = sink.deliver(request).await;
-                    sink.depth.fetch_sub(1, Ordering::SeqCst);
-                    sink.metrics.queue_depth(-1);
-                    done(outcome);
-                });
-            }
-        });
+        // `concurrency` workers take dispatches from the queue in turn, as
+        // a client loop would, and hand a dispatch to a task of its own only
+        // when it is to be tried again. They hold the sink weakly: they end
+        // once every handle is dropped.
+        let queue = Arc::new(tokio::sync::Mutex::new(submitted));
+        for _ in 0..config.concurrency.clamp(1, 4096) {
+            let (sink, queue) = (Arc::downgrade(&inner), queue.clone());
+            handle.spawn(async move {
+                loop {
+                    let next = queue.lock().await.recv().await;
+                    let (Some((request, done)), Some(sink)) = (next, sink.upgrade()) else {
+                        return;
+                    };
+                    sink.deliver(request, done).await;
+                }
+            });
+        }
         Ok(HttpSink(inner))
     }
 
@@ -290,53 +297,88 @@ impl HttpSink {
 }
 
 impl Inner {
-    /// Requests until the dispatch is settled.
-    async fn deliver(&self, request: Request) -> Outcome {
+    /// A dispatch's first request, on a worker; if it is to be tried
+    /// again, a task of its own takes it over, so that the worker goes on.
+    async fn deliver(self: Arc<Self>, request: Request, done: Done) {
+        match self.attempt(&request).await {
+            Verdict::Delivered => self.settle(request, done, 1, Status::Delivered, None),
+            Verdict::Fail { reason } => self.settle(request, done, 1, Status::Failed, Some(reason)),
+            Verdict::Retry {
+                reason,
+                retry_after,
+            } => {
+                tokio::spawn(self.retry(request, done, reason, retry_after));
+            }
+        }
+    }
+
+    /// Tries a dispatch again, after its first request failed with
+    /// `reason`, until it is settled.
+    async fn retry(
+        self: Arc<Self>,
+        request: Request,
+        done: Done,
+        mut reason: String,
+        mut retry_after: Option<Duration>,
+    ) {
         let seed = xxhash_rust::xxh3::xxh3_64(request.dispatch_id.as_bytes())
             ^ SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64);
         let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(seed);
-        let mut attempts = 0;
-        let (status, reason) = loop {
+        // Requests made so far, all failed with a retryable `reason`.
+        let mut attempts = 1;
+        loop {
+            if attempts >= self.max_attempts {
+                return self.settle(request, done, attempts, Status::Failed, Some(reason));
+            }
+            let wait = match retry_after {
+                Some(wait) if wait > self.backoff.cap => {
+                    let reason = format!(
+                        "{reason}; Retry-After {} s is longer than the sink waits ({} s)",
+                        wait.as_secs(),
+                        self.backoff.cap.as_secs()
+                    );
+                    return self.settle(request, done, attempts, Status::Failed, Some(reason));
+                }
+                Some(wait) => wait,
+                None => self.backoff.delay(attempts, &mut rng),
+            };
+            self.metrics.retry();
+            tracing::debug!(
+                channel = self.channel,
+                dispatch_id = request.dispatch_id,
+                attempts,
+                %reason,
+                wait_ms = wait.as_millis() as u64,
+                "trying again"
+            );
+            tokio::time::sleep(wait).await;
             attempts += 1;
             match self.attempt(&request).await {
-                Verdict::Delivered => break (Status::Delivered, None),
-                Verdict::Fail { reason } => break (Status::Failed, Some(reason)),
-                Verdict::Retry {
-                    reason,
-                    retry_after,
-                } => {
-                    if attempts >= self.max_attempts {
-                        break (Status::Failed, Some(reason));
-                    }
-                    let wait = match retry_after {
-                        Some(wait) if wait > self.backoff.cap => {
-                            break (
-                                Status::Failed,
-                                Some(format!(
-                                    "{reason}; Retry-After {} s is longer than the sink waits ({} s)",
-                                    wait.as_secs(),
-                                    self.backoff.cap.as_secs()
-                                )),
-                            );
-                        }
-                        Some(wait) => wait,
-                        None => self.backoff.delay(attempts, &mut rng),
-                    };
-                    self.metrics.retry();
-                    tracing::debug!(
-                        channel = self.channel,
-                        dispatch_id = request.dispatch_id,
-                        attempts,
-                        %reason,
-                        wait_ms = wait.as_millis() as u64,
-                        "trying again"
-                    );
-                    tokio::time::sleep(wait).await;
+                Verdict::Delivered => {
+                    return self.settle(request, done, attempts, Status::Delivered, None);
                 }
+                Verdict::Fail { reason } => {
+                    return self.settle(request, done, attempts, Status::Failed, Some(reason));
+                }
+                Verdict::Retry {
+                    reason: r,
+                    retry_after: a,
+                } => (reason, retry_after) = (r, a),
             }
-        };
+        }
+    }
+
+    /// Hands the outcome over: the dispatch leaves the queue.
+    fn settle(
+        &self,
+        request: Request,
+        done: Done,
+        attempts: u32,
+        status: Status,
+        reason: Option<String>,
+    ) {
         let reason = reason.map(|r| {
             if attempts > 1 {
                 format!("{r} (after {attempts} attempts)")
@@ -352,7 +394,7 @@ impl Inner {
                 "not delivered"
             );
         }
-        Outcome {
+        let outcome = Outcome {
             dispatch_id: request.dispatch_id,
             status,
             reason,
@@ -360,7 +402,10 @@ impl Inner {
             attempts,
             write_receipt: status == Status::Failed
                 || self.success_receipt == SuccessReceipt::Delivered,
-        }
+        };
+        self.depth.fetch_sub(1, Ordering::SeqCst);
+        self.metrics.queue_depth(-1);
+        done(outcome);
     }
 
     /// One request: a slot, the rate limit, then the `POST`.
