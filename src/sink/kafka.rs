@@ -431,11 +431,18 @@ pub fn kafka_sink<'s>(
                                     sink.submit(
                                         request,
                                         Box::new(move |outcome| {
-                                            acks.settled
+                                            let mut settled = acks
+                                                .settled
                                                 .lock()
-                                                .unwrap_or_else(|e| e.into_inner())
-                                                .push((time, channel, outcome));
-                                            acks.wake();
+                                                .unwrap_or_else(|e| e.into_inner());
+                                            settled.push((time, channel, outcome));
+                                            // The sink takes them all when
+                                            // it runs: one wake a batch.
+                                            let first = settled.len() == 1;
+                                            drop(settled);
+                                            if first {
+                                                acks.wake();
+                                            }
                                         }),
                                     );
                                 }
