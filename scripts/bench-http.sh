@@ -15,4 +15,4 @@ REQUESTS=${1:-100000}
 CONCURRENCY=${2:-64}
 ROUNDS=${3:-3}
 cargo build --release --quiet --example http_sink_bench
-target/release/examples/http_sink_bench "$REQUESTS" "$CONCURRENCY" "$ROUNDS"
+"${CARGO_TARGET_DIR:-target}"/release/examples/http_sink_bench "$REQUESTS" "$CONCURRENCY" "$ROUNDS"
