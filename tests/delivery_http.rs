@@ -56,7 +56,8 @@ fn receipts_by_id(received: &[Received]) -> BTreeMap<String, Vec<serde_json::Val
 /// The saas fixture (every dispatch of its replay, on email, push, in_app
 /// and webhook): email over HTTP to a provider that fails each key's first
 /// request, webhook over HTTP to one that refuses every request (400), push
-/// copied to a topic of its own, in_app to the inbox (nothing delivered).
+/// copied to a topic of its own, in_app over HTTP without success receipts
+/// (so that only its acknowledgement lets the job stop cleanly).
 #[test]
 fn the_job_delivers_every_dispatch_over_http_and_writes_its_receipt() {
     let case = repo().join("fixtures/saas-scenario");
@@ -68,13 +69,13 @@ fn the_job_delivers_every_dispatch_over_http_and_writes_its_receipt() {
             .cloned()
             .collect()
     };
-    let (email, webhook, push) = (
+    let (email, webhook, push, in_app) = (
         by_channel("email"),
         by_channel("webhook"),
         by_channel("push"),
+        by_channel("in_app"),
     );
-    assert!(!email.is_empty() && !webhook.is_empty() && !push.is_empty());
-    assert!(!by_channel("in_app").is_empty());
+    assert!(!email.is_empty() && !webhook.is_empty() && !push.is_empty() && !in_app.is_empty());
     let id_of = |line: &String| json(line)["dispatch_id"].as_str().unwrap().to_string();
 
     let broker = Broker::start(
@@ -87,9 +88,11 @@ fn the_job_delivers_every_dispatch_over_http_and_writes_its_receipt() {
     let sinks = format!(
         "[sinks.email]\nkind = \"http\"\nurl = {:?}\nauth_env = {AUTH_ENV:?}\n\
          [sinks.webhook]\nkind = \"http\"\nurl = {:?}\nauth_env = {AUTH_ENV:?}\n\
-         [sinks.push]\nkind = \"kafka\"\ntopic = \"s.push-copy\"\n",
+         [sinks.push]\nkind = \"kafka\"\ntopic = \"s.push-copy\"\n\
+         [sinks.in_app]\nkind = \"http\"\nurl = {:?}\nsuccess_receipt = \"none\"\n",
         provider.url("flaky/1"),
         provider.url("status/400"),
+        provider.url("ok"),
     );
     let config = job_config(
         dir.path(),
@@ -139,7 +142,11 @@ fn the_job_delivers_every_dispatch_over_http_and_writes_its_receipt() {
     let processed = provider.processed();
     assert_eq!(
         processed.keys().cloned().collect::<BTreeSet<_>>(),
-        email.iter().map(id_of).collect::<BTreeSet<_>>(),
+        email
+            .iter()
+            .chain(&in_app)
+            .map(id_of)
+            .collect::<BTreeSet<_>>(),
         "the keys the provider processed"
     );
     for line in &email {
@@ -164,10 +171,17 @@ fn the_job_delivers_every_dispatch_over_http_and_writes_its_receipt() {
         assert_eq!(seen[0].answered, 400);
         assert_eq!(&seen[0].body, line);
     }
-    // Nothing else was requested (push is copied, in_app kept).
+    // In-app: once each, answered 200, no receipt.
+    for line in &in_app {
+        let seen = provider.requests_for(&id_of(line));
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].answered, 200);
+        assert_eq!(&seen[0].body, line);
+    }
+    // Nothing else was requested (push is copied).
     assert_eq!(
         provider.requests().len(),
-        2 * email.len() + webhook.len(),
+        2 * email.len() + webhook.len() + in_app.len(),
         "requests: {:#?}",
         provider.requests()
     );
