@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::record::StreamKind;
+use crate::sink::http::config::MAX_CONCURRENCY;
 use crate::sink::http::{HttpConfig, SuccessReceipt};
 use crate::spec::{Channel, SpecError, SpecProblem};
 
@@ -737,6 +738,13 @@ fn http_sink(
     if let Some(v) = &raw.concurrency
         && let Some(n) = count(p, v, &field("concurrency"), 1)
     {
+        if n > MAX_CONCURRENCY as i64 {
+            p.at(
+                v.span(),
+                &field("concurrency"),
+                format!("is {n}; write at most {MAX_CONCURRENCY} requests in flight"),
+            );
+        }
         config.concurrency = usize::try_from(n).unwrap_or(usize::MAX);
     }
     if let Some(v) = &raw.queue
@@ -1148,7 +1156,8 @@ mod tests {
              success_receipt = \"always\"\nqueue = 0\n\
              [sinks.push]\nkind = \"http\"\nurl = \"ftp://example.com/x\"\n\
              [sinks.email]\nkind = \"http\"\nurl = \"not a url\"\n\
-             [sinks.sms]\ntopic = \"nudgeflow.events\"\n"
+             [sinks.sms]\ntopic = \"nudgeflow.events\"\n\
+             [sinks.in_app]\nkind = \"http\"\nurl = \"http://x\"\nconcurrency = 5000\n"
         ))
         .unwrap_err();
         for wanted in [
@@ -1158,6 +1167,7 @@ mod tests {
             "conf/job.toml:8: sinks.webhook: max_attempts: is 0; write a whole number of at least 1",
             "conf/job.toml:9: sinks.webhook: rate: is -1; write the most requests per second",
             "conf/job.toml:10: sinks.webhook: concurrency: is 0; write a whole number of at least 1",
+            "conf/job.toml:24: sinks.in_app: concurrency: is 5000; write at most 4096 requests in flight",
             "conf/job.toml:11: sinks.webhook: success_receipt: is \"always\"; write success_receipt = \"delivered\"",
             "conf/job.toml:12: sinks.webhook: queue: is 0; write a whole number of at least 1",
             "conf/job.toml:15: sinks.push: url: \"ftp://example.com/x\" is not an http or https address",

@@ -33,7 +33,7 @@ pub struct HttpConfig {
     /// processes); `None`: unlimited.
     pub rate: Option<f64>,
     /// Requests in flight at most, the job's total (split evenly among its
-    /// processes, at least one each).
+    /// processes, at least one each); at most [`MAX_CONCURRENCY`].
     pub concurrency: usize,
     pub success_receipt: SuccessReceipt,
     /// Dispatches the sink holds at most in each process (waiting, in flight
@@ -45,6 +45,9 @@ pub struct HttpConfig {
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 6;
 pub const DEFAULT_CONCURRENCY: usize = 64;
+/// The most `concurrency` may be: the sink keeps a worker task per request
+/// slot.
+pub const MAX_CONCURRENCY: usize = 4096;
 pub const DEFAULT_QUEUE: usize = 10_000;
 
 impl HttpConfig {

@@ -221,7 +221,7 @@ impl HttpSink {
         // when it is to be tried again. They hold the sink weakly: they end
         // once every handle is dropped.
         let queue = Arc::new(tokio::sync::Mutex::new(submitted));
-        for _ in 0..config.concurrency.clamp(1, 4096) {
+        for _ in 0..config.concurrency.clamp(1, super::config::MAX_CONCURRENCY) {
             let (sink, queue) = (Arc::downgrade(&inner), queue.clone());
             handle.spawn(async move {
                 loop {
@@ -236,10 +236,11 @@ impl HttpSink {
         Ok(HttpSink(inner))
     }
 
-    /// Hands a dispatch over; `done` is called once with its outcome.
-    /// Returns false when the queue was full: the dispatch is then failed
-    /// at once (reason `queue full`, no request made) and `done` has
-    /// already been called. Never blocks.
+    /// Hands a dispatch over; `done` is called once with its outcome
+    /// (never, once the sink's runtime has stopped). Returns false when the
+    /// queue was full: the dispatch is then failed at once (reason `queue
+    /// full`, no request made) and `done` has already been called. Never
+    /// blocks.
     pub fn submit(&self, request: Request, done: Done) -> bool {
         let inner = &self.0;
         let channel = inner.channel.as_str();
