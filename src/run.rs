@@ -3,6 +3,10 @@
 //! Kafka sink (`sink::kafka`), on timely workers in one or many processes,
 //! until SIGTERM or SIGINT.
 //!
+//! Each channel's dispatches are also delivered as the job config's
+//! `[sinks.CHANNEL]` tables say (`sink::channels`): the HTTP sinks of a
+//! process send on one runtime thread of their own, shared by its workers.
+//!
 //! Each process serves `/metrics`, `/healthz` and `/readyz` (`ops`). The
 //! job takes checkpoints (`checkpoint`) and starts from the newest
 //! complete one, its state split among the workers it has now. On a stop
@@ -32,6 +36,7 @@ use crate::dataflow::{self, DecideStats};
 use crate::job::JobConfig;
 use crate::ops::{Health, Metrics};
 use crate::replay::{Cluster, Communication, communicate};
+use crate::sink::channels::ChannelSinks;
 use crate::sink::kafka::kafka_sink;
 use crate::source::kafka::{Control, SourceLinks, kafka_source};
 use crate::spec::Spec;
@@ -68,22 +73,30 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             )
         })?),
     };
+    let metrics = Metrics::new();
+    // Before the broker is asked anything: an unset `auth_env` is a
+    // configuration error, reported at once.
+    let channels = Arc::new(ChannelSinks::start(&job, cluster.processes, &metrics)?);
     let churn = spec.analytics.as_ref().is_some_and(|a| a.churn.is_some());
     crate::source::kafka::check_outputs(&job, churn)?;
-    let metrics = Metrics::new();
+    channels.check_topics(&job)?;
     let health = Health::new();
     let listen = listen_address(&job, cluster.process);
     let receipts = crate::ops::callbacks::ReceiptsTopic::new(&job)?;
-    // Every process serves every user's inbox (`dataflow::inbox`).
-    let inbox_ttl = crate::dataflow::inbox::DEFAULT_TTL;
-    let inbox = InboxView::new(spec.clone(), inbox_ttl);
+    // With `in_app` to the inbox (its default), every process serves every
+    // user's inbox (`dataflow::inbox`).
+    let inbox_ttl = match job.sinks.get(crate::spec::Channel::InApp) {
+        crate::job::ChannelSink::Inbox { ttl } => Some(ttl.as_millis() as Time),
+        _ => None,
+    };
+    let inbox = inbox_ttl.map(|ttl| InboxView::new(spec.clone(), ttl));
     let server = crate::ops::spawn(
         listen,
         token,
         metrics.clone(),
         health.clone(),
         Some(receipts),
-        Some(inbox.clone()),
+        inbox.clone(),
     )
     .with_context(|| format!("cannot serve HTTP on {listen}"))?;
     tracing::info!(addr = %server.addr, "serving /metrics, /healthz, /readyz and the API");
@@ -169,13 +182,13 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
                 restore,
                 spec.clone(),
                 stats,
-                Some(inbox_ttl),
+                inbox_ttl,
             );
             // The first worker of each process keeps its process's view.
             let leaders = (0..cluster.processes)
                 .map(|p| (p * workers) as u32)
                 .collect();
-            let view = (scope.index() % workers == 0).then(|| inbox.clone());
+            let view = inbox.clone().filter(|_| scope.index() % workers == 0);
             dataflow::inbox::view(decided.inbox, leaders, view);
             let decisions = decided.decisions;
             write(
@@ -192,6 +205,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
                 source.reports,
                 spec.clone(),
                 &job,
+                channels.clone(),
                 control.metrics.clone(),
                 control.stop.clone(),
                 &acked,

@@ -33,10 +33,6 @@ use timely::dataflow::operators::generic::Operator;
 use crate::spec::Spec;
 use crate::time::Time;
 
-/// How long an item stays in the inbox unless `inbox_ttl` says otherwise:
-/// 30 days.
-pub const DEFAULT_TTL: Time = 30 * 24 * 3_600_000;
-
 /// One in-app notification in a user's inbox.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InboxItem {

@@ -28,6 +28,103 @@ struct Inner {
     checkpoint_bytes: Gauge,
     checkpoints: Family<Labels, Counter>,
     latency: Histogram,
+    sink_requests: Family<Labels, Counter>,
+    sink_retries: Family<Labels, Counter>,
+    sink_receipts: Family<Labels, Counter>,
+    sink_queue_depth: Family<Labels, Gauge>,
+    sink_queue_full: Family<Labels, Counter>,
+    sink_request_duration: Family<Labels, Histogram, fn() -> Histogram>,
+}
+
+/// What an HTTP sink request came to: its status class, or how it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestClass {
+    Informational,
+    Success,
+    Redirect,
+    ClientError,
+    ServerError,
+    /// No answer in time.
+    Timeout,
+    /// No connection.
+    Connect,
+    /// Any other failure (a broken answer, …).
+    Error,
+}
+
+impl RequestClass {
+    pub const ALL: [RequestClass; 8] = [
+        RequestClass::Informational,
+        RequestClass::Success,
+        RequestClass::Redirect,
+        RequestClass::ClientError,
+        RequestClass::ServerError,
+        RequestClass::Timeout,
+        RequestClass::Connect,
+        RequestClass::Error,
+    ];
+
+    /// The class of an HTTP status code.
+    pub fn of_status(code: u16) -> RequestClass {
+        match code / 100 {
+            1 => RequestClass::Informational,
+            2 => RequestClass::Success,
+            3 => RequestClass::Redirect,
+            4 => RequestClass::ClientError,
+            _ => RequestClass::ServerError,
+        }
+    }
+
+    /// The `class` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestClass::Informational => "1xx",
+            RequestClass::Success => "2xx",
+            RequestClass::Redirect => "3xx",
+            RequestClass::ClientError => "4xx",
+            RequestClass::ServerError => "5xx",
+            RequestClass::Timeout => "timeout",
+            RequestClass::Connect => "connect",
+            RequestClass::Error => "error",
+        }
+    }
+}
+
+/// One channel's HTTP sink metrics ([`Metrics::sink`]); clones share them.
+#[derive(Clone)]
+pub struct SinkMetrics {
+    /// Requests, indexed by [`RequestClass`].
+    requests: [Counter; 8],
+    retries: Counter,
+    queue_depth: Gauge,
+    queue_full: Counter,
+    duration: Histogram,
+}
+
+impl SinkMetrics {
+    /// One request of `class` that took `seconds`.
+    pub fn request(&self, class: RequestClass, seconds: f64) {
+        self.requests[class as usize].inc();
+        self.duration.observe(seconds);
+    }
+
+    pub fn retry(&self) {
+        self.retries.inc();
+    }
+
+    /// Moves the queue depth by `change`.
+    pub fn queue_depth(&self, change: i64) {
+        self.queue_depth.inc_by(change);
+    }
+
+    pub fn queue_full(&self) {
+        self.queue_full.inc();
+    }
+}
+
+/// Buckets of HTTP request durations: 1 ms to about 33 s.
+fn request_duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
 
 /// Every metric of the job; clones share them.
@@ -116,6 +213,45 @@ impl Metrics {
             "From a dispatch's decision time (its event's time, plus any delay) to the broker's acknowledgement of it",
             latency.clone(),
         );
+        let sink_requests = Family::default();
+        registry.register(
+            "sink_requests",
+            "HTTP sink requests by channel and class: 2xx, 3xx, 4xx, 5xx, timeout, connect (no connection), error (any other failure)",
+            sink_requests.clone(),
+        );
+        let sink_retries = Family::default();
+        registry.register(
+            "sink_retries",
+            "HTTP sink requests made again after a retryable failure, per channel",
+            sink_retries.clone(),
+        );
+        let sink_receipts = Family::default();
+        registry.register(
+            "sink_receipts",
+            "Receipts the sinks wrote to the receipts topic, by channel and status",
+            sink_receipts.clone(),
+        );
+        let sink_queue_depth = Family::default();
+        registry.register(
+            "sink_queue_depth",
+            "Dispatches an HTTP sink holds (waiting, in flight or between attempts), per channel",
+            sink_queue_depth.clone(),
+        );
+        let sink_queue_full = Family::default();
+        registry.register(
+            "sink_queue_full",
+            "Dispatches failed at once because their HTTP sink's queue was full, per channel",
+            sink_queue_full.clone(),
+        );
+        let sink_request_duration =
+            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
+                request_duration_histogram,
+            );
+        registry.register(
+            "sink_request_duration_seconds",
+            "HTTP sink request latency, from sending a request to its answer read (or its failure), per channel",
+            sink_request_duration.clone(),
+        );
         Metrics(Arc::new(Inner {
             registry,
             records_in,
@@ -130,6 +266,12 @@ impl Metrics {
             checkpoint_bytes,
             checkpoints,
             latency,
+            sink_requests,
+            sink_retries,
+            sink_receipts,
+            sink_queue_depth,
+            sink_queue_full,
+            sink_request_duration,
         }))
     }
 
@@ -213,6 +355,41 @@ impl Metrics {
         self.0.latency.observe(seconds);
     }
 
+    fn channel(channel: &str) -> Labels {
+        vec![("channel", channel.to_string())]
+    }
+
+    /// The metrics of one channel's HTTP sink, looked up once, so that a
+    /// sink records into them without a lookup per request.
+    pub fn sink(&self, channel: &str) -> SinkMetrics {
+        let class = |class: &str| {
+            self.0
+                .sink_requests
+                .get_or_create(&vec![
+                    ("channel", channel.to_string()),
+                    ("class", class.to_string()),
+                ])
+                .clone()
+        };
+        let labels = Self::channel(channel);
+        SinkMetrics {
+            requests: RequestClass::ALL.map(|c| class(c.as_str())),
+            retries: self.0.sink_retries.get_or_create(&labels).clone(),
+            queue_depth: self.0.sink_queue_depth.get_or_create(&labels).clone(),
+            queue_full: self.0.sink_queue_full.get_or_create(&labels).clone(),
+            duration: self.0.sink_request_duration.get_or_create(&labels).clone(),
+        }
+    }
+
+    /// A receipt written, `status` `delivered` or `failed`.
+    pub fn sink_receipt(&self, channel: &str, status: &str) {
+        let labels = vec![
+            ("channel", channel.to_string()),
+            ("status", status.to_string()),
+        ];
+        self.0.sink_receipts.get_or_create(&labels).inc();
+    }
+
     /// The OpenMetrics text of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -235,7 +412,26 @@ mod tests {
         m.consumer_lag("nudgeflow.events", 1, 17);
         m.watermark_lag(0, 0.25);
         m.end_to_end_latency(0.003);
+        let webhook = m.sink("webhook");
+        webhook.request(RequestClass::of_status(503), 0.02);
+        webhook.request(RequestClass::of_status(204), 0.003);
+        webhook.retry();
+        m.sink_receipt("webhook", "delivered");
+        webhook.queue_depth(3);
+        webhook.queue_depth(-1);
+        m.sink("sms").queue_full();
         let text = m.encode();
+        for line in [
+            "nudgeflow_sink_requests_total{channel=\"webhook\",class=\"5xx\"} 1",
+            "nudgeflow_sink_retries_total{channel=\"webhook\"} 1",
+            "nudgeflow_sink_receipts_total{channel=\"webhook\",status=\"delivered\"} 1",
+            "nudgeflow_sink_queue_depth{channel=\"webhook\"} 2",
+            "nudgeflow_sink_queue_full_total{channel=\"sms\"} 1",
+            "nudgeflow_sink_request_duration_seconds_count{channel=\"webhook\"} 2",
+            "nudgeflow_sink_request_duration_seconds_bucket{le=\"0.004\",channel=\"webhook\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
         assert!(
             text.contains("nudgeflow_records_in_total{topic=\"nudgeflow.events\"} 5"),
             "{text}"

@@ -3,7 +3,7 @@
 //!
 //! - input: the worker's decisions and the source's reports (dead letters,
 //!   counts), each batch at a timely time t.
-//! - output: dispatches and suppressions keyed by user (dispatches with the
+//! - output: dispatches, suppressions and churn signals keyed by user (dispatches with the
 //!   `idempotency-key`, `nudgeflow-channel` and `nudgeflow-rule` headers),
 //!   dead letters keyed by their partition (`topic/partition`); and an
 //!   empty timely stream whose frontier is "every output before t is
@@ -13,6 +13,18 @@
 //! - delivery: one idempotent producer per worker, `acks=all`. A message
 //!   the broker does not take (librdkafka gave up, or its queue is full) is
 //!   counted and sent again, never dropped.
+//! - channel sinks (`sink::channels`, §9): once a dispatch is sent to the
+//!   dispatches topic, its channel's route delivers it too: a copy on
+//!   another topic (same key and headers), or a request by the channel's
+//!   HTTP sink, whose outcome comes back here and is written as a receipt
+//!   to the receipts topic, keyed by dispatch id.
+//! - acknowledgement: a dispatch's output is acknowledged once its message
+//!   is, and its copy if any, and, for an HTTP channel, once its outcome is
+//!   settled and its receipt (if one is written) acknowledged: the HTTP
+//!   delivery counts as one pending output of the dispatch's time, handed
+//!   over to its receipt's message when there is one. So neither offsets
+//!   nor checkpoints pass a dispatch whose request a crash could lose; after
+//!   a crash it is decided and requested again, with the same key.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,23 +46,27 @@ use timely::scheduling::SyncActivator;
 use crate::job::JobConfig;
 use crate::ops::Metrics;
 use crate::record::output::{Decision, dispatch_id};
+use crate::sink::channels::{ChannelSinks, Route};
+use crate::sink::http::encode::{Receipt, Status};
+use crate::sink::http::{Outcome, Request};
 use crate::source::Report;
 use crate::spec::Spec;
 use crate::time::Time;
 
-/// The output topics, indexed by [`Out`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Out {
-    Dispatches = 0,
-    Suppressions = 1,
-    DeadLetters = 2,
-    ChurnSignals = 3,
-}
+/// The output topics are indexed: these first, then the channels' copy
+/// topics.
+const DISPATCHES: usize = 0;
+const SUPPRESSIONS: usize = 1;
+const DEAD_LETTERS: usize = 2;
+const RECEIPTS: usize = 3;
+const CHURN_SIGNALS: usize = 4;
+const COPIES: usize = 5;
 
 /// What a message carries through librdkafka back to its delivery report.
 struct Sent {
     time: Time,
-    out: Out,
+    /// Its topic's index.
+    out: usize,
     /// A dispatch's decision time, for the end-to-end latency.
     due: Option<Time>,
 }
@@ -65,11 +81,15 @@ struct Retry {
 
 /// Shared by the sink and its producer's delivery reports.
 struct Acks {
-    /// Unacknowledged messages per timely time.
+    /// Unacknowledged outputs per timely time: messages, and HTTP
+    /// deliveries not yet settled.
     pending: Mutex<BTreeMap<Time, usize>>,
     retries: Mutex<Vec<Retry>>,
+    /// HTTP outcomes to write, each with its dispatch's time and channel.
+    settled: Mutex<Vec<(Time, &'static str, Outcome)>>,
     activator: OnceLock<SyncActivator>,
-    topics: [String; 4],
+    /// Indexed as [`DISPATCHES`], [`SUPPRESSIONS`], … .
+    topics: Vec<String>,
     metrics: Metrics,
     /// The job's stop flag.
     stop: Arc<AtomicBool>,
@@ -79,6 +99,19 @@ impl Acks {
     fn wake(&self) {
         if let Some(a) = self.activator.get() {
             let _ = a.activate();
+        }
+    }
+
+    /// One output of `time` is acknowledged; wakes the sink when it was
+    /// the time's last.
+    fn acknowledged(&self, time: Time) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let n = pending.get_mut(&time).expect("a pending time");
+        *n -= 1;
+        if *n == 0 {
+            pending.remove(&time);
+            drop(pending);
+            self.wake();
         }
     }
 }
@@ -102,7 +135,7 @@ impl ProducerContext for SinkContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, sent: Box<Sent>) {
         let acks = &self.0;
-        let topic = &acks.topics[sent.out as usize];
+        let topic = &acks.topics[sent.out];
         match result {
             Ok(_) => {
                 acks.metrics.record_out(topic, 1);
@@ -110,14 +143,7 @@ impl ProducerContext for SinkContext {
                     let lag = (crate::time::now_ms() - due).max(0);
                     acks.metrics.end_to_end_latency(lag as f64 / 1000.0);
                 }
-                let mut pending = acks.pending.lock().unwrap_or_else(|e| e.into_inner());
-                let n = pending.get_mut(&sent.time).expect("a pending time");
-                *n -= 1;
-                if *n == 0 {
-                    pending.remove(&sent.time);
-                    drop(pending);
-                    acks.wake();
-                }
+                acks.acknowledged(sent.time);
             }
             Err((error, message)) => {
                 acks.metrics.produce_error(topic);
@@ -165,7 +191,7 @@ fn send(
     value: &[u8],
     headers: Option<OwnedHeaders>,
 ) {
-    let topic = &acks.topics[sent.out as usize];
+    let topic = &acks.topics[sent.out];
     let mut record = BaseRecord::with_opaque_to(topic, sent).payload(value);
     if let Some(k) = key {
         record = record.key(k);
@@ -214,29 +240,45 @@ fn producer(job: &JobConfig, acks: Arc<Acks>) -> anyhow::Result<ThreadedProducer
         .context("cannot create the Kafka producer")
 }
 
-/// Sinks decisions and reports into their topics; returns the stream
+/// Sinks decisions and reports into their topics and delivers each
+/// channel's dispatches as `channels` routes them; returns the stream
 /// whose frontier passes t once every output before t is acknowledged
 /// (attach `acked` to watch it).
+#[allow(clippy::too_many_arguments)]
 pub fn kafka_sink<'s>(
     decisions: Stream<'s, Time, Vec<Decision>>,
     reports: Stream<'s, Time, Vec<Report>>,
     spec: Arc<Spec>,
     job: &JobConfig,
+    channels: Arc<ChannelSinks>,
     metrics: Metrics,
     stop: Arc<AtomicBool>,
     acked: &Handle<Time>,
 ) -> anyhow::Result<()> {
     let scope = decisions.scope();
+    let mut topics = vec![
+        job.topics.dispatches.clone(),
+        job.topics.suppressions.clone(),
+        job.topics.dead_letters.clone(),
+        job.topics.receipts.clone(),
+        job.topics.churn_signals.clone(),
+    ];
+    let copies = channels.copy_topics();
+    // Each channel's copy topic, by index.
+    let copy_of: Vec<Option<usize>> = crate::spec::Channel::ALL
+        .iter()
+        .map(|&c| match channels.route(c) {
+            Route::Copy(t) => copies.iter().position(|x| x == t).map(|i| COPIES + i),
+            _ => None,
+        })
+        .collect();
+    topics.extend(copies);
     let acks = Arc::new(Acks {
         pending: Mutex::new(BTreeMap::new()),
         retries: Mutex::new(Vec::new()),
+        settled: Mutex::new(Vec::new()),
         activator: OnceLock::new(),
-        topics: [
-            job.topics.dispatches.clone(),
-            job.topics.suppressions.clone(),
-            job.topics.dead_letters.clone(),
-            job.topics.churn_signals.clone(),
-        ],
+        topics,
         metrics: metrics.clone(),
         stop,
     });
@@ -251,15 +293,14 @@ pub fn kafka_sink<'s>(
     let (_acked_out, acked_stream) = builder.new_output::<Vec<()>>();
 
     builder.build(move |_capabilities| {
-        // Capabilities held for times with unacknowledged messages.
+        // Capabilities held for times with unacknowledged outputs.
         let mut held: BTreeMap<Time, Capability<Time>> = BTreeMap::new();
         let mut value = Vec::with_capacity(512);
         move |_frontiers| {
             let retries =
                 std::mem::take(&mut *acks.retries.lock().unwrap_or_else(|e| e.into_inner()));
             for r in retries {
-                acks.metrics
-                    .produce_retry(&acks.topics[r.sent.out as usize]);
+                acks.metrics.produce_retry(&acks.topics[r.sent.out]);
                 send(
                     &producer,
                     &acks,
@@ -268,6 +309,32 @@ pub fn kafka_sink<'s>(
                     &r.value,
                     r.headers,
                 );
+            }
+            // HTTP outcomes: each receipt takes over its delivery's place
+            // among the pending outputs of its time; without a receipt the
+            // delivery is acknowledged here.
+            let settled =
+                std::mem::take(&mut *acks.settled.lock().unwrap_or_else(|e| e.into_inner()));
+            for (time, channel, outcome) in settled {
+                match outcome.receipt() {
+                    Some(line) => {
+                        acks.metrics.sink_receipt(channel, outcome.status.as_str());
+                        let sent = Box::new(Sent {
+                            time,
+                            out: RECEIPTS,
+                            due: None,
+                        });
+                        send(
+                            &producer,
+                            &acks,
+                            sent,
+                            Some(outcome.dispatch_id.as_bytes()),
+                            &line,
+                            None,
+                        );
+                    }
+                    None => acks.acknowledged(time),
+                }
             }
             let mut count = |time: Time, n: usize, cap: &dyn Fn() -> Capability<Time>| {
                 if n == 0 {
@@ -283,8 +350,22 @@ pub fn kafka_sink<'s>(
             };
             decisions_in.for_each(|cap, data| {
                 let time = *cap.least().expect("a time");
-                // Counted before sending: a delivery report may come at once.
-                count(time, data.len(), &|| {
+                // Counted before sending: a delivery report may come at
+                // once. A dispatch is one output, plus one for its copy or
+                // its HTTP delivery.
+                let extra = data
+                    .iter()
+                    .filter(|d| match d {
+                        Decision::Dispatch(x) => {
+                            matches!(
+                                channels.route(x.channel),
+                                Route::Copy(_) | Route::Http(_) | Route::Inbox
+                            )
+                        }
+                        Decision::Suppression(_) | Decision::Churn(_) => false,
+                    })
+                    .count();
+                count(time, data.len() + extra, &|| {
                     cap.retain_least(0).expect("a capability")
                 });
                 for d in data.drain(..) {
@@ -310,9 +391,14 @@ pub fn kafka_sink<'s>(
                                     key: "nudgeflow-rule",
                                     value: Some(rule.name.as_bytes()),
                                 });
+                            let route = channels.route(x.channel);
+                            let copy_headers = match route {
+                                Route::Copy(_) => Some(headers.clone()),
+                                _ => None,
+                            };
                             let sent = Box::new(Sent {
                                 time,
-                                out: Out::Dispatches,
+                                out: DISPATCHES,
                                 due: Some(x.decision_time),
                             });
                             send(
@@ -323,11 +409,75 @@ pub fn kafka_sink<'s>(
                                 &value,
                                 Some(headers),
                             );
+                            match route {
+                                Route::Record => {}
+                                // Placing a dispatch in the inbox (the
+                                // dataflow's `inbox`) is its delivery.
+                                Route::Inbox => {
+                                    let now = crate::time::now_ms();
+                                    let receipt = Receipt::new(&id, Status::Delivered, now, None);
+                                    acks.metrics.sink_receipt("in_app", "delivered");
+                                    let sent = Box::new(Sent {
+                                        time,
+                                        out: RECEIPTS,
+                                        due: None,
+                                    });
+                                    send(
+                                        &producer,
+                                        &acks,
+                                        sent,
+                                        Some(id.as_bytes()),
+                                        &receipt.to_json(),
+                                        None,
+                                    );
+                                }
+                                Route::Copy(_) => {
+                                    let out = copy_of[x.channel as usize].expect("a copy topic");
+                                    let sent = Box::new(Sent {
+                                        time,
+                                        out,
+                                        due: None,
+                                    });
+                                    send(
+                                        &producer,
+                                        &acks,
+                                        sent,
+                                        Some(x.user.as_bytes()),
+                                        &value,
+                                        copy_headers,
+                                    );
+                                }
+                                Route::Http(sink) => {
+                                    let request = Request {
+                                        dispatch_id: id,
+                                        body: bytes::Bytes::copy_from_slice(&value),
+                                    };
+                                    let acks = acks.clone();
+                                    let channel = x.channel.as_str();
+                                    sink.submit(
+                                        request,
+                                        Box::new(move |outcome| {
+                                            let mut settled = acks
+                                                .settled
+                                                .lock()
+                                                .unwrap_or_else(|e| e.into_inner());
+                                            settled.push((time, channel, outcome));
+                                            // The sink takes them all when
+                                            // it runs: one wake a batch.
+                                            let first = settled.len() == 1;
+                                            drop(settled);
+                                            if first {
+                                                acks.wake();
+                                            }
+                                        }),
+                                    );
+                                }
+                            }
                         }
                         Decision::Churn(c) => {
                             let sent = Box::new(Sent {
                                 time,
-                                out: Out::ChurnSignals,
+                                out: CHURN_SIGNALS,
                                 due: None,
                             });
                             send(
@@ -343,7 +493,7 @@ pub fn kafka_sink<'s>(
                             acks.metrics.decision(s.reason.as_str(), 1);
                             let sent = Box::new(Sent {
                                 time,
-                                out: Out::Suppressions,
+                                out: SUPPRESSIONS,
                                 due: None,
                             });
                             send(
@@ -380,7 +530,7 @@ pub fn kafka_sink<'s>(
                         let line = d.to_json_line();
                         let sent = Box::new(Sent {
                             time,
-                            out: Out::DeadLetters,
+                            out: DEAD_LETTERS,
                             due: None,
                         });
                         send(
@@ -394,7 +544,7 @@ pub fn kafka_sink<'s>(
                     }
                 }
             });
-            // Release the times whose messages are all acknowledged.
+            // Release the times whose outputs are all acknowledged.
             let pending = acks.pending.lock().unwrap_or_else(|e| e.into_inner());
             held.retain(|t, _| pending.contains_key(t));
         }

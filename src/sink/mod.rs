@@ -1,8 +1,13 @@
 //! Sinks: where decisions leave the dataflow: JSON-lines files and a
 //! summary (`files`, for replays) and Kafka topics (`kafka`, for the live
-//! job), both from the same [`Decision`] and report streams.
+//! job), both from the same [`Decision`] and report streams. In the live
+//! job each channel's dispatches are also delivered where its
+//! `[sinks.CHANNEL]` table says (`channels`): a copy on another topic, or
+//! a provider over HTTP (`http`).
 
+pub mod channels;
 pub mod files;
+pub mod http;
 pub mod kafka;
 
 use std::cell::RefCell;

@@ -172,6 +172,11 @@ impl Job {
     /// Starts `nudgeflow run --config CONFIG ARGS…`, logging into
     /// `dir/run-N.log`.
     pub fn start(config: &Path, args: &[&str]) -> Job {
+        Job::start_with_env(config, args, &[])
+    }
+
+    /// [`Job::start`] with these environment variables set.
+    pub fn start_with_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Job {
         let dir = config.parent().unwrap();
         let n = std::fs::read_dir(dir).unwrap().count();
         let log = dir.join(format!("run-{n}.log"));
@@ -184,6 +189,7 @@ impl Job {
                 "NUDGEFLOW_LOG",
                 std::env::var("NUDGEFLOW_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 pub mod http;
 pub mod kafka;
+pub mod provider;
 
 use nudgeflow::replay::{Cluster, ReplayOptions, run_to_dir};
 use nudgeflow::source::fixture::DEFAULT_STRIPES_PER_STEP;
