@@ -413,3 +413,81 @@ fn an_unset_auth_env_stops_the_job_at_its_start_naming_the_field() {
     );
     assert!(started.elapsed() < Duration::from_secs(10), "{stderr}");
 }
+
+/// A provider's refusal drives channel fallback (§4, §9): the webhook
+/// provider answers 400, the sink writes a `failed` receipt to the
+/// receipts topic, the job reads it back and makes attempt 2 on email at
+/// the receipt's time, whose provider answers 2xx: `delivered`.
+#[test]
+fn a_refused_request_falls_back_to_the_next_channel() {
+    let broker = Broker::start(Engine::Memory, 1, &one_partition_topics("f", &[]));
+    let provider = Provider::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.toml");
+    std::fs::write(
+        &spec,
+        "allowed_lateness = \"2s\"\n[[rule]]\nname = \"alert\"\non = \"t\"\n\
+         purpose = \"transactional\"\nchannels = [\"webhook\", \"email\"]\nfallback_after = \"1h\"\n",
+    )
+    .unwrap();
+    let sinks = format!(
+        "[sinks.webhook]\nkind = \"http\"\nurl = {:?}\n[sinks.email]\nkind = \"http\"\nurl = {:?}\n",
+        provider.url("status/400"),
+        provider.url("ok"),
+    );
+    let config = job_config(dir.path(), &broker.brokers, &spec, "f", &sinks);
+    let mut job = Job::start(&config, &[]);
+    job.wait_ready();
+    let t = time::now_ms();
+    let event = format!(
+        r#"{{"specversion":"1.0","id":"e-1","source":"test","type":"t","time":"{}","subject":"u-1"}}"#,
+        time::format_rfc3339(t)
+    );
+    send(
+        &producer(&broker.brokers),
+        "f.events",
+        Some("u-1"),
+        Some(event.as_bytes()),
+        &[],
+    );
+
+    let dispatches = read_topic(
+        &broker.brokers,
+        "f.dispatches",
+        2,
+        Duration::ZERO,
+        Duration::from_secs(30),
+    );
+    assert_eq!(dispatches.len(), 2, "no attempt 2:\n{}", job_log(&dir));
+    let receipts = read_topic(
+        &broker.brokers,
+        "f.receipts",
+        2,
+        Duration::ZERO,
+        Duration::from_secs(30),
+    );
+    assert!(job.stop().success(), "{}", job_log(&dir));
+
+    let attempts: Vec<serde_json::Value> = dispatches.iter().map(|m| json(&m.value)).collect();
+    let (first, second) = (&attempts[0], &attempts[1]);
+    assert_eq!(
+        (first["channel"].as_str(), first["attempt"].as_i64()),
+        (Some("webhook"), Some(1))
+    );
+    assert_eq!(
+        (second["channel"].as_str(), second["attempt"].as_i64()),
+        (Some("email"), Some(2))
+    );
+    let by_id = receipts_by_id(&receipts);
+    let id = |d: &serde_json::Value| d["dispatch_id"].as_str().unwrap().to_string();
+    let failed = &by_id[&id(first)][0];
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["reason"], "HTTP 400 Bad Request");
+    // Attempt 2 is made at the failure's time, as the receipt says.
+    assert_eq!(second["decision_time"], failed["time"]);
+    assert_eq!(by_id[&id(second)][0]["status"], "delivered");
+    // The email provider processed attempt 2, under its own key.
+    let processed = provider.processed();
+    assert!(processed.contains_key(&id(second)), "{processed:?}");
+    assert!(!processed.contains_key(&id(first)));
+}

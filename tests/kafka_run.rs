@@ -1123,3 +1123,68 @@ fn every_process_serves_every_inbox() {
         assert!(status.success(), "{status}:\n{}", job.log());
     }
 }
+
+/// (k) An inbox item leaves the inbox `inbox_ttl` after it was placed,
+/// with no other record arriving: the idle partitions release event time
+/// by the wall clock.
+#[test]
+fn an_inbox_item_leaves_after_its_ttl() {
+    let broker = Broker::start(Engine::Memory, 1, &topics("x"));
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.toml");
+    std::fs::write(
+        &spec,
+        "allowed_lateness = \"1s\"\n[[rule]]\nname = \"news\"\non = \"n\"\n\
+         purpose = \"transactional\"\nchannels = [\"in_app\"]\n",
+    )
+    .unwrap();
+    let extra = "[sinks.in_app]\nkind = \"inbox\"\ninbox_ttl = \"2s\"\n";
+    let config = job_config(dir.path(), &broker.brokers, &spec, "x", extra);
+    let mut job = Job::start(&config, &[]);
+    job.wait_ready();
+    let addr = job.http_addr();
+    let t = time::now_ms();
+    let value = event("e-1", "n", &time::format_rfc3339(t), "u-1");
+    let producer = producer(&broker.brokers);
+    send(
+        &producer,
+        "x.events",
+        Some("u-1"),
+        Some(value.as_bytes()),
+        &[],
+    );
+    let items = || -> (usize, String) {
+        let reply = http::get(&addr, "/v1/users/u-1/inbox", &[]);
+        let v: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        let n = v["items"].as_array().unwrap().len();
+        (n, v["as_of"].as_str().unwrap().to_string())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while items().0 == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never placed:\n{}",
+            job.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    loop {
+        let (n, as_of) = items();
+        let as_of = time::parse_rfc3339(&as_of).unwrap();
+        if n == 0 {
+            assert!(as_of > t + 2_000, "left at {as_of}, placed at {t}");
+            break;
+        }
+        assert!(
+            as_of <= t + 2_000,
+            "still there as of {as_of}, placed at {t}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never left:\n{}",
+            job.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(job.stop().success());
+}
