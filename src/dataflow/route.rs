@@ -264,9 +264,15 @@ impl Router {
     /// and dedup keys) and which rules' pending candidates it cancels.
     pub fn evaluate(&mut self, kind: &str, time: Time, data: Option<&str>) -> (Vec<Fire>, u64) {
         let (triggers, cancels, _) = self.masks(kind);
+        (self.fires(triggers, time, data), cancels)
+    }
+
+    /// The candidates of the rules in `triggers` (a bit set) for an event
+    /// at `time` with `data`.
+    fn fires(&self, triggers: u64, time: Time, data: Option<&str>) -> Vec<Fire> {
         let mut fires = Vec::new();
         if triggers == 0 {
-            return (fires, cancels);
+            return fires;
         }
         let mut parsed: Option<Value> = None;
         for (i, rule) in self.spec.rules.iter().enumerate() {
@@ -289,14 +295,11 @@ impl Router {
                 });
             }
         }
-        (fires, cancels)
+        fires
     }
 
-    /// Whether an event of `kind` counts as activity, with its segment.
-    pub fn activity(&mut self, kind: &str, data: Option<&str>) -> Option<ActivityHit> {
-        if !self.masks(kind).2 {
-            return None;
-        }
+    /// What an activity event of `kind` tells the analytics: its segment.
+    fn activity(&self, data: Option<&str>) -> Option<ActivityHit> {
         let analytics = self.spec.analytics.as_ref()?;
         let segment = analytics.segment.as_ref().and_then(|path| {
             let data: Value = serde_json::from_str(data?).ok()?;
@@ -313,8 +316,9 @@ impl Router {
     /// it needs (`data` only when a rule fired).
     pub fn event(&mut self, e: &EventRef<'_>, seq: u64) -> Arrival {
         let data = e.data;
-        let (fires, cancels) = self.evaluate(&e.kind, e.time, data);
-        let activity = self.activity(&e.kind, data);
+        let (triggers, cancels, active) = self.masks(&e.kind);
+        let fires = self.fires(triggers, e.time, data);
+        let activity = if active { self.activity(data) } else { None };
         let key_parts: [&[u8]; 3] = [e.source.as_bytes(), b"/", e.id.as_bytes()];
         let fingerprint = seen::fingerprint_parts(&e.subject, &key_parts);
         if fires.is_empty() && cancels == 0 && activity.is_none() {
