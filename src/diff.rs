@@ -866,37 +866,15 @@ fn describe(o: Option<&Outcome>) -> String {
 /// A suppression's `detail` in a few words, in parentheses (empty when it
 /// says nothing more than the reason).
 fn describe_detail(detail: &Value) -> String {
-    let str_of = |v: &Value| v.as_str().unwrap_or_default().to_string();
-    let cap = |c: &Value| format!("cap {} per {} is full", c["max"], str_of(&c["per"]));
-    if let Some(key) = detail["cancelled_by"].as_str() {
-        return format!(" (by event {key})");
+    use crate::explain::{DetailWords, detail_words};
+    match detail_words(detail) {
+        Some(DetailWords::CancelledBy(key)) => format!(" (by event {key})"),
+        Some(DetailWords::DuplicateOf(id)) => format!(" (of dispatch {id})"),
+        Some(DetailWords::Channels(words) | DetailWords::PurposeCap(words)) => {
+            format!(" ({words})")
+        }
+        None => String::new(),
     }
-    if let Some(id) = detail["dispatch_id"].as_str() {
-        return format!(" (of dispatch {id})");
-    }
-    if let Some(channels) = detail["channels"].as_array() {
-        let each: Vec<String> = channels
-            .iter()
-            .map(|c| {
-                let why = match c["ruled_out"].as_str() {
-                    Some("not_in_preferences") => "not in preferences".to_string(),
-                    Some("no_consent") => "no consent".to_string(),
-                    Some("cap") => cap(&c["cap"]),
-                    other => other.unwrap_or("?").to_string(),
-                };
-                format!("{}: {why}", str_of(&c["channel"]))
-            })
-            .collect();
-        return format!(" ({})", each.join("; "));
-    }
-    if detail["cap"].is_object() {
-        return format!(
-            " ({} {})",
-            str_of(&detail["cap"]["purpose"]),
-            cap(&detail["cap"])
-        );
-    }
-    String::new()
 }
 
 /// `n thing` or `n things`.

@@ -635,14 +635,27 @@ fn describe_prefs(p: &crate::record::PrefsRecord) -> String {
     }
 }
 
-/// A suppression's `detail` in words, with a leading separator.
-fn describe_detail(detail: &Value) -> String {
+/// What a suppression's `detail` says, in words (shared with `diff`).
+pub(crate) enum DetailWords {
+    /// The cancelling event's key.
+    CancelledBy(String),
+    /// The earlier dispatch a duplicate is of.
+    DuplicateOf(String),
+    /// Each channel and why it was ruled out.
+    Channels(String),
+    /// The full purpose cap.
+    PurposeCap(String),
+}
+
+/// A suppression's `detail` in words; `None` when it says nothing more
+/// than the reason.
+pub(crate) fn detail_words(detail: &Value) -> Option<DetailWords> {
     let cap = |c: &Value| format!("cap {} per {} is full", c["max"], str_of(&c["per"]));
     if let Some(key) = detail["cancelled_by"].as_str() {
-        return format!(": cancelled by event {key}");
+        return Some(DetailWords::CancelledBy(key.into()));
     }
     if let Some(id) = detail["dispatch_id"].as_str() {
-        return format!(": within the rule's dedup window of dispatch {id}");
+        return Some(DetailWords::DuplicateOf(id.into()));
     }
     if let Some(channels) = detail["channels"].as_array() {
         let each: Vec<String> = channels
@@ -657,11 +670,26 @@ fn describe_detail(detail: &Value) -> String {
                 format!("{}: {why}", str_of(&c["channel"]))
             })
             .collect();
-        return format!(": {}", each.join("; "));
+        return Some(DetailWords::Channels(each.join("; ")));
     }
     if detail["cap"].is_object() {
         let purpose = str_of(&detail["cap"]["purpose"]);
-        return format!(": {purpose} {}", cap(&detail["cap"]));
+        return Some(DetailWords::PurposeCap(format!(
+            "{purpose} {}",
+            cap(&detail["cap"])
+        )));
     }
-    String::new()
+    None
+}
+
+/// A suppression's `detail` in words, with a leading separator.
+fn describe_detail(detail: &Value) -> String {
+    match detail_words(detail) {
+        Some(DetailWords::CancelledBy(key)) => format!(": cancelled by event {key}"),
+        Some(DetailWords::DuplicateOf(id)) => {
+            format!(": within the rule's dedup window of dispatch {id}")
+        }
+        Some(DetailWords::Channels(words) | DetailWords::PurposeCap(words)) => format!(": {words}"),
+        None => String::new(),
+    }
 }
