@@ -921,13 +921,7 @@ fn provider_callbacks_append_receipts_that_drive_fallback() {
 fn the_inbox_serves_in_app_dispatches_marks_reads_and_empties_on_erasure() {
     let broker = Broker::start(Engine::Memory, 2, &topics("i"));
     let dir = tempfile::tempdir().unwrap();
-    let spec = dir.path().join("spec.toml");
-    std::fs::write(
-        &spec,
-        "allowed_lateness = \"1s\"\n[[rule]]\nname = \"news\"\non = \"n\"\n\
-         template = \"news-v2\"\npurpose = \"transactional\"\nchannels = [\"in_app\"]\n",
-    )
-    .unwrap();
+    let spec = news_spec(dir.path(), "news-v2");
     let config = job_config(dir.path(), &broker.brokers, &spec, "i", "");
     let mut job = Job::start(&config, &[]);
     job.wait_ready();
@@ -1057,13 +1051,7 @@ fn the_inbox_serves_in_app_dispatches_marks_reads_and_empties_on_erasure() {
 fn every_process_serves_every_inbox() {
     let broker = Broker::start(Engine::Memory, 2, &topics("j"));
     let dir = tempfile::tempdir().unwrap();
-    let spec = dir.path().join("spec.toml");
-    std::fs::write(
-        &spec,
-        "allowed_lateness = \"1s\"\n[[rule]]\nname = \"news\"\non = \"n\"\n\
-         purpose = \"transactional\"\nchannels = [\"in_app\"]\n",
-    )
-    .unwrap();
+    let spec = news_spec(dir.path(), "news");
     let config = job_config(dir.path(), &broker.brokers, &spec, "j", "");
     let hosts = common::two_process_hostfile(dir.path());
     let hosts = hosts.to_str().unwrap().to_string();
@@ -1131,13 +1119,7 @@ fn every_process_serves_every_inbox() {
 fn an_inbox_item_leaves_after_its_ttl() {
     let broker = Broker::start(Engine::Memory, 1, &topics("x"));
     let dir = tempfile::tempdir().unwrap();
-    let spec = dir.path().join("spec.toml");
-    std::fs::write(
-        &spec,
-        "allowed_lateness = \"1s\"\n[[rule]]\nname = \"news\"\non = \"n\"\n\
-         purpose = \"transactional\"\nchannels = [\"in_app\"]\n",
-    )
-    .unwrap();
+    let spec = news_spec(dir.path(), "news");
     let extra = "[sinks.in_app]\nkind = \"inbox\"\ninbox_ttl = \"2s\"\n";
     let config = job_config(dir.path(), &broker.brokers, &spec, "x", extra);
     let mut job = Job::start(&config, &[]);
@@ -1187,4 +1169,16 @@ fn an_inbox_item_leaves_after_its_ttl() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(job.stop().success());
+}
+
+/// A spec of one transactional rule `news` on `n`, in the app (the inbox),
+/// with `template`, and 1 s of allowed lateness.
+fn news_spec(dir: &Path, template: &str) -> std::path::PathBuf {
+    let path = dir.join("spec.toml");
+    let text = format!(
+        "allowed_lateness = \"1s\"\n[[rule]]\nname = \"news\"\non = \"n\"\n\
+         template = {template:?}\npurpose = \"transactional\"\nchannels = [\"in_app\"]\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
 }
