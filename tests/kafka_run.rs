@@ -798,7 +798,8 @@ fn produce_names_a_missing_topic_and_sends_nothing() {
 /// token, refuses bad receipts by index, appends the good ones to the
 /// receipts topic keyed by dispatch id, and they drive channel fallback
 /// (§4): a `failed` receipt for attempt 1 on push makes attempt 2 on SMS
-/// at the receipt's time.
+/// at the receipt's time. A receipt behind the watermark is a dead letter,
+/// counted as a late receipt (§9).
 #[test]
 fn provider_callbacks_append_receipts_that_drive_fallback() {
     let broker = Broker::start(Engine::Memory, 2, &topics("r"));
@@ -910,6 +911,27 @@ fn provider_callbacks_append_receipts_that_drive_fallback() {
     assert_eq!(second["channel"], "sms");
     assert_eq!(second["decision_time"], failed_at.as_str());
     assert_ne!(second["dispatch_id"], first["dispatch_id"]);
+
+    // A receipt behind the watermark cannot drive fallback: it is a dead
+    // letter, counted as a late receipt.
+    let old =
+        format!(r#"[{{"dispatch_id":"{id}","status":"failed","time":"2020-01-01T00:00:00Z"}}]"#);
+    assert_eq!(post(&[auth], &old).status, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = http::get(&addr, "/metrics", &[auth]).body;
+        if metrics
+            .lines()
+            .any(|l| l == "nudgeflow_late_receipts_total 1")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no late receipt counted:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(job.stop().success());
 }
 

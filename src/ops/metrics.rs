@@ -20,6 +20,7 @@ struct Inner {
     records_out: Family<Labels, Counter>,
     decisions: Family<Labels, Counter>,
     dead_letters: Family<Labels, Counter>,
+    late_receipts: Counter,
     produce_errors: Family<Labels, Counter>,
     produce_retries: Family<Labels, Counter>,
     consumer_lag: Family<Labels, Gauge>,
@@ -164,6 +165,12 @@ impl Metrics {
             "Bad input records, per stream",
             dead_letters.clone(),
         );
+        let late_receipts = Counter::default();
+        registry.register(
+            "late_receipts",
+            "Receipts behind the watermark (dead letters of the receipts stream): the sinks' own receipts come back through the broker, and allowed_lateness must cover that loop",
+            late_receipts.clone(),
+        );
         let produce_errors = Family::default();
         registry.register(
             "produce_errors",
@@ -258,6 +265,7 @@ impl Metrics {
             records_out,
             decisions,
             dead_letters,
+            late_receipts,
             produce_errors,
             produce_retries,
             consumer_lag,
@@ -305,6 +313,11 @@ impl Metrics {
             .dead_letters
             .get_or_create(&vec![("stream", stream.to_string())])
             .inc_by(n);
+    }
+
+    /// Counts a late receipt; returns how many there were.
+    pub fn late_receipt(&self) -> u64 {
+        self.0.late_receipts.inc() + 1
     }
 
     pub fn produce_error(&self, topic: &str) {

@@ -521,6 +521,20 @@ pub fn kafka_sink<'s>(
                     if let Report::DeadLetter(mut d) = r {
                         d.cut(DEAD_LETTER_RECORD_LIMIT);
                         acks.metrics.dead_letter(d.stream.name(), 1);
+                        // §9: receipts come back through the broker; one
+                        // behind the watermark cannot drive fallback.
+                        if d.stream == crate::record::StreamKind::Receipts
+                            && d.reason.starts_with("late")
+                        {
+                            let n = acks.metrics.late_receipt();
+                            if n.is_power_of_two() {
+                                tracing::warn!(
+                                    late_receipts = n,
+                                    reason = %d.reason,
+                                    "a receipt arrived late: raise allowed_lateness to cover the receipts' trip through the broker"
+                                );
+                            }
+                        }
                         let key = match &d.at {
                             crate::record::output::Position::Kafka {
                                 topic, partition, ..
