@@ -35,7 +35,22 @@ use serde::{Deserialize, Serialize};
 use crate::time::Time;
 
 /// The version of the checkpoint format this build writes and reads.
-pub const FORMAT: u32 = 1;
+/// Format 2: users' fallback attempts, inboxes and activity, and receipts
+/// among the records already read.
+pub const FORMAT: u32 = 2;
+
+/// A complete checkpoint in another format: the job stops rather than pass
+/// it over, which would start afresh and lose its state.
+#[derive(Debug)]
+pub struct OtherFormat(pub String);
+
+impl std::fmt::Display for OtherFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OtherFormat {}
 
 const MANIFEST: &str = "manifest.json";
 
@@ -209,12 +224,13 @@ impl Store {
         let manifest: Manifest = serde_json::from_slice(&manifest)
             .with_context(|| format!("checkpoint {id}: the manifest is not valid"))?;
         if manifest.format != FORMAT {
-            bail!(
+            return Err(OtherFormat(format!(
                 "checkpoint {id} is in format {}, this build reads format {FORMAT}: \
                  start it with the nudgeflow version that wrote it, or start afresh \
                  with an empty checkpoint url",
                 manifest.format
-            );
+            ))
+            .into());
         }
         if manifest.id != id {
             bail!(
@@ -256,6 +272,7 @@ impl Store {
                     recovery.loaded = Some(loaded);
                     break;
                 }
+                Err(e) if e.downcast_ref::<OtherFormat>().is_some() => return Err(e),
                 Err(e) => recovery.skipped.push((id, format!("{e:#}"))),
             }
         }
@@ -410,8 +427,14 @@ mod tests {
         m.format = FORMAT + 1;
         store.complete(&m).unwrap();
         let e = format!("{:#}", store.load(1).unwrap_err());
-        assert!(e.contains("format 2, this build reads format 1"), "{e}");
-        assert!(store.latest().unwrap().loaded.is_none());
+        let (other, this) = (FORMAT + 1, FORMAT);
+        assert!(
+            e.contains(&format!("format {other}, this build reads format {this}")),
+            "{e}"
+        );
+        // Not passed over: that would start afresh and lose the state.
+        let e = format!("{:#}", store.latest().err().expect("refused"));
+        assert!(e.contains("start it with the nudgeflow version"), "{e}");
     }
 
     #[test]
