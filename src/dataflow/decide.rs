@@ -99,16 +99,41 @@ pub struct UserState {
     /// first-attempt dispatch.
     dedup: Vec<(u16, String, Time, CompactString)>,
     caps: CapHistory,
+    /// Fallback attempts, the inbox and activity: boxed, as most users of
+    /// most specs have none of them, and every user's entry is moved and
+    /// scanned in the worker's table.
+    extra: Option<Box<Extras>>,
+    /// When to next drop expired entries.
+    #[serde(skip)]
+    next_expiry: Time,
+}
+
+/// The rarer parts of a user's state.
+#[derive(Default, Serialize, Deserialize)]
+struct Extras {
     /// Dispatches waiting for their outcome (rules with `fallback_after`).
     attempts: Vec<Attempt>,
     /// The in-app inbox (`inbox.rs`).
     inbox: Inbox,
     /// Activity and churn risk (`activity.rs`), from the first activity on.
     activity: Option<Activity>,
-    /// When to next drop expired entries.
-    #[serde(skip)]
-    next_expiry: Time,
 }
+
+impl Extras {
+    fn is_empty(&self) -> bool {
+        self.attempts.is_empty() && self.inbox.is_empty() && self.activity.is_none()
+    }
+}
+
+/// What a user without [`Extras`] has.
+static NO_EXTRAS: Extras = Extras {
+    attempts: Vec::new(),
+    inbox: Inbox {
+        items: Vec::new(),
+        reads: Vec::new(),
+    },
+    activity: None,
+};
 
 /// What `decide` holds on one worker as of a checkpoint's time T (all
 /// before T decided): each user's pending candidates, dedup and cap
@@ -183,17 +208,19 @@ impl DecideState {
             for c in &mut state.pending {
                 c.rule = new(c.rule).ok_or_else(|| removed(c.rule))?;
             }
-            for a in &mut state.attempts {
+            let x = state.x_mut();
+            for a in &mut x.attempts {
                 a.rule = new(a.rule).ok_or_else(|| removed(a.rule))?;
             }
             // Inbox items of a removed rule leave the inbox.
-            state.inbox.items.retain_mut(|i| match new(i.rule) {
+            x.inbox.items.retain_mut(|i| match new(i.rule) {
                 Some(r) => {
                     i.rule = r;
                     true
                 }
                 None => false,
             });
+            state.trim();
             state.dedup.retain_mut(|(rule, ..)| match new(*rule) {
                 Some(r) => {
                     *rule = r;
@@ -227,9 +254,24 @@ impl UserState {
         self.pending.is_empty()
             && self.dedup.is_empty()
             && self.caps.is_empty()
-            && self.attempts.is_empty()
-            && self.inbox.is_empty()
-            && self.activity.is_none()
+            && self.x().is_empty()
+    }
+
+    /// The attempts, inbox and activity (empty ones when there are none).
+    fn x(&self) -> &Extras {
+        self.extra.as_deref().unwrap_or(&NO_EXTRAS)
+    }
+
+    /// The attempts, inbox and activity, to change.
+    fn x_mut(&mut self) -> &mut Extras {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    /// Drops the box of extras once they are all empty.
+    fn trim(&mut self) {
+        if self.extra.as_ref().is_some_and(|e| e.is_empty()) {
+            self.extra = None;
+        }
     }
 
     /// When the user next has something to do: a candidate to decide, an
@@ -237,18 +279,23 @@ impl UserState {
     /// (with items kept for `inbox_ttl`).
     fn next_due(&self, inbox_ttl: Time) -> Option<Time> {
         let candidates = self.pending.iter().map(|c| c.decision);
-        let attempts = self.attempts.iter().map(Attempt::due);
-        let inbox = self.inbox.next_due(inbox_ttl);
-        let churn = self.activity.as_ref().and_then(|a| a.crossing);
+        let x = self.x();
+        let attempts = x.attempts.iter().map(Attempt::due);
+        let inbox = x.inbox.next_due(inbox_ttl);
+        let churn = x.activity.as_ref().and_then(|a| a.crossing);
         candidates.chain(attempts).chain(inbox).chain(churn).min()
     }
 
     /// Whether a timer may find work for this user.
     fn waits(&self) -> bool {
         !self.pending.is_empty()
-            || !self.attempts.is_empty()
-            || !self.inbox.is_empty()
-            || self.activity.as_ref().is_some_and(|a| a.crossing.is_some())
+            || !self.x().attempts.is_empty()
+            || !self.x().inbox.is_empty()
+            || self
+                .x()
+                .activity
+                .as_ref()
+                .is_some_and(|a| a.crossing.is_some())
     }
 
     /// Forgets what no future instant `≥ from` can see.
@@ -415,21 +462,22 @@ impl Engine {
             if let Some(due) = state.next_due(self.core.inbox_ttl.unwrap_or(Time::MAX)) {
                 self.core.timers.insert((due, user.hash));
             }
-            if let Some(m) = state.activity.as_ref().and_then(|a| a.crossing) {
+            let x = state.x();
+            if let Some(m) = x.activity.as_ref().and_then(|a| a.crossing) {
                 self.core.crossings.insert((m, user.hash));
             }
-            for a in &state.attempts {
+            for a in &x.attempts {
                 self.core.flight.add(a.id, user.hash);
             }
-            for i in &state.inbox.items {
+            for i in &x.inbox.items {
                 self.core.inbox_ids.add(i.id, user.hash);
             }
             // The inbox views start from the restored inboxes.
-            if !state.inbox.items.is_empty() {
+            if !x.inbox.items.is_empty() {
                 self.core.updates.push(InboxUpdate {
                     user: user.user.clone(),
                     time: Time::MIN,
-                    items: state.inbox.items.clone(),
+                    items: x.inbox.items.clone(),
                 });
             }
             let hash = user.hash;
@@ -656,13 +704,14 @@ impl Core {
         };
         let mut arrivals = arrivals.peekable();
         // This step's receipts for the attempts in flight and the inbox.
-        if !self.receipts.is_empty() {
-            for a in &mut state.attempts {
+        if !self.receipts.is_empty() && state.extra.is_some() {
+            let x = state.x_mut();
+            for a in &mut x.attempts {
                 self.claim(a);
             }
-            for i in 0..state.inbox.items.len() {
-                let (id, placed) = (state.inbox.items[i].id, state.inbox.items[i].time);
-                self.note_reads(&mut state.inbox, id, placed);
+            for i in 0..x.inbox.items.len() {
+                let (id, placed) = (x.inbox.items[i].id, x.inbox.items[i].time);
+                self.note_reads(&mut x.inbox, id, placed);
             }
         }
         let inbox_ttl = self.inbox_ttl.unwrap_or(Time::MAX);
@@ -682,11 +731,11 @@ impl Core {
                             out.push(suppress(user, &c, time, Reason::Erased, Detail::None));
                         }
                         // Dispatched candidates make no further attempts.
-                        for a in state.attempts.drain(..) {
+                        for a in &state.x().attempts {
                             self.flight.remove(a.id);
                         }
-                        if !state.inbox.items.is_empty() {
-                            for i in &state.inbox.items {
+                        if !state.x().inbox.items.is_empty() {
+                            for i in &state.x().inbox.items {
                                 self.inbox_ids.remove(i.id);
                             }
                             self.inbox_update(user, time, Vec::new());
@@ -700,22 +749,22 @@ impl Core {
                 }
             }
             // Churn risk: the signal due at t, unless activity at t moved it.
-            if state.activity.as_ref().and_then(|a| a.crossing) == Some(t) {
+            if state.x().activity.as_ref().and_then(|a| a.crossing) == Some(t) {
                 self.churn_signal(spec, user, state, t, out);
             }
             // Attempts whose outcome is known at t: done, or the next one.
-            while let Some(i) = state.attempts.iter().position(|a| a.due() == t) {
-                let a = state.attempts.swap_remove(i);
+            while let Some(i) = state.x().attempts.iter().position(|a| a.due() == t) {
+                let a = state.x_mut().attempts.swap_remove(i);
                 self.flight.remove(a.id);
                 if !a.succeeded() {
                     self.fall_back(spec, a, t, state, &mut view, readers, out);
                 }
             }
             // The inbox: reads at t, and items whose time is up.
-            if !state.inbox.is_empty() {
+            if !state.x().inbox.is_empty() {
                 let mut left = Vec::new();
-                if state.inbox.advance(t, inbox_ttl, &mut left) {
-                    let items = state.inbox.items.clone();
+                if state.x_mut().inbox.advance(t, inbox_ttl, &mut left) {
+                    let items = state.x().inbox.items.clone();
                     self.inbox_update(user, t, items);
                 }
                 for id in left {
@@ -733,9 +782,10 @@ impl Core {
         if let Some(next) = state.next_due(inbox_ttl) {
             self.timers.insert((next, user.hash));
         }
-        if let Some(m) = state.activity.as_ref().and_then(|a| a.crossing) {
+        if let Some(m) = state.x().activity.as_ref().and_then(|a| a.crossing) {
             self.crossings.insert((m, user.hash));
         }
+        state.trim();
         if frontier != Time::MAX && frontier >= state.next_expiry {
             state.expire(spec, self.longest_window, frontier);
         }
@@ -768,8 +818,9 @@ impl Core {
             activity,
         } = e.hit;
         if let (Some(hit), Some(analytics)) = (activity, self.spec.analytics.as_ref()) {
-            match state.activity.as_mut() {
-                None => state.activity = Some(Activity::first(analytics, t, hit.segment)),
+            let x = state.x_mut();
+            match x.activity.as_mut() {
+                None => x.activity = Some(Activity::first(analytics, t, hit.segment)),
                 Some(a) => {
                     a.note(analytics, t);
                 }
@@ -961,7 +1012,7 @@ impl Core {
         out: &mut Vec<Decision>,
     ) {
         let (Some(activity), Some(churn)) = (
-            state.activity.as_mut(),
+            state.x_mut().activity.as_mut(),
             spec.analytics.as_ref().and_then(|a| a.churn.as_ref()),
         ) else {
             return;
@@ -1029,7 +1080,8 @@ impl Core {
             return;
         }
         let id = id();
-        state.inbox.items.push(InboxItem {
+        let inbox = &mut state.x_mut().inbox;
+        inbox.items.push(InboxItem {
             id,
             rule,
             time: t,
@@ -1037,8 +1089,8 @@ impl Core {
             read: false,
         });
         self.inbox_ids.add(id, user.hash);
-        self.note_reads(&mut state.inbox, id, t);
-        let items = state.inbox.items.clone();
+        self.note_reads(&mut state.x_mut().inbox, id, t);
+        let items = state.x().inbox.items.clone();
         self.inbox_update(user, t, items);
     }
 
@@ -1054,7 +1106,7 @@ impl Core {
     fn start(&mut self, user: &UserKey, mut attempt: Attempt, state: &mut UserState) {
         self.claim(&mut attempt);
         self.flight.add(attempt.id, user.hash);
-        state.attempts.push(attempt);
+        state.x_mut().attempts.push(attempt);
     }
 
     /// Attempt k + 1 at `t` after attempt `a` failed or timed out: the next
