@@ -73,8 +73,6 @@ pub struct DecideStats {
     pub duplicates: u64,
     pub candidates: u64,
     pub deferrals: u64,
-    /// Receipts this worker applied to one of its attempts.
-    pub receipts_applied: u64,
 }
 
 /// A rule match waiting for its decision time.
@@ -994,10 +992,7 @@ impl Core {
 
     /// Notes this step's receipts for an attempt.
     fn claim(&mut self, attempt: &mut Attempt) {
-        if let Some(receipts) = self.receipts.get(&attempt.id) {
-            self.stats.borrow_mut().receipts_applied += receipts.len() as u64;
-            attempt.claim(&self.receipts);
-        }
+        attempt.claim(&self.receipts);
     }
 
     /// The `churn.risk_high` signal at `t`: written to the churn-signal
