@@ -317,6 +317,15 @@ struct UserView<'u, 'a> {
     profile: Option<UserProfile<'a>>,
 }
 
+impl<'u, 'a> UserView<'u, 'a> {
+    /// The user's consent and preferences, read from the trace on first use.
+    fn load(&mut self, readers: &mut Readers<'a>) -> &UserProfile<'a> {
+        let user = self.user;
+        self.profile
+            .get_or_insert_with(|| UserProfile::load(readers, user))
+    }
+}
+
 /// Forward-only reader of the profile trace.
 type Readers<'a> = Reader<'a, u64, ProfileEntry>;
 
@@ -869,9 +878,7 @@ impl Core {
     ) {
         let rule = &spec.rules[c.rule as usize];
         let user = view.user;
-        let profile: &UserProfile<'a> = view
-            .profile
-            .get_or_insert_with(|| UserProfile::load(readers, user));
+        let profile = view.load(readers);
         let prefs = profile.prefs(t);
         // 1. muted
         if prefs.is_some_and(|p| p.muted_rules.contains(&rule.name)) {
@@ -1120,9 +1127,7 @@ impl Core {
     ) {
         let rule = &spec.rules[a.rule as usize];
         let user = view.user;
-        let profile: &UserProfile<'a> = view
-            .profile
-            .get_or_insert_with(|| UserProfile::load(readers, user));
+        let profile = view.load(readers);
         let Some((at, channel)) = a.next_channel(|ch| profile.granted(ch, rule.purpose, t)) else {
             return out.push(Decision::Suppression(Suppression {
                 user: user.user.clone(),

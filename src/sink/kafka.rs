@@ -183,6 +183,30 @@ const DEAD_LETTER_RECORD_LIMIT: usize = 128 * 1024;
 /// stop it gives up on a message the producer refuses (too large, say):
 /// that message stays unacknowledged, so the offsets before it are not
 /// committed and `run` exits non-zero.
+/// Sends a receipt the job writes (an HTTP outcome, an inbox placement)
+/// to the receipts topic, keyed by its dispatch id, as an output of `time`.
+fn send_receipt(
+    producer: &ThreadedProducer<SinkContext>,
+    acks: &Acks,
+    time: Time,
+    dispatch_id: &str,
+    line: &[u8],
+) {
+    let sent = Box::new(Sent {
+        time,
+        out: RECEIPTS,
+        due: None,
+    });
+    send(
+        producer,
+        acks,
+        sent,
+        Some(dispatch_id.as_bytes()),
+        line,
+        None,
+    );
+}
+
 fn send(
     producer: &ThreadedProducer<SinkContext>,
     acks: &Acks,
@@ -319,19 +343,7 @@ pub fn kafka_sink<'s>(
                 match outcome.receipt() {
                     Some(line) => {
                         acks.metrics.sink_receipt(channel, outcome.status.as_str());
-                        let sent = Box::new(Sent {
-                            time,
-                            out: RECEIPTS,
-                            due: None,
-                        });
-                        send(
-                            &producer,
-                            &acks,
-                            sent,
-                            Some(outcome.dispatch_id.as_bytes()),
-                            &line,
-                            None,
-                        );
+                        send_receipt(&producer, &acks, time, &outcome.dispatch_id, &line);
                     }
                     None => acks.acknowledged(time),
                 }
@@ -417,19 +429,7 @@ pub fn kafka_sink<'s>(
                                     let now = crate::time::now_ms();
                                     let receipt = Receipt::new(&id, Status::Delivered, now, None);
                                     acks.metrics.sink_receipt("in_app", "delivered");
-                                    let sent = Box::new(Sent {
-                                        time,
-                                        out: RECEIPTS,
-                                        due: None,
-                                    });
-                                    send(
-                                        &producer,
-                                        &acks,
-                                        sent,
-                                        Some(id.as_bytes()),
-                                        &receipt.to_json(),
-                                        None,
-                                    );
+                                    send_receipt(&producer, &acks, time, &id, &receipt.to_json());
                                 }
                                 Route::Copy(_) => {
                                     let out = copy_of[x.channel as usize].expect("a copy topic");
