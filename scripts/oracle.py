@@ -2,14 +2,16 @@
 """nudgeflow reference implementation ("oracle") of docs/semantics.md.
 
 Independent of the Rust code: written only from docs/semantics.md, the
-spec-format reference, DESIGN.md section 4 "Fallback", the churn-risk part of
-DESIGN.md section 5 "Analytics" (with sections 3 and 4) and the project
-decisions listed below.  Standard library only.  Of section 5 only the churn
-risk signals are implemented (A18-A27); retention, delivery rates and the
-answers of the query API (churn.jsonl, retention.json, delivery.json) are not.
+spec-format reference, DESIGN.md section 4 "Fallback", section 5 "Analytics"
+(with sections 3 and 4), the `replay --out` paragraph of section 8 "Query
+API" and the project decisions listed below.  Standard library only.  Of
+section 5 the churn risk signals (A18-A27) and the answers `replay --out`
+writes (retention.json, delivery.json, churn.jsonl; A28-A36) are
+implemented; the query API's server is not.
 
 Usage:
     python3 scripts/oracle.py --spec SPEC.toml --fixture DIR --out OUTDIR
+                              [--as-of TIME]
 
 Reads DIR/{events,preferences,consent,receipts,erasures}.jsonl (any may be
 missing), writes OUTDIR/{dispatches,suppressions,dead_letters}.jsonl, and
@@ -17,7 +19,11 @@ OUTDIR/churn_signals.jsonl when the spec has an [analytics.churn] table
 (compact JSON, one object a line, lines sorted by their UTF-8 bytes;
 suppressions carry the `detail` described at the end of this text) and prints
 {"dispatches":N,"suppressions":N,"dead_letters":N,"duplicates_dropped":N,
-"churn_signals":N}.
+"churn_signals":N}.  When the spec has an [analytics] table it also writes
+OUTDIR/retention.json and OUTDIR/delivery.json (one compact JSON object and a
+newline) and, with [analytics.churn], OUTDIR/churn.jsonl (one compact object
+a line, ordered by user), all as of --as-of TIME or by default 1 ms after the
+largest time of an admitted input record (A28-A36, B23-B29).
 
 Ambiguities in docs/semantics.md and how this oracle resolves them
 -----------------------------------------------------------
@@ -150,6 +156,75 @@ Project decisions (given to the oracle author, followed exactly):
  A27. A replay decides everything: a signal due after the last input record
      is still emitted (as delays are), and so are the dispatches its event
      leads to.
+ A28. as_of: `replay --out` answers as of `--as-of TIME` when given, else as of
+     1 ms after the largest `time` of any admitted input record of any stream
+     (events, preferences, consent, receipts, erasures; late records included;
+     dead letters -- malformed, missing/bad time, unknown channel, ... -- not).
+     It counts exactly what happened at times < as_of: activity events with
+     time < as_of, dispatch attempts with decision time < as_of, receipts with
+     time < as_of, erasures with time < as_of. `as_of` is rendered like every
+     other output time: RFC 3339 UTC with milliseconds, e.g.
+     "2026-03-09T10:00:00.001Z".
+ A29. Activity: an event counts as activity when its `type` matches one of the
+     `[analytics] activity` globs and it is neither a duplicate (dropped before
+     anything else, DESIGN.md section 4) nor late. The synthetic `churn.risk_high` event never
+     counts as activity. Activity after an erasure starts a new user.
+ A30. Segment: the `segment` field (dotted path into `data`) of the user's first
+     activity event (the first in the per-user order of DESIGN.md section 4: time, then event
+     key). A string is used as it is; any other non-null JSON value as its
+     compact JSON text (the number 5 becomes "5", true becomes "true"); absent
+     or null -> null.
+ A31. Group: "holdout" when the user is in the holdout of DESIGN.md section 4 step 2 (FNV-1a 64
+     of the user id's UTF-8 bytes mod 10000 < floor(holdout * 10000 + 0.5)),
+     else "treated" (every user is treated when the spec has no holdout).
+ A32. Retention buckets: day = UTC day; week = ISO week starting Monday (UTC);
+     month = calendar month (UTC). The cohort is written as the bucket's first
+     day "YYYY-MM-DD". retained[k] for k = 0..K counts the cohort's users (of
+     that segment and group) with at least one activity in bucket cohort + k;
+     it is null when bucket cohort + k is after the bucket of the as-of
+     instant itself (the bucket of UTC day floor(as_of / 1 day)). K defaults
+     to 12; `retention.json` uses K = 12 and the spec's bucket. Only
+     (cohort, segment, group) rows with size > 0 appear. Order: cohort,
+     then segment (null first, then by UTF-8 bytes), then group ("holdout"
+     before "treated").
+     retention.json = {"as_of","bucket","rows":[{"cohort","segment","group","size","retained":[...]}]}
+     with bucket "day" | "week" | "month".
+ A33. Churn answers (churn.jsonl, only when the spec has [analytics.churn]):
+     one line per user with activity before as_of (since their last erasure),
+     ordered by user id bytes:
+     {"as_of","user","p_alive","x","t_x","T","first_active","last_active"}
+     with e = floor(as_of / 1 day) (days since 1970-01-01), f/l first/last
+     active UTC day, n distinct active days, x = n - 1 (integer),
+     t_x = (l - f)/u, T = (e - f)/u as JSON numbers (floats), first_active and
+     last_active as "YYYY-MM-DD", P(alive) by the DESIGN.md section 5 formula (1 when x = 0).
+ A34. Delivery (delivery.json):
+     {"as_of","channels":{CHANNEL:{"dispatched","delivered","failed","success_rate"}},
+      "rules":{RULE:{same four}},"notifications":{"total","succeeded"}}.
+     - An attempt is a dispatch record (any attempt number) with decision
+       time < as_of. dispatched counts attempts, under its channel and under
+       its rule (by name).
+     - An attempt's receipt window is [t, t + fallback_after] for a rule with
+       `fallback_after`, and [t, t + 7 days] for a rule without (the contract
+       names no window there; receipts arrive within minutes to hours in
+       practice). A receipt counts for an attempt when its dispatch_id is the
+       attempt's, its time is in the window and < as_of.
+     - delivered: attempts with at least one delivered/opened/clicked receipt
+       that counts (even if a failure came first and made attempt k+1).
+       failed: attempts with at least one failed/bounced receipt that counts
+       and no success receipt that counts. complained counts as neither.
+     - success_rate = delivered / dispatched (a float).
+     - Only channels and rules with dispatched > 0 appear (object keys:
+       channel names as in the output records, rule names).
+     - notifications.total: candidates with an attempt 1 before as_of;
+       succeeded: those with at least one delivered attempt (as above).
+ A35. Erasure at e retracts the user's every contribution made before e:
+     cohort membership and retained counts, delivery counts of the user's
+     attempts (and their receipts), notifications, churn state. Receipts
+     after an erasure for the attempts made before it count for nothing.
+     Activity at or after e starts a new user: a new cohort (from the bucket of
+     that activity), a new segment, churn state afresh.
+ A36. `undeliverable` and suppressions are not attempts; they count nowhere in
+     delivery.
 Oracle author's own choices (docs/semantics.md and the decisions above are silent):
  B1. `T`/`t` and `Z`/`z` are accepted (RFC 3339 allows lower case); a space
      instead of `T` is rejected.  Seconds must be 00-59 (leap second 60 is
@@ -223,6 +298,33 @@ Oracle author's own choices (docs/semantics.md and the decisions above are silen
      makes P(alive) 0.
  B22. One signal per last active day: once emitted, the next signal needs
      new activity (which sets a later l).
+Oracle author's own choices for the analytics answers (A28-A36 are silent):
+ B23. `--as-of` is parsed as a record time (A1, B1); a bad one exits 2.  With
+     no admitted input record at all the default as_of is 0
+     (1970-01-01T00:00:00.000Z).
+ B24. Key order in retention.json, delivery.json and churn.jsonl is the
+     order A32-A34 list; the CHANNEL and RULE keys of delivery.json are
+     sorted by name (UTF-8 bytes).  A row's `retained` counts only k <= 12;
+     activity in later buckets is not shown.
+ B25. The segment text of a non-string value is Python's compact JSON
+     (ensure_ascii=False): 5 -> "5", 5.0 -> "5.0", 1e20 -> "1e+20" (cf. B12;
+     the fixtures use integers, strings, booleans and null only).
+ B26. A candidate is one notification: an event re-sent after the dedup
+     horizon and decided again is a second notification whose attempts have
+     the same dispatch ids as the first; a receipt for such an id counts for
+     every attempt with that id whose window holds it.  A receipt window
+     that ends past the last representable instant ends there (B17).
+ B27. The last erasure of the user with time < as_of is the cut: attempts
+     with decision time < it are retracted (an attempt made at the instant
+     of the erasure, after it, B18, is not); activity at or after it is the
+     user's current life.  An erasure at or after as_of retracts nothing.
+ B28. Without [analytics.churn] the activity globs still count (an input
+     event of type churn.risk_high matching one is activity; only the
+     nudgeflow churn event never is, A29, A25); retention.json and
+     delivery.json are written, churn.jsonl is not.
+ B29. The printed summary gains "as_of" and "retention_rows" (and
+     "churn_users" with [analytics.churn]) after its other keys when the spec
+     has [analytics]; without it the summary is unchanged.
 
 The `detail` of a suppression
 -----------------------------
@@ -709,6 +811,7 @@ def load_spec(path):
                 raise SpecError("%s: unknown channel" % w)
             sp.channel_caps[c["channel"]].append((mx, per))
     sp.churn = load_churn(doc)
+    sp.analytics = load_analytics(doc)
     return sp
 
 
@@ -758,6 +861,24 @@ def load_churn(doc):
     if any(g.fullmatch(CHURN_TYPE) for g in activity):          # A25
         raise SpecError("analytics activity: a glob matches %s, the churn event" % CHURN_TYPE)
     return ch
+
+
+class Analytics:
+    pass
+
+
+def load_analytics(doc):
+    """The [analytics] table for retention and delivery (A18, A28-A36): its
+    activity globs, segment path and bucket, or None without [analytics].
+    The keys are validated by load_churn."""
+    if "analytics" not in doc:
+        return None
+    an = doc["analytics"]
+    a = Analytics()
+    a.activity = glob_list(an["activity"], "analytics activity")
+    a.segment = an.get("segment")
+    a.bucket = an.get("bucket", "week")
+    return a
 
 
 def p_alive(ch, f, l, n, e):
@@ -971,7 +1092,7 @@ def validate(stream, o):
 # ----------------------------------------------------------------------------
 
 class Candidate:
-    __slots__ = ("rule", "user", "event", "dt", "alive", "dkey")
+    __slots__ = ("rule", "user", "event", "dt", "alive", "dkey", "nid")
 
 
 class UserState:
@@ -1005,6 +1126,16 @@ class Engine:
         self.seq = 0
         self.receipts = {}     # dispatch id -> [(time, line, status)] sorted (A12, A13)
         self.signals = []      # churn signals (A22)
+        # Analytics (A28-A36): the largest time of an admitted input record
+        # (A28), per user the erasures and activity in the order applied,
+        # ("erase", t) or ("act", t, segment) (A29, A30, A35), and every
+        # attempt made (A34).
+        self.max_time = None
+        self.an_log = {}
+        self.attempt_log = []  # (user, rule, channel, attempt, decision time,
+        #                         dispatch id, candidate number, end of the
+        #                         receipt window)
+        self.ncand = 0
 
     # -- output ---------------------------------------------------------------
     def suppress(self, user, rule, event_key, t, reason, detail):
@@ -1043,6 +1174,8 @@ class Engine:
                 self.dead_letter(stream, line_no, str(e), text)
                 continue
             t = rec["time"]
+            if self.max_time is None or t > self.max_time:      # A28: late ones too
+                self.max_time = t
             if max_seen is not None and t < max_seen - self.spec.allowed_lateness:
                 if stream == "events":
                     self.suppress(rec["user"], None, rec["key"], t, "late", {})
@@ -1142,6 +1275,8 @@ class Engine:
                     self.suppress(user, c.rule.name, c.event["key"], t, "erased", {})
             pending.clear()
             st.reset()
+            if self.spec.analytics is not None:
+                self.an_log.setdefault(user, []).append(("erase", t))     # A35
         elif s == "consent":
             self.seq += 1
             st.consent[(r["channel"], r["purpose"])] = (t, self.seq, r["granted"])
@@ -1154,6 +1289,12 @@ class Engine:
             if last is not None and t - self.spec.dedup_horizon < last <= t:
                 self.duplicates += 1
                 return
+            # activity for retention and the churn answers (A29, A30)
+            an = self.spec.analytics
+            if an is not None and not r.get("churn") \
+                    and any(g.fullmatch(r["type"]) for g in an.activity):
+                self.an_log.setdefault(user, []).append(
+                    ("act", t, segment_of(r["data"], an.segment)))
             # activity (A19, A21): moves the churn signal due
             ch = self.spec.churn
             if ch is not None and not r.get("churn") \
@@ -1192,6 +1333,8 @@ class Engine:
                     dt = min(t + ru.delay, MS_MAX)
                 c = Candidate()
                 c.rule, c.user, c.event, c.dt, c.alive = ru, user, r, dt, True
+                self.ncand += 1
+                c.nid = self.ncand
                 if ru.dedup is None:
                     c.dkey = None
                 elif ru.dedup[1] is None:
@@ -1350,6 +1493,8 @@ class Engine:
             "locale": prefs["locale"] if prefs is not None else None,
             "vars": c.event["data"],
         })
+        win = ru.fallback if ru.fallback is not None else DELIVERY_WINDOW     # A34
+        self.attempt_log.append((user, ru.name, ch, k, t, did, c.nid, min(t + win, MS_MAX)))
         if ru.fallback is None:
             return
         end = min(t + ru.fallback, MS_MAX)    # B17
@@ -1381,6 +1526,149 @@ class Engine:
         self.suppress(c.user, ru.name, c.event["key"], t, "undeliverable", {})
 
 
+# ----------------------------------------------------------------------------
+# Analytics answers: retention, churn per user, delivery (A28-A36)
+# ----------------------------------------------------------------------------
+
+RETENTION_K = 12                    # A32
+DELIVERY_WINDOW = 7 * DAY_MS        # A34: the receipt window of a rule without fallback_after
+
+
+def segment_of(data, path):
+    """The segment of an activity event (A30): a string as it is, any other
+    non-null JSON value as its compact JSON text, absent or null -> None."""
+    if path is None:
+        return None
+    v = lookup(data, path)
+    if v is _MISSING:
+        return None
+    return v if isinstance(v, str) else dumps(v)
+
+
+def bucket_of(day, bucket):
+    """The bucket index of UTC day `day` (days since 1970-01-01) (A32)."""
+    if bucket == "day":
+        return day
+    if bucket == "week":
+        return (day + 3) // 7       # ISO weeks: day -3, 1969-12-29, is a Monday
+    y, m, _d = civil_from_days(day)
+    return y * 12 + (m - 1)
+
+
+def bucket_first_day(b, bucket):
+    if bucket == "day":
+        return b
+    if bucket == "week":
+        return b * 7 - 3
+    return days_from_civil(b // 12, b % 12 + 1, 1)
+
+
+def fmt_day(day):
+    return fmt_time(day * DAY_MS)[:10]
+
+
+def life_as_of(log, as_of):
+    """The user's activity [(time, segment)] since their last erasure before
+    as_of, with time < as_of (A28, A35); the log is in time order."""
+    acts = []
+    for e in log:
+        if e[1] >= as_of:
+            break
+        if e[0] == "erase":
+            acts = []
+        else:
+            acts.append((e[1], e[2]))
+    return acts
+
+
+def last_erasure(log, as_of):
+    ts = [e[1] for e in log if e[0] == "erase" and e[1] < as_of]
+    return max(ts) if ts else None
+
+
+def retention_answer(eng, as_of):
+    """retention.json (A32, A31)."""
+    an = eng.spec.analytics
+    last = bucket_of(as_of // DAY_MS, an.bucket)
+    rows = {}
+    for user, log in eng.an_log.items():
+        acts = life_as_of(log, as_of)
+        if not acts:
+            continue
+        first_t, seg = acts[0]
+        cohort = bucket_of(first_t // DAY_MS, an.bucket)
+        group = "holdout" if fnv1a64(user.encode("utf-8")) % 10000 < eng.spec.holdout_bp \
+            else "treated"
+        row = rows.setdefault((cohort, seg, group), [0] * (RETENTION_K + 1))
+        for b in {bucket_of(t // DAY_MS, an.bucket) for (t, _s) in acts}:
+            if b - cohort <= RETENTION_K:
+                row[b - cohort] += 1
+    out = []
+    for (cohort, seg, group) in sorted(
+            rows, key=lambda r: (r[0], r[1] is not None, (r[1] or "").encode("utf-8"), r[2])):
+        counts = rows[(cohort, seg, group)]
+        out.append({"cohort": fmt_day(bucket_first_day(cohort, an.bucket)), "segment": seg,
+                    "group": group, "size": counts[0],
+                    "retained": [counts[k] if cohort + k <= last else None
+                                 for k in range(RETENTION_K + 1)]})
+    return {"as_of": fmt_time(as_of), "bucket": an.bucket, "rows": out}
+
+
+def churn_answers(eng, as_of):
+    """churn.jsonl (A33): one answer per user active since their last
+    erasure, ordered by user id (code points order as UTF-8 bytes do)."""
+    ch = eng.spec.churn
+    e = as_of // DAY_MS
+    out = []
+    for user in sorted(eng.an_log):
+        acts = life_as_of(eng.an_log[user], as_of)
+        if not acts:
+            continue
+        days = {t // DAY_MS for (t, _s) in acts}
+        f, l, n = min(days), max(days), len(days)
+        out.append({"as_of": fmt_time(as_of), "user": user, "p_alive": p_alive(ch, f, l, n, e),
+                    "x": n - 1, "t_x": (l - f) / ch.u, "T": (e - f) / ch.u,
+                    "first_active": fmt_day(f), "last_active": fmt_day(l)})
+    return out
+
+
+def delivery_answer(eng, as_of):
+    """delivery.json (A34-A36)."""
+    cut = {user: last_erasure(log, as_of) for user, log in eng.an_log.items()}
+    chans, rules, notes = {}, {}, {}
+    for (user, rule, ch, k, t, did, nid, end) in eng.attempt_log:
+        e = cut.get(user)
+        if t >= as_of or (e is not None and t < e):
+            continue
+        ok = bad = False
+        for (r, _line, status) in eng.receipts.get(did, ()):
+            if t <= r <= end and r < as_of:
+                if status in SUCCESS:
+                    ok = True
+                elif status in FAILURE:
+                    bad = True
+        for d in (chans.setdefault(ch, [0, 0, 0]), rules.setdefault(rule, [0, 0, 0])):
+            d[0] += 1
+            d[1] += ok
+            d[2] += bad and not ok
+        if k == 1:
+            notes.setdefault(nid, False)
+        if ok and nid in notes:
+            notes[nid] = True
+
+    def table(m):
+        return {name: {"dispatched": d[0], "delivered": d[1], "failed": d[2],
+                       "success_rate": d[1] / d[0]} for name, d in sorted(m.items())}
+
+    return {"as_of": fmt_time(as_of), "channels": table(chans), "rules": table(rules),
+            "notifications": {"total": len(notes), "succeeded": sum(notes.values())}}
+
+
+def write_json(path, obj):
+    with open(path, "wb") as f:
+        f.write(dumps(obj).encode("utf-8") + b"\n")
+
+
 def dispatch_id(user, event_key, rule, attempt):
     return str(uuid.uuid5(uuid.NAMESPACE_URL,
                           "nudgeflow:dispatch:%s:%s:%s:%d" % (user, event_key, rule, attempt)))
@@ -1398,7 +1686,17 @@ def main(argv=None):
     ap.add_argument("--spec", required=True)
     ap.add_argument("--fixture", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--as-of", dest="as_of", metavar="TIME",
+                    help="RFC 3339 time of the analytics answers (default: 1 ms after "
+                         "the largest time of an admitted input record)")
     a = ap.parse_args(argv)
+    as_of = None
+    if a.as_of is not None:
+        as_of = parse_time(a.as_of)
+        if as_of is None:
+            print("oracle: --as-of: not an RFC 3339 time with an offset: %r" % a.as_of,
+                  file=sys.stderr)
+            return 2
     try:
         spec = load_spec(a.spec)
     except (SpecError, OSError) as e:
@@ -1412,9 +1710,24 @@ def main(argv=None):
     write_jsonl(os.path.join(a.out, "dead_letters.jsonl"), eng.dead)
     if spec.churn is not None:                                  # A26
         write_jsonl(os.path.join(a.out, "churn_signals.jsonl"), eng.signals)
-    print(dumps({"dispatches": len(eng.dispatches), "suppressions": len(eng.suppressions),
-                 "dead_letters": len(eng.dead), "duplicates_dropped": eng.duplicates,
-                 "churn_signals": len(eng.signals)}))
+    summary = {"dispatches": len(eng.dispatches), "suppressions": len(eng.suppressions),
+               "dead_letters": len(eng.dead), "duplicates_dropped": eng.duplicates,
+               "churn_signals": len(eng.signals)}
+    if spec.analytics is not None:
+        if as_of is None:                                       # A28, B23
+            as_of = eng.max_time + 1 if eng.max_time is not None else 0
+        ret = retention_answer(eng, as_of)
+        write_json(os.path.join(a.out, "retention.json"), ret)
+        write_json(os.path.join(a.out, "delivery.json"), delivery_answer(eng, as_of))
+        summary["as_of"] = fmt_time(as_of)
+        summary["retention_rows"] = len(ret["rows"])
+        if spec.churn is not None:
+            answers = churn_answers(eng, as_of)
+            with open(os.path.join(a.out, "churn.jsonl"), "wb") as f:
+                for o in answers:
+                    f.write(dumps(o).encode("utf-8") + b"\n")
+            summary["churn_users"] = len(answers)
+    print(dumps(summary))
     return 0
 
 
