@@ -14,6 +14,15 @@ with its formula to 1e-9 relative, not bit for bit, so wherever it appears
 it compares numerically, to 1e-12 relative: the `p_alive` of a churn signal,
 and `vars.p_alive` of a dispatch whose event is a churn event (event key
 `nudgeflow/churn.risk_high:...`). Every other field compares exactly.
+
+The analytics answers (DESIGN.md §5 and §8, `replay --out`) are compared
+when either directory has them: retention.json and delivery.json as whole
+parsed JSON objects (key order does not matter, list order does),
+churn.jsonl as the list of its parsed lines, in order. In them the floats
+`p_alive`, `t_x`, `T` and `success_rate` compare to 1e-12 relative; every
+other value compares exactly (1 and 1.0 differ). A file that one directory
+has and the other lacks is a difference.
+
 Exit status 1 and a readable list of differences when they differ.
 
 usage: scripts/compare.py EXPECTED_DIR ACTUAL_DIR
@@ -97,6 +106,89 @@ def compare(a, b, split):
     return only_a, only_b
 
 
+# Analytics answers: compared as parsed JSON, in order, with these keys'
+# numbers to P_ALIVE_RTOL.
+CLOSE_KEYS = ("p_alive", "t_x", "T", "success_rate")
+ANSWERS = ("retention.json", "delivery.json", "churn.jsonl")
+
+
+def load_answer(path):
+    """The parsed file: one JSON value (.json) or the list of its lines'
+    values (.jsonl); None when missing; a str saying why when unreadable."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    try:
+        if path.endswith(".jsonl"):
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return json.loads(text)
+    except ValueError as e:
+        return f"unreadable JSON: {e}"
+
+
+def show_value(v):
+    return json.dumps(v, sort_keys=True)
+
+
+def diff_json(a, b, path, out, close=False):
+    """Appends to out a line for every place where a and b differ."""
+    if close and is_num(a) and is_num(b):
+        if not p_close(a, b):
+            out.append(f"{path}: {show_value(a)} != {show_value(b)} (beyond 1e-12 relative)")
+        return
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            sub = f"{path}.{k}" if path else k
+            if k not in b:
+                out.append(f"{sub}: only in the first ({show_value(a[k])})")
+            elif k not in a:
+                out.append(f"{sub}: only in the second ({show_value(b[k])})")
+            else:
+                diff_json(a[k], b[k], sub, out, k in CLOSE_KEYS)
+        return
+    if isinstance(a, list) and isinstance(b, list):
+        for i in range(max(len(a), len(b))):
+            sub = f"{path}[{i}]"
+            if i >= len(b):
+                out.append(f"{sub}: only in the first ({show_value(a[i])})")
+            elif i >= len(a):
+                out.append(f"{sub}: only in the second ({show_value(b[i])})")
+            else:
+                diff_json(a[i], b[i], sub, out)
+        return
+    if show_value(a) != show_value(b):
+        out.append(f"{path or '(top)'}: {show_value(a)} != {show_value(b)}")
+
+
+def compare_answer(name, a_dir, b_dir):
+    """Prints the comparison of one analytics answer; True when they differ."""
+    a = load_answer(os.path.join(a_dir, name))
+    b = load_answer(os.path.join(b_dir, name))
+    if a is None and b is None:
+        return False
+    if a is None or b is None:
+        print(f"{name}: missing in {a_dir if a is None else b_dir}")
+        return True
+    for d, v in ((a_dir, a), (b_dir, b)):
+        if isinstance(v, str):
+            print(f"{name}: {v} in {d}")
+            return True
+    out = []
+    diff_json(a, b, "", out)
+    if not out:
+        what = f"{len(a)} lines" if isinstance(a, list) else "object"
+        print(f"{name}: {what} identical")
+        return False
+    print(f"{name}: {len(out)} differences ({a_dir} first, {b_dir} second)")
+    for line in out[:40]:
+        print(f"  {line}")
+    if len(out) > 40:
+        print(f"  ... and {len(out) - 40} more")
+    return True
+
+
 FILES = (
     ("dispatches", split_dispatch),
     ("suppressions", split_plain),
@@ -129,6 +221,8 @@ def main():
             print(f"  - {line}")
         for line in sorted(map(show, only_b))[:20]:
             print(f"  + {line}")
+    for name in ANSWERS:
+        bad += compare_answer(name, a_dir, b_dir)
     sys.exit(1 if bad else 0)
 
 
