@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the expected outputs of golden fixture cases from the engine
-# (the three .jsonl files and summary.json, all compared by tests/golden.rs,
+# (the decisions, summary.json and, with [analytics], retention.json,
+# delivery.json and churn.jsonl, all compared by tests/golden.rs,
 # and the explanations in expected/explain/<user>.txt, by tests/explain.rs),
 # and cross-checks the decisions of each case against the independent oracle
 # (scripts/oracle.py). Review `git diff fixtures/` before committing.
@@ -8,8 +9,11 @@
 # usage: scripts/bless.sh [CASE...]     (default: every case with expected/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
-BIN=target/release/nudgeflow
+# BIN=target/debug/nudgeflow scripts/bless.sh ... skips the release build.
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --quiet
+  BIN=target/release/nudgeflow
+fi
 cases=("$@")
 if [ ${#cases[@]} -eq 0 ]; then
   for d in fixtures/*/expected; do cases+=("$(basename "$(dirname "$d")")"); done

@@ -206,6 +206,7 @@ pub fn diff(opts: &DiffOptions) -> anyhow::Result<Report> {
         stripe_bytes: DEFAULT_STRIPE_BYTES,
         stripes_per_step: DEFAULT_STRIPES_PER_STEP,
         progress: false,
+        as_of: None,
     };
     let a = Run::replay(&replay(&opts.a.1)).with_context(|| format!("replaying {}", opts.a.0))?;
     let b = Run::replay(&replay(&opts.b.1)).with_context(|| format!("replaying {}", opts.b.0))?;

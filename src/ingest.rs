@@ -124,6 +124,8 @@ pub struct Ingested {
     pub records: u64,
     /// Late events among them.
     pub late: u64,
+    /// The largest time among them.
+    pub latest: Option<Time>,
 }
 
 impl Ingested {
@@ -139,6 +141,7 @@ impl Ingested {
             reports.push(Report::Counts {
                 records: std::mem::take(&mut self.records),
                 late: std::mem::take(&mut self.late),
+                latest: self.latest.take().unwrap_or(Time::MIN),
             });
         }
         reports
@@ -294,6 +297,7 @@ impl Ingest {
         }
         out.records += 1;
         out.late += late as u64;
+        out.latest = out.latest.max(Some(t));
         match parsed {
             // A late event is reported with its user and key, which routing
             // dropped: parse it again (it parsed once, so it parses again).

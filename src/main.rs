@@ -309,6 +309,11 @@ struct ReplayArgs {
     /// Where to write the outputs (created).
     #[arg(long)]
     out: PathBuf,
+    /// With `[analytics]`: the time the aggregates (retention.json,
+    /// churn.jsonl, delivery.json) are as of, RFC 3339; default 1 ms after
+    /// the largest record time of the input, so that every record counts.
+    #[arg(long, value_parser = parse_time)]
+    as_of: Option<i64>,
     #[command(flatten)]
     workers: WorkerArgs,
     /// Bytes per read stripe (workers take stripes of each file in turn).
@@ -389,6 +394,10 @@ fn print_summary(s: &Summary, secs: f64, workers: usize, out: Option<&Path>) {
     }
 }
 
+fn parse_time(s: &str) -> Result<i64, String> {
+    nudgeflow::time::parse_rfc3339(s)
+}
+
 fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     check_out_dir(&args.out)?;
     let opts = ReplayOptions {
@@ -398,6 +407,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         stripe_bytes: args.stripe_bytes,
         stripes_per_step: args.stripes_per_step,
         progress: !args.quiet,
+        as_of: args.as_of,
     };
     let out = run_to_dir(&opts, &args.out)?;
     if !args.quiet {
@@ -430,6 +440,7 @@ fn explain(spec: &Path, fixture: PathBuf, user: &str, workers: usize) -> anyhow:
         stripe_bytes: DEFAULT_STRIPE_BYTES,
         stripes_per_step: DEFAULT_STRIPES_PER_STEP,
         progress: false,
+        as_of: None,
     };
     print!("{}", nudgeflow::explain::explain(&opts, user)?);
     Ok(())
@@ -545,6 +556,7 @@ fn demo(workers: usize) -> anyhow::Result<()> {
         stripe_bytes: DEFAULT_STRIPE_BYTES,
         stripes_per_step: DEFAULT_STRIPES_PER_STEP,
         progress: false,
+        as_of: None,
     };
     let out_dir = dir.join("out");
     let out = run_to_dir(&opts, &out_dir)?;

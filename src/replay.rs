@@ -15,18 +15,22 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::analytics::answers;
+use crate::dataflow::aggregates::{self, AnalyticsView, Limit};
 use crate::dataflow::{self, DecideStats};
 use crate::record::output::DeadLetter;
 use crate::sink::files::{
     Lines, OutputFiles, PartManifest, Rendered, Summary, dead_letter_lines, part_dir, render_lines,
 };
 use crate::source::Placement;
+use crate::source::Report;
 use crate::source::fixture::{FixturePlan, fixture_source};
 use crate::spec::Spec;
 use crate::time::Time;
 use timely::CommunicationConfig;
 use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
 use timely::communication::allocator::{AllocatorBuilder, ProcessBuilder};
+use timely::dataflow::operators::core::Map;
 
 /// How long a cluster process waits for its peers by default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -91,6 +95,9 @@ pub struct ReplayOptions {
     /// Report progress on stderr: the progress bar of a large replay and,
     /// in a cluster, the peers being waited for.
     pub progress: bool,
+    /// The time the aggregates are as of (`--as-of`); `None`: 1 ms after
+    /// the largest record time.
+    pub as_of: Option<Time>,
 }
 
 /// What a replay decided (this process's share in a cluster).
@@ -101,6 +108,8 @@ pub struct ReplayOutput {
     pub churn_signals: Vec<Lines>,
     pub dead_letters: Vec<DeadLetter>,
     pub summary: Summary,
+    /// The aggregates, when the spec has `[analytics]`.
+    pub analytics: Option<AnalyticsView>,
     pub elapsed: Duration,
     /// The worker threads, waiting to exit until this is dropped.
     _workers: Workers,
@@ -317,6 +326,12 @@ fn run_prepared(opts: &ReplayOptions, prepared: Prepared) -> anyhow::Result<Repl
     let workers = cluster.workers;
     let failure = Arc::new(Failure::default());
     let worker_failure = failure.clone();
+    let analytics = spec
+        .analytics
+        .is_some()
+        .then(|| AnalyticsView::new(spec.clone()));
+    let worker_analytics = analytics.clone();
+    let limit = opts.as_of.map_or(Limit::AfterLatestRecord, Limit::Until);
     #[cfg(test)]
     let inject = tests::injected_failure(&opts.fixture);
 
@@ -334,12 +349,29 @@ fn run_prepared(opts: &ReplayOptions, prepared: Prepared) -> anyhow::Result<Repl
             let stats = Rc::new(RefCell::new(DecideStats::default()));
             let probe = worker.dataflow::<Time, _, _>(|scope| {
                 let source = fixture_source(scope, worker_plan.clone(), spec.clone(), placement);
-                let out = dataflow::build(
+                let decided = dataflow::build(
                     (source.arrivals, source.profile),
                     spec.clone(),
                     stats.clone(),
                 );
-                render_lines(out, source.reports, spec.clone(), rendered.clone())
+                if let Some(view) = &worker_analytics {
+                    // The first worker of each process keeps its view.
+                    let leaders = (0..cluster.processes)
+                        .map(|p| (p * cluster.workers) as u32)
+                        .collect();
+                    let mine = (placement.local_index == 0).then(|| view.clone());
+                    let latest = source.reports.clone().flat_map(|r| match r {
+                        Report::Counts { latest, .. } => Some(latest),
+                        Report::DeadLetter(_) => None,
+                    });
+                    aggregates::view(decided.facts, latest, leaders, mine, limit);
+                }
+                render_lines(
+                    decided.decisions,
+                    source.reports,
+                    spec.clone(),
+                    rendered.clone(),
+                )
             });
             let bar = (progress && worker.index() == 0).then(|| {
                 let bar = indicatif::ProgressBar::new(worker_plan.total_bytes);
@@ -471,6 +503,7 @@ fn run_prepared(opts: &ReplayOptions, prepared: Prepared) -> anyhow::Result<Repl
         churn_signals: Vec::new(),
         dead_letters: Vec::new(),
         summary: Summary::default(),
+        analytics,
         elapsed: Duration::ZERO,
         _workers: threads,
     };
@@ -574,6 +607,15 @@ pub fn run_to_dir(opts: &ReplayOptions, out_dir: &Path) -> anyhow::Result<Replay
             &out.summary,
         )
         .with_context(|| format!("writing {}", dir.display()))?;
+    // Every process holds all the aggregates: the first writes them.
+    if let Some(view) = &out.analytics
+        && part.as_ref().is_none_or(|p| p.process == 0)
+    {
+        for (name, bytes) in answers::files(&opts.spec, &view.read()) {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
     if let Some(part) = &part {
         files.write_manifest(part)?;
     }
@@ -682,6 +724,7 @@ mod tests {
             stripe_bytes: 1 << 10,
             stripes_per_step: 1,
             progress: false,
+            as_of: None,
         };
         assert!(run_to_dir(&opts, out.path()).is_err());
         opts.fixture = out.path().to_path_buf();
@@ -718,6 +761,7 @@ mod tests {
             stripe_bytes: 1 << 10,
             stripes_per_step: 1,
             progress: false,
+            as_of: None,
         };
         assert!(run(&opts).is_ok());
         *INJECT.lock().unwrap() = Some((dir.path().to_path_buf(), 1));

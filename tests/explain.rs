@@ -36,6 +36,7 @@ fn golden_explanations() {
                 stripe_bytes: DEFAULT_STRIPE_BYTES,
                 stripes_per_step: DEFAULT_STRIPES_PER_STEP,
                 progress: false,
+                as_of: None,
             };
             let actual = nudgeflow::explain::explain(&opts, &user).unwrap();
             let name = format!("{} user {user} (-w {workers})", case.display());

@@ -26,8 +26,14 @@ const OUTPUTS: [&str; 4] = [
 ];
 
 /// Outputs compared when the case expects them: churn signals, for the
-/// cases whose spec computes churn risk.
-const OPTIONAL_OUTPUTS: [&str; 1] = ["churn_signals.jsonl"];
+/// cases whose spec computes churn risk, and the aggregates, for the cases
+/// whose spec has `[analytics]`.
+const OPTIONAL_OUTPUTS: [&str; 4] = [
+    "churn_signals.jsonl",
+    "retention.json",
+    "delivery.json",
+    "churn.jsonl",
+];
 
 /// (workers, stripe bytes) of each replay of a case.
 const RUNS: [(usize, u64); 2] = [(1, 1 << 20), (3, 97)];

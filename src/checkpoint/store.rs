@@ -36,8 +36,9 @@ use crate::time::Time;
 
 /// The version of the checkpoint format this build writes and reads.
 /// Format 2: users' fallback attempts, inboxes and activity, and receipts
-/// among the records already read.
-pub const FORMAT: u32 = 2;
+/// among the records already read. Format 3: users' active days, churn
+/// risk and attempts tracked for the delivery counts.
+pub const FORMAT: u32 = 3;
 
 /// A complete checkpoint in another format: the job stops rather than pass
 /// it over, which would start afresh and lose its state.

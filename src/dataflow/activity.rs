@@ -14,12 +14,17 @@
 //!   (`analytics::bgnbd::risk_crossing`), not by scanning users. `decide`
 //!   emits the signal there, unless the user is active again at or before
 //!   that instant, and feeds it back as an event rules can react to.
-//! - key: the user. An erasure forgets the activity: activity after it
-//!   starts a new user (a new cohort).
+//!   The facts of the aggregates (`aggregates.rs`), at the instant they
+//!   become true: the user's summary (the old one retracted), their cohort
+//!   membership and each later bucket of every kind (day, week, month)
+//!   they are active in, and whether they are at risk.
+//! - key: the user. An erasure retracts the user's facts and forgets the
+//!   activity: activity after it starts a new user (a new cohort).
 
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
+use super::aggregates::{Fact, Update};
 use crate::analytics::bgnbd::{self, Summary};
 use crate::spec::{Analytics, Bucket, Churn};
 use crate::time::{MS_PER_DAY, Time, civil_from_days, days_from_civil};
@@ -35,6 +40,12 @@ pub struct Activity {
     pub segment: Option<CompactString>,
     /// When the churn signal is due, if it is.
     pub crossing: Option<Time>,
+    /// The active days after the first, as days since it: with the first,
+    /// every bucket the user was active in, of every kind, which an erasure
+    /// retracts from the retention counts.
+    later_days: Vec<u32>,
+    /// Whether the churn signal came and the user was not active since.
+    at_risk: bool,
 }
 
 impl Activity {
@@ -47,27 +58,28 @@ impl Activity {
             active_days: 1,
             segment,
             crossing: None,
+            later_days: Vec::new(),
+            at_risk: false,
         };
         activity.refresh(analytics);
         activity
     }
 
-    /// Notes activity at `t` (not before the last). Returns the offset k of
-    /// its bucket from the cohort (the bucket of the first activity) when
-    /// the user was not yet active in it. Buckets are found from days, not
-    /// kept, so that a spec may change its `bucket`.
-    pub fn note(&mut self, analytics: &Analytics, t: Time) -> Option<u32> {
+    /// Notes activity at `t` (not before the last). Returns the summary
+    /// before it when `t` is on a new active day.
+    pub fn note(&mut self, analytics: &Analytics, t: Time) -> Option<Summary> {
         let day = bgnbd::day_of(t);
-        let bucket = |d| bucket_index(analytics.bucket, d);
-        let new_bucket = bucket(day) > bucket(self.last_day);
-        if day > self.last_day {
+        let before = self.summary();
+        let new_day = day > self.last_day;
+        if new_day {
             self.last_day = day;
             self.active_days += 1;
+            self.later_days.push((day - self.first_day) as u32);
         }
         // The crossing moves with any activity: "unless the user is active
         // again at or before that instant".
         self.refresh(analytics);
-        new_bucket.then(|| (bucket(day) - bucket(self.first_day)) as u32)
+        new_day.then_some(before)
     }
 
     pub fn summary(&self) -> Summary {
@@ -75,6 +87,96 @@ impl Activity {
             first_day: self.first_day,
             last_day: self.last_day,
             active_days: self.active_days,
+        }
+    }
+
+    /// The facts of a user's first activity, at `t`: their summary, and
+    /// their membership of a cohort of every bucket kind.
+    pub fn joined(&self, user: &str, holdout: bool, t: Time, out: &mut Vec<Update>) {
+        out.push((self.summary_fact(user, &self.summary()), t, 1));
+        for bucket in Bucket::ALL {
+            out.push((self.retained(bucket, holdout, 0), t, 1));
+        }
+    }
+
+    /// The facts of activity at `t` on a new active day, after `before`:
+    /// the new summary, the buckets the user is active in for the first
+    /// time, and the end of a churn risk.
+    pub fn active_again(
+        &mut self,
+        user: &str,
+        holdout: bool,
+        before: Summary,
+        t: Time,
+        out: &mut Vec<Update>,
+    ) {
+        out.push((self.summary_fact(user, &before), t, -1));
+        out.push((self.summary_fact(user, &self.summary()), t, 1));
+        for bucket in Bucket::ALL {
+            let (now, then) = (
+                bucket_index(bucket, self.last_day),
+                bucket_index(bucket, before.last_day),
+            );
+            if now > then {
+                let k = (now - bucket_index(bucket, self.first_day)) as u32;
+                out.push((self.retained(bucket, holdout, k), t, 1));
+            }
+        }
+        self.settle(t, out);
+    }
+
+    /// The churn signal came at `t`: the user is at risk.
+    pub fn signalled(&mut self, t: Time, out: &mut Vec<Update>) {
+        if !self.at_risk {
+            self.at_risk = true;
+            out.push((Fact::AtRisk, t, 1));
+        }
+    }
+
+    /// Activity at `t` ends a churn risk.
+    pub fn settle(&mut self, t: Time, out: &mut Vec<Update>) {
+        if self.at_risk {
+            self.at_risk = false;
+            out.push((Fact::AtRisk, t, -1));
+        }
+    }
+
+    /// Retracts at `t` every fact of the user (an erasure).
+    pub fn retract(&mut self, user: &str, holdout: bool, t: Time, out: &mut Vec<Update>) {
+        self.settle(t, out);
+        out.push((self.summary_fact(user, &self.summary()), t, -1));
+        let days = std::iter::once(self.first_day)
+            .chain(self.later_days.iter().map(|d| self.first_day + *d as i64));
+        for bucket in Bucket::ALL {
+            let cohort = bucket_index(bucket, self.first_day);
+            let mut last = None;
+            for day in days.clone() {
+                let index = bucket_index(bucket, day);
+                if last != Some(index) {
+                    last = Some(index);
+                    let k = (index - cohort) as u32;
+                    out.push((self.retained(bucket, holdout, k), t, -1));
+                }
+            }
+        }
+    }
+
+    fn summary_fact(&self, user: &str, s: &Summary) -> Fact {
+        Fact::Summary {
+            user: CompactString::from(user),
+            first_day: s.first_day,
+            last_day: s.last_day,
+            active_days: s.active_days,
+        }
+    }
+
+    fn retained(&self, bucket: Bucket, holdout: bool, k: u32) -> Fact {
+        Fact::Retained {
+            bucket,
+            cohort: bucket_index(bucket, self.first_day),
+            segment: self.segment.clone(),
+            holdout,
+            k,
         }
     }
 

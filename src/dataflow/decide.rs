@@ -38,6 +38,7 @@ use std::sync::Arc;
 
 use differential_dataflow::operators::arrange::Arranged;
 use differential_dataflow::trace::TraceReader;
+use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::{Exchange, ParallelizationContract, Pipeline};
 use timely::dataflow::operators::generic::OutputBuilder;
@@ -46,8 +47,10 @@ use timely::progress::frontier::AntichainRef;
 
 use super::UserKey;
 use super::activity::{Activity, signal_id};
+use super::aggregates::{Fact, Update};
 use super::caps::CapHistory;
 use super::cut::{Request, Taken};
+use super::delivery::{Delivery, Made};
 use super::fallback::{Attempt, Flight, StepReceipts, note_step};
 use super::history::{Reader, TraceSnapshot};
 use super::holdout::in_holdout;
@@ -115,11 +118,16 @@ struct Extras {
     inbox: Inbox,
     /// Activity and churn risk (`activity.rs`), from the first activity on.
     activity: Option<Activity>,
+    /// Attempts and their outcomes, for the delivery counts (`delivery.rs`).
+    delivery: Delivery,
 }
 
 impl Extras {
     fn is_empty(&self) -> bool {
-        self.attempts.is_empty() && self.inbox.is_empty() && self.activity.is_none()
+        self.attempts.is_empty()
+            && self.inbox.is_empty()
+            && self.activity.is_none()
+            && self.delivery.is_empty()
     }
 }
 
@@ -131,6 +139,7 @@ static NO_EXTRAS: Extras = Extras {
         reads: Vec::new(),
     },
     activity: None,
+    delivery: Delivery::new(),
 };
 
 /// What `decide` holds on one worker as of a checkpoint's time T (all
@@ -288,6 +297,7 @@ impl UserState {
     fn waits(&self) -> bool {
         !self.pending.is_empty()
             || !self.x().attempts.is_empty()
+            || !self.x().delivery.tracked.is_empty()
             || !self.x().inbox.is_empty()
             || self
                 .x()
@@ -445,6 +455,11 @@ struct Core {
     crossings: BTreeSet<(Time, u64)>,
     /// The receipts whose time is complete in the current step.
     receipts: StepReceipts,
+    /// The attempts tracked for the delivery counts, by dispatch id.
+    delivery_ids: Flight,
+    /// Fact updates of the aggregates not yet sent (`aggregates.rs`); only
+    /// with `[analytics]`.
+    facts: Vec<Update>,
 }
 
 impl Engine {
@@ -478,6 +493,9 @@ impl Engine {
             }
             for i in &x.inbox.items {
                 self.core.inbox_ids.add(i.id, user.hash);
+            }
+            for t in &x.delivery.tracked {
+                self.core.delivery_ids.add(t.id, user.hash);
             }
             // The inbox views start from the restored inboxes.
             if !x.inbox.items.is_empty() {
@@ -572,7 +590,11 @@ impl Engine {
         let receipts = self.waiting_receipts.extract_if(.., |r| r.time < frontier);
         if note_step(receipts, &mut self.core.receipts) > 0 {
             for id in self.core.receipts.keys() {
-                let users = [self.core.flight.user(*id), self.core.inbox_ids.user(*id)];
+                let users = [
+                    self.core.flight.user(*id),
+                    self.core.inbox_ids.user(*id),
+                    self.core.delivery_ids.user(*id),
+                ];
                 for hash in users.into_iter().flatten() {
                     self.core.timers.insert((Time::MIN, hash));
                 }
@@ -678,12 +700,21 @@ impl Engine {
         self.core.seen.end_step(frontier);
         if frontier >= self.core.next_sweep && frontier != Time::MAX {
             let (spec, longest) = (&self.core.spec, self.core.longest_window);
+            let ids = &mut self.core.delivery_ids;
+            let mut gone = Vec::new();
             self.users.retain(|(_, s)| {
                 if !s.waits() {
                     s.expire(spec, longest, frontier);
                 }
+                if let Some(x) = s.extra.as_mut() {
+                    x.delivery.expire(frontier, &mut gone);
+                }
+                s.trim();
                 !s.is_empty()
             });
+            for id in gone {
+                ids.remove(id);
+            }
             self.core.next_sweep = frontier.saturating_add(longest.max(60_000));
         }
     }
@@ -716,6 +747,7 @@ impl Core {
             for a in &mut x.attempts {
                 self.claim(a);
             }
+            x.delivery.claim(&self.receipts, &mut self.facts);
             for i in 0..x.inbox.items.len() {
                 let (id, placed) = (x.inbox.items[i].id, x.inbox.items[i].time);
                 self.note_reads(&mut x.inbox, id, placed);
@@ -737,6 +769,7 @@ impl Core {
                         for c in state.pending.drain(..) {
                             out.push(suppress(user, &c, time, Reason::Erased, Detail::None));
                         }
+                        self.retract(spec, user, state, time);
                         // Dispatched candidates make no further attempts.
                         for a in &state.x().attempts {
                             self.flight.remove(a.id);
@@ -792,6 +825,13 @@ impl Core {
         if let Some(m) = state.x().activity.as_ref().and_then(|a| a.crossing) {
             self.crossings.insert((m, user.hash));
         }
+        if !state.x().delivery.tracked.is_empty() {
+            let mut gone = Vec::new();
+            state.x_mut().delivery.expire(frontier, &mut gone);
+            for id in gone {
+                self.delivery_ids.remove(id);
+            }
+        }
         state.trim();
         if frontier != Time::MAX && frontier >= state.next_expiry {
             state.expire(spec, self.longest_window, frontier);
@@ -825,12 +865,18 @@ impl Core {
             activity,
         } = e.hit;
         if let (Some(hit), Some(analytics)) = (activity, self.spec.analytics.as_ref()) {
+            let holdout = in_holdout(&user.user, self.spec.holdout_bp);
             let x = state.x_mut();
             match x.activity.as_mut() {
-                None => x.activity = Some(Activity::first(analytics, t, hit.segment)),
-                Some(a) => {
-                    a.note(analytics, t);
+                None => {
+                    let a = Activity::first(analytics, t, hit.segment);
+                    a.joined(&user.user, holdout, t, &mut self.facts);
+                    x.activity = Some(a);
                 }
+                Some(a) => match a.note(analytics, t) {
+                    Some(before) => a.active_again(&user.user, holdout, before, t, &mut self.facts),
+                    None => a.settle(t, &mut self.facts),
+                },
             }
         }
         // Cancellation: pending candidates of a cancelling rule whose event
@@ -984,6 +1030,24 @@ impl Core {
             let id = || dispatch_id(&user.user, &c.event_key, &rule.name, 1).as_u128();
             self.place(user, state, c.rule, t, &c.vars, id);
         }
+        if spec.analytics.is_some() {
+            let id = dispatch_id(&user.user, &c.event_key, &rule.name, 1).as_u128();
+            let made = Made {
+                id,
+                number: 1,
+                notification: id,
+                rule: c.rule,
+                channel,
+                time: t,
+                window: rule.fallback_after,
+            };
+            let receipts = &self.receipts;
+            state
+                .x_mut()
+                .delivery
+                .attempt(made, receipts, &mut self.facts);
+            self.delivery_ids.add(id, user.hash);
+        }
         out.push(Decision::Dispatch(Dispatch {
             user: user.user.clone(),
             rule: c.rule,
@@ -995,6 +1059,23 @@ impl Core {
             locale: prefs.and_then(|p| p.locale.clone()),
             vars: c.vars,
         }));
+    }
+
+    /// An erasure at `t`: retracts everything the user contributed to the
+    /// aggregates (the state itself is dropped by the caller).
+    fn retract(&mut self, spec: &Spec, user: &UserKey, state: &mut UserState, t: Time) {
+        let Some(x) = state.extra.as_mut() else {
+            return;
+        };
+        let holdout = in_holdout(&user.user, spec.holdout_bp);
+        if let Some(a) = x.activity.as_mut() {
+            a.retract(&user.user, holdout, t, &mut self.facts);
+        }
+        let mut gone = Vec::new();
+        x.delivery.retract(t, &mut self.facts, &mut gone);
+        for id in gone {
+            self.delivery_ids.remove(id);
+        }
     }
 
     /// Notes this step's receipts for an attempt.
@@ -1020,6 +1101,7 @@ impl Core {
             return;
         };
         activity.crossing = None;
+        activity.signalled(t, &mut self.facts);
         let summary = activity.summary();
         let p_alive =
             crate::analytics::bgnbd::evaluate(&churn.model, churn.unit, &summary, t).p_alive;
@@ -1156,6 +1238,24 @@ impl Core {
             self.place(user, state, a.rule, t, &a.vars, || id);
         }
         let window = a.deadline - a.made;
+        if spec.analytics.is_some() {
+            let first = dispatch_id(&user.user, &a.event_key, &rule.name, 1).as_u128();
+            let made = Made {
+                id,
+                number,
+                notification: first,
+                rule: a.rule,
+                channel,
+                time: t,
+                window: Some(window),
+            };
+            let receipts = &self.receipts;
+            state
+                .x_mut()
+                .delivery
+                .attempt(made, receipts, &mut self.facts);
+            self.delivery_ids.add(id, user.hash);
+        }
         let next = Attempt::new(
             id,
             number,
@@ -1234,23 +1334,25 @@ pub struct Snapshot {
     pub seconds: f64,
 }
 
-/// What `decide` sends on: decisions, checkpoint snapshots, and inbox
-/// changes.
+/// What `decide` sends on: decisions, checkpoint snapshots, inbox changes
+/// and the facts of the aggregates (a Differential collection, at the
+/// facts' exact times; empty without `[analytics]`).
 pub struct Decided<'s> {
     pub decisions: Stream<'s, Time, Vec<Decision>>,
     pub snapshots: Stream<'s, Time, Vec<Snapshot>>,
     pub inbox: Stream<'s, Time, Vec<InboxUpdate>>,
+    pub facts: VecCollection<'s, Time, Fact, isize>,
 }
 
-/// Builds the decide operator, without an inbox.
+/// Builds the decide operator, without checkpoints or an inbox.
 pub fn decide<'s>(
     arrivals: Stream<'s, Time, Vec<Arrival>>,
     profiles: Arranged<'s, ProfileTrace>,
     spec: Arc<Spec>,
     stats: Rc<RefCell<DecideStats>>,
-) -> Stream<'s, Time, Vec<Decision>> {
+) -> Decided<'s> {
     let pact = Exchange::new(|a: &Arrival| a.hash());
-    decide_with(arrivals, pact, profiles, spec, stats, None, None).decisions
+    decide_with(arrivals, pact, profiles, spec, stats, None, None)
 }
 
 /// Builds the decide operator, its arrivals routed by `pact`; with
@@ -1279,6 +1381,8 @@ where
     let mut snapshot_output = OutputBuilder::from(snapshot_output);
     let (inbox_output, inbox) = builder.new_output::<Vec<InboxUpdate>>();
     let mut inbox_output = OutputBuilder::from(inbox_output);
+    let (facts_output, facts) = builder.new_output::<Vec<Update>>();
+    let mut facts_output = OutputBuilder::from(facts_output);
     let mut profile_trace = profiles.trace;
     let (mut requests_in, taken, pending_profiles, restore) = match checkpoints {
         Some(c) => (
@@ -1291,6 +1395,7 @@ where
     };
 
     builder.build(move |mut capabilities| {
+        let mut facts_capability = capabilities.pop();
         let mut inbox_capability = capabilities.pop();
         let mut snapshot_capability = capabilities.pop();
         let mut capability = capabilities.pop();
@@ -1319,6 +1424,8 @@ where
                 updates: Vec::new(),
                 router,
                 crossings: BTreeSet::new(),
+                delivery_ids: Flight::default(),
+                facts: Vec::new(),
             },
         };
         if let Some(state) = restore {
@@ -1426,6 +1533,19 @@ where
                     cap.downgrade(&frontier);
                 }
             }
+            if let Some(cap) = facts_capability.as_mut() {
+                // Each fact's time is at least the capability's: nothing
+                // before the last frontier is decided now.
+                if !engine.core.facts.is_empty() {
+                    let facts = &mut engine.core.facts;
+                    facts_output.activate().session(&*cap).give_container(facts);
+                }
+                if frontier == Time::MAX {
+                    facts_capability = None;
+                } else if frontier > *cap.time() {
+                    cap.downgrade(&frontier);
+                }
+            }
             if let Some(cap) = snapshot_capability.as_mut() {
                 let least = requested.first().map_or(frontier, |r| r.time.min(frontier));
                 if least == Time::MAX {
@@ -1440,6 +1560,7 @@ where
         decisions,
         snapshots,
         inbox,
+        facts: facts.as_collection(),
     }
 }
 
@@ -1524,7 +1645,7 @@ channels = ["email"]
                 (
                     events,
                     profile,
-                    crate::sink::collect(out, decisions.clone()),
+                    crate::sink::collect(out.decisions, decisions.clone()),
                 )
             });
             for arrival in arrivals {

@@ -12,10 +12,12 @@
 //! per-user stages order by it once the frontier has passed it.
 
 pub mod activity;
+pub mod aggregates;
 pub mod caps;
 pub mod consent;
 pub mod cut;
 pub mod decide;
+pub mod delivery;
 pub mod fallback;
 pub mod history;
 pub mod holdout;
@@ -36,7 +38,6 @@ use serde::{Deserialize, Serialize};
 
 use timely::dataflow::Stream;
 
-use crate::record::output::Decision;
 use crate::spec::Spec;
 use crate::time::Time;
 
@@ -74,7 +75,7 @@ pub fn build<'s>(
     (arrivals, profile): route::Streams<'s>,
     spec: Arc<Spec>,
     stats: Rc<RefCell<DecideStats>>,
-) -> Stream<'s, Time, Vec<Decision>> {
+) -> decide::Decided<'s> {
     let profile = profile::arrange_profiles(profile);
     decide::decide(arrivals, profile, spec, stats)
 }
@@ -147,6 +148,7 @@ mod tests {
     use super::route::{Arrival, EventArrival, Fire, RuleHit};
     use super::*;
     use crate::checkpoint::state::WorkerState;
+    use crate::record::output::Decision;
     use crate::spec::{Channel, Purpose};
     use timely::dataflow::operators::Input;
 

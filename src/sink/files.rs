@@ -297,7 +297,7 @@ pub fn render_lines<'s>(
             for report in data.drain(..) {
                 match report {
                     Report::DeadLetter(d) => into.dead_letters.push(d),
-                    Report::Counts { records, late } => {
+                    Report::Counts { records, late, .. } => {
                         into.records += records;
                         into.late += late;
                     }

@@ -89,8 +89,13 @@ pub struct SourceStreams<'s> {
 pub enum Report {
     /// A bad record (docs/semantics.md "Bad input").
     DeadLetter(DeadLetter),
-    /// Records admitted, and late events among them, since the last count.
-    Counts { records: u64, late: u64 },
+    /// Records admitted, late events among them, and the largest time among
+    /// them, since the last count.
+    Counts {
+        records: u64,
+        late: u64,
+        latest: Time,
+    },
 }
 
 /// Where this worker sits in the cluster, and which users it answers for.

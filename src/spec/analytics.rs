@@ -53,7 +53,9 @@ impl Analytics {
 
 /// Retention buckets, in UTC: a day, an ISO week starting Monday, a
 /// calendar month.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Bucket {
     Day,
     Week,

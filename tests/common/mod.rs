@@ -46,6 +46,7 @@ pub fn replay_steps(
         stripe_bytes: stripe,
         stripes_per_step: steps,
         progress: false,
+        as_of: None,
     };
     run_to_dir(&opts, out)
         .unwrap_or_else(|e| panic!("replay of {} failed: {e:#}", fixture.display()));
