@@ -329,7 +329,7 @@ fn run_prepared(opts: &ReplayOptions, prepared: Prepared) -> anyhow::Result<Repl
     let analytics = spec
         .analytics
         .is_some()
-        .then(|| AnalyticsView::new(spec.clone()));
+        .then(|| AnalyticsView::new(spec.clone(), format!("{}", opts.fixture.display())));
     let worker_analytics = analytics.clone();
     let limit = opts.as_of.map_or(Limit::AfterLatestRecord, Limit::Until);
     #[cfg(test)]

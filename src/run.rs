@@ -31,6 +31,7 @@ use crate::checkpoint::positions::SourcePositions;
 use crate::checkpoint::state::WorkerState;
 use crate::checkpoint::store::Store;
 use crate::checkpoint::write::write;
+use crate::dataflow::aggregates::{self, AnalyticsView, Limit};
 use crate::dataflow::inbox::InboxView;
 use crate::dataflow::{self, DecideStats};
 use crate::job::JobConfig;
@@ -41,6 +42,7 @@ use crate::sink::kafka::kafka_sink;
 use crate::source::kafka::{Control, SourceLinks, kafka_source};
 use crate::spec::Spec;
 use crate::time::Time;
+use timely::dataflow::operators::core::Map as _;
 use timely::dataflow::operators::vec::Broadcast;
 
 pub struct RunOptions {
@@ -90,13 +92,21 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         _ => None,
     };
     let inbox = inbox_ttl.map(|ttl| InboxView::new(spec.clone(), ttl));
+    // With `[analytics]`, every process answers every query (`dataflow::aggregates`).
+    let analytics = spec.analytics.is_some().then(|| {
+        let title = format!("{}", job.path.display());
+        AnalyticsView::new(spec.clone(), title)
+    });
     let server = crate::ops::spawn(
         listen,
         token,
         metrics.clone(),
         health.clone(),
         Some(receipts),
-        inbox.clone(),
+        crate::ops::Views {
+            inbox: inbox.clone(),
+            analytics: analytics.clone(),
+        },
     )
     .with_context(|| format!("cannot serve HTTP on {listen}"))?;
     tracing::info!(addr = %server.addr, "serving /metrics, /healthz, /readyz and the API");
@@ -185,11 +195,17 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
                 inbox_ttl,
             );
             // The first worker of each process keeps its process's view.
-            let leaders = (0..cluster.processes)
+            let leaders: Vec<u32> = (0..cluster.processes)
                 .map(|p| (p * workers) as u32)
                 .collect();
             let view = inbox.clone().filter(|_| scope.index() % workers == 0);
-            dataflow::inbox::view(decided.inbox, leaders, view);
+            dataflow::inbox::view(decided.inbox, leaders.clone(), view);
+            if let Some(view) = &analytics {
+                let mine = (scope.index() % workers == 0).then(|| view.clone());
+                // Live answers are as of the frontier: no latest-time feed.
+                let latest = source.reports.clone().flat_map(|_| None::<Time>);
+                aggregates::view(decided.facts, latest, leaders, mine, Limit::Frontier);
+            }
             let decisions = decided.decisions;
             write(
                 decided.snapshots,

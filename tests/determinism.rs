@@ -13,10 +13,14 @@ use std::process::{Command, Stdio};
 use nudgeflow::r#gen::receipts::{ReceiptOptions, generate_receipts};
 use nudgeflow::r#gen::{GenOptions, generate};
 
-const FILES: [&str; 3] = [
+const FILES: [&str; 6] = [
     "dispatches.jsonl",
     "suppressions.jsonl",
     "dead_letters.jsonl",
+    // The aggregates (ecommerce.toml has [analytics]; core.toml writes none).
+    "retention.json",
+    "delivery.json",
+    "churn.jsonl",
 ];
 
 #[test]
@@ -78,6 +82,17 @@ fn same_output_for_any_workers_stripes_and_processes() {
                 .count()
                 >= 1
         );
+        if spec.analytics.is_some() {
+            // Aggregates with something in them: cohorts with later
+            // activity, delivered and failed attempts, users at risk.
+            let retention = common::read(&base.join("retention.json"));
+            let delivery: serde_json::Value =
+                serde_json::from_str(&common::read(&base.join("delivery.json"))).unwrap();
+            assert!(retention.matches("\"cohort\"").count() >= 2, "{retention}");
+            let push = &delivery["channels"]["push"];
+            assert!(push["delivered"].as_i64() > Some(0) && push["failed"].as_i64() > Some(0));
+            assert!(common::read(&base.join("churn.jsonl")).lines().count() > 1_000);
+        }
         for (workers, stripe, steps) in [(2, 64 << 10, 1), (2, 16 << 10, 4), (4, 16 << 10, 3)] {
             let out = tmp.path().join(format!("{spec_name}-w{workers}-{steps}"));
             common::replay_steps(&spec, &fixture, &out, workers, stripe, steps);

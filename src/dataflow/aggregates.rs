@@ -168,16 +168,19 @@ pub enum Limit {
 pub struct AnalyticsView {
     state: Arc<RwLock<Aggregates>>,
     pub spec: Arc<Spec>,
+    /// What the report page is titled: the spec and input.
+    pub title: String,
 }
 
 impl AnalyticsView {
-    pub fn new(spec: Arc<Spec>) -> AnalyticsView {
+    pub fn new(spec: Arc<Spec>, title: String) -> AnalyticsView {
         AnalyticsView {
             state: Arc::new(RwLock::new(Aggregates {
                 as_of: Time::MIN,
                 ..Aggregates::default()
             })),
             spec,
+            title,
         }
     }
 

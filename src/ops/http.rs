@@ -23,6 +23,8 @@ use axum::routing::{get, post};
 
 use super::callbacks::{self, ReceiptsTopic};
 use super::metrics::Metrics;
+use super::query;
+use crate::dataflow::aggregates::AnalyticsView;
 use crate::dataflow::inbox::InboxView;
 
 /// Whether the job is ready; clones share it.
@@ -43,18 +45,27 @@ impl Health {
     }
 }
 
+/// The views of the dataflow's state the API answers from, each kept by
+/// the first worker of this process; `None` when the job keeps none.
+#[derive(Clone, Default)]
+pub struct Views {
+    pub inbox: Option<InboxView>,
+    pub analytics: Option<AnalyticsView>,
+}
+
 #[derive(Clone)]
-struct Ops {
+pub(super) struct Ops {
     metrics: Metrics,
     health: Health,
     token: Option<Arc<str>>,
     receipts: Option<Arc<ReceiptsTopic>>,
     inbox: Option<InboxView>,
+    pub(super) analytics: Option<AnalyticsView>,
 }
 
 impl Ops {
     /// `None` when the request may go on; else the 401 to answer.
-    fn unauthorized(&self, headers: &HeaderMap) -> Option<Response> {
+    pub(super) fn unauthorized(&self, headers: &HeaderMap) -> Option<Response> {
         let token = self.token.as_deref()?;
         let given = headers
             .get(header::AUTHORIZATION)
@@ -89,13 +100,13 @@ async fn metrics(State(ops): State<Ops>, headers: HeaderMap) -> Response {
 }
 
 /// A JSON answer.
-fn json(status: StatusCode, body: &serde_json::Value) -> Response {
+pub(super) fn json(status: StatusCode, body: &serde_json::Value) -> Response {
     let body = serde_json::to_string(body).expect("a JSON value serialises");
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// An error as the API writes them: `{"error": "…"}`.
-fn error(status: StatusCode, message: &str) -> Response {
+pub(super) fn error(status: StatusCode, message: &str) -> Response {
     json(status, &serde_json::json!({ "error": message }))
 }
 
@@ -115,7 +126,7 @@ async fn receipts(State(ops): State<Ops>, headers: HeaderMap, body: Bytes) -> Re
 }
 
 /// The `key=value` pairs of a query string, decoded.
-fn query_pairs(query: &Option<String>) -> Vec<(String, String)> {
+pub(super) fn query_pairs(query: &Option<String>) -> Vec<(String, String)> {
     let query = query.as_deref().unwrap_or("");
     url::form_urlencoded::parse(query.as_bytes())
         .into_owned()
@@ -212,14 +223,15 @@ pub fn routes(
     health: Health,
     token: Option<String>,
     receipts: Option<Arc<ReceiptsTopic>>,
-    inbox: Option<InboxView>,
+    views: Views,
 ) -> Router {
     let ops = Ops {
         metrics,
         health,
         token: token.map(Arc::from),
         receipts,
-        inbox,
+        inbox: views.inbox,
+        analytics: views.analytics,
     };
     Router::new()
         .route("/metrics", get(self::metrics))
@@ -231,6 +243,11 @@ pub fn routes(
             "/v1/users/{user}/inbox/{dispatch_id}/read",
             post(inbox_read),
         )
+        .route("/v1/retention", get(query::retention))
+        .route("/v1/churn/users/{user}", get(query::churn_user))
+        .route("/v1/churn/at-risk", get(query::at_risk))
+        .route("/v1/delivery", get(query::delivery))
+        .route("/v1/report", get(query::report))
         .fallback(not_found)
         .with_state(ops)
 }
@@ -261,7 +278,7 @@ pub fn spawn(
     metrics: Metrics,
     health: Health,
     receipts: Option<Arc<ReceiptsTopic>>,
-    inbox: Option<InboxView>,
+    views: Views,
 ) -> std::io::Result<Running> {
     let listener = std::net::TcpListener::bind(listen)?;
     listener.set_nonblocking(true)?;
@@ -270,7 +287,7 @@ pub fn spawn(
         .enable_io()
         .build()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let app = routes(metrics, health, token, receipts, inbox);
+    let app = routes(metrics, health, token, receipts, views);
     let thread = std::thread::Builder::new()
         .name("nudgeflow-http".into())
         .spawn(move || {

@@ -6,6 +6,7 @@
 pub mod callbacks;
 pub mod http;
 pub mod metrics;
+pub mod query;
 
-pub use http::{Health, Running, spawn};
+pub use http::{Health, Running, Views, spawn};
 pub use metrics::Metrics;

@@ -739,8 +739,23 @@ pub fn merge(dir: &Path) -> anyhow::Result<Summary> {
             &summary,
         )
         .with_context(|| format!("writing {}", dir.display()))?;
+    // Every process holds all the aggregates; process 0 wrote them.
+    let first = &found[&0];
+    for name in AGGREGATE_FILES {
+        let (from, to) = (first.join(name), dir.join(name));
+        match std::fs::copy(&from, &to) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let _ = std::fs::remove_file(&to);
+            }
+            Err(e) => return Err(e).with_context(|| format!("copying {}", from.display())),
+        }
+    }
     Ok(summary)
 }
+
+/// The aggregates `replay --out` writes with `[analytics]` (DESIGN.md §8).
+pub const AGGREGATE_FILES: [&str; 3] = ["retention.json", "delivery.json", "churn.jsonl"];
 
 #[cfg(test)]
 mod tests {
