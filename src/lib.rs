@@ -15,6 +15,7 @@ pub mod job;
 pub mod ops;
 pub mod record;
 pub mod replay;
+pub mod report;
 pub mod run;
 pub mod sink;
 pub mod source;
