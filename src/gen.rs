@@ -41,6 +41,7 @@ use rand_pcg::Pcg64Mcg;
 use crate::time::{MS_PER_DAY as DAY, MS_PER_HOUR as HOUR, MS_PER_MIN as MINUTE};
 
 pub mod receipts;
+pub mod retention;
 
 /// 2026-03-01T00:00:00Z.
 pub const DEFAULT_START_MS: i64 = 1_772_323_200_000;
