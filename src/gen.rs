@@ -26,6 +26,9 @@
 //!
 //! No receipts: they answer dispatches, so [`receipts`] writes them from
 //! the dispatches of a replay (`nudgeflow gen receipts`).
+//! [`retention`] writes another kind of fixture: weekly activity with a
+//! planted uplift of the treated group over the holdout, and its spec
+//! (`nudgeflow gen retention`).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
