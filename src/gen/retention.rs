@@ -153,7 +153,7 @@ pub fn generate_retention(opts: &RetentionOptions) -> Result<RetentionStats> {
         stats.holdout_users += holdout as u64;
         user_events(opts, user, holdout, &mut events);
     }
-    events.sort_unstable_by(|a, b| (a.0, a.1, a.2, a.3).cmp(&(b.0, b.1, b.2, b.3)));
+    events.sort_unstable_by_key(|e| (e.0, e.1, e.2, e.3));
 
     let path = opts.out.join("events.jsonl");
     let file =
