@@ -26,6 +26,9 @@
 //!
 //! No receipts: they answer dispatches, so [`receipts`] writes them from
 //! the dispatches of a replay (`nudgeflow gen receipts`).
+//! [`retention`] writes another kind of fixture: weekly activity with a
+//! planted uplift of the treated group over the holdout, and its spec
+//! (`nudgeflow gen retention`).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -41,6 +44,7 @@ use rand_pcg::Pcg64Mcg;
 use crate::time::{MS_PER_DAY as DAY, MS_PER_HOUR as HOUR, MS_PER_MIN as MINUTE};
 
 pub mod receipts;
+pub mod retention;
 
 /// 2026-03-01T00:00:00Z.
 pub const DEFAULT_START_MS: i64 = 1_772_323_200_000;

@@ -272,6 +272,69 @@ enum GenWhat {
         #[arg(long)]
         force: bool,
     },
+    /// Write retention data with a planted, known uplift: FIXTURE/events.jsonl
+    /// and FIXTURE/spec.toml, the spec to replay it with.
+    ///
+    /// Users u-0 … u-(N-1) place a first `order.placed` (the activity of the
+    /// spec's [analytics]) in one of the first C weeks (their cohort), then
+    /// are active (1-3 orders) in each later week with probability P when
+    /// in the holdout and P + U when treated, independently week by week.
+    /// The group is the engine's holdout rule (FNV-1a 64 of the user id
+    /// mod 10000 below the spec's holdout in basis points), so the effect
+    /// is exact in expectation: for every cohort, segment and k >= 1,
+    /// E[retained_k / size] = P + U for treated users and P for the
+    /// holdout. Activity events carry `data.segment` ("ecommerce" 50%,
+    /// "saas" 30%, absent 20%); `page.viewed` events in every week, before
+    /// the first order too, are noise that must not count. The spec holds
+    /// `holdout = H`, a marketing rule and [analytics] with activity =
+    /// ["order.placed"], segment = "segment", bucket = "week". Files are in
+    /// time order; the same options give byte-identical files, and for one
+    /// seed a larger --uplift only adds activity to treated users.
+    ///
+    /// Example: `nudgeflow gen retention --out F --uplift 0.05 && nudgeflow
+    /// replay --spec F/spec.toml --fixture F --out O`.
+    Retention {
+        /// The fixture directory (created). It must be empty or missing,
+        /// unless --force is given.
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of users.
+        #[arg(long, value_name = "N", default_value_t = 20_000)]
+        users: u64,
+        /// Weeks of data (ISO weeks from --start).
+        #[arg(long, value_name = "W", default_value_t = 8)]
+        weeks: u32,
+        /// Users' first activity is spread over the first C weeks.
+        #[arg(long, value_name = "C", default_value_t = 4)]
+        cohorts: u32,
+        /// The holdout fraction written to spec.toml; replay with a spec
+        /// of the same holdout.
+        #[arg(long, value_name = "H", default_value_t = 0.2)]
+        holdout: f64,
+        /// Probability that a user is active in each week after their
+        /// first (the holdout's rate).
+        #[arg(long, value_name = "P", default_value_t = 0.30)]
+        base: f64,
+        /// Added to P for treated users only; P + U must be in [0, 1].
+        #[arg(
+            long,
+            value_name = "U",
+            default_value_t = 0.0,
+            allow_negative_numbers = true
+        )]
+        uplift: f64,
+        /// Seed: the same seed gives byte-identical files.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The first week's Monday, 00:00 UTC.
+        #[arg(long, default_value = "2026-03-02T00:00:00Z", value_parser = nudgeflow::time::parse_rfc3339)]
+        start: i64,
+        /// Write into a directory that is not empty, replacing its
+        /// events.jsonl and spec.toml (other files there are kept, and
+        /// would be replayed with them).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -681,6 +744,45 @@ fn main() -> std::process::ExitCode {
                 }),
             ..
         }) => gen_receipts(dispatches, out, seed, force),
+        Some(Command::Gen {
+            what:
+                Some(GenWhat::Retention {
+                    out,
+                    users,
+                    weeks,
+                    cohorts,
+                    holdout,
+                    base,
+                    uplift,
+                    seed,
+                    start,
+                    force,
+                }),
+            ..
+        }) => check_gen_out(&out, force).and_then(|()| {
+            let opts = nudgeflow::r#gen::retention::RetentionOptions {
+                out,
+                users,
+                weeks,
+                cohorts,
+                holdout,
+                base,
+                uplift,
+                seed,
+                start_ms: start,
+            };
+            let stats = nudgeflow::r#gen::retention::generate_retention(&opts)?;
+            eprintln!(
+                "wrote {} events ({} order.placed, {} page.viewed) for {} users, {} of them in the holdout, and spec.toml to {}",
+                stats.events,
+                stats.orders,
+                stats.page_views,
+                stats.users,
+                stats.holdout_users,
+                opts.out.display()
+            );
+            Ok(())
+        }),
         Some(Command::Gen {
             what: None,
             users,
