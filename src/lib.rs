@@ -13,6 +13,7 @@ pub mod r#gen;
 pub mod ingest;
 pub mod job;
 pub mod ops;
+pub mod query;
 pub mod record;
 pub mod replay;
 pub mod report;

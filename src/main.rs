@@ -1,5 +1,6 @@
 //! The `nudgeflow` command line: thin glue over the library.
 
+use anyhow::Context as _;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -153,6 +154,48 @@ enum Command {
         override_usage = "nudgeflow diff --spec A.toml --spec B.toml --fixture DIR [-w N] [--sample N] [--json] [--exit-code]"
     )]
     Diff(DiffArgs),
+    /// Write the analytics report of a replay as one self-contained HTML
+    /// page: retention cohorts, treated against holdout with the uplift per
+    /// segment, the P(alive) distribution, users at risk over time and
+    /// delivery per channel (the spec needs an [analytics] table). The same
+    /// page is served live at `/` by `run` and `replay --serve`.
+    Report {
+        /// The dataflow spec (TOML), with an [analytics] table.
+        #[arg(long)]
+        spec: PathBuf,
+        /// The fixture directory to replay.
+        #[arg(long)]
+        fixture: PathBuf,
+        /// The HTML file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// The time the report is as of (RFC 3339); default 1 ms after the
+        /// largest record time of the input.
+        #[arg(long, value_parser = parse_time)]
+        as_of: Option<i64>,
+        /// Also write the report's data, as JSON, to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Worker threads.
+        #[arg(short = 'w', long = "workers", default_value_t = 1)]
+        workers: usize,
+    },
+    /// Ask a running job's query API (`run`, or `replay --serve`) and print
+    /// the answer as a table.
+    Query {
+        #[command(subcommand)]
+        question: QueryWhat,
+        /// The job's HTTP address.
+        #[arg(long, default_value = "http://127.0.0.1:9464", global = true)]
+        url: String,
+        /// The environment variable holding the API's bearer token, when
+        /// the job has one.
+        #[arg(long, global = true)]
+        token_env: Option<String>,
+        /// Print the answer's JSON as it came.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Run the live job on Kafka until SIGTERM or SIGINT (DESIGN.md §7).
     ///
     /// Reads the job config's input topics (partition p of each by worker
@@ -231,6 +274,36 @@ struct DiffArgs {
     /// does (status 2 is an error).
     #[arg(long)]
     exit_code: bool,
+}
+
+#[derive(Subcommand, Clone)]
+enum QueryWhat {
+    /// Retention by cohort, segment and group: the share of each cohort
+    /// active in each later bucket.
+    Retention {
+        /// day, week or month (default: the spec's bucket).
+        #[arg(long)]
+        bucket: Option<String>,
+        /// Buckets after the cohort's (default 12).
+        #[arg(long)]
+        k: Option<u32>,
+        /// Only this segment.
+        #[arg(long)]
+        segment: Option<String>,
+    },
+    /// One user's churn risk: P(alive) and the activity behind it.
+    Churn {
+        /// The user id.
+        user: String,
+    },
+    /// The users at risk, lowest P(alive) first.
+    AtRisk {
+        /// At most this many (default 100).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Dispatched, delivered and failed attempts per channel and rule.
+    Delivery,
 }
 
 #[derive(Subcommand)]
@@ -377,6 +450,15 @@ struct ReplayArgs {
     /// the largest record time of the input, so that every record counts.
     #[arg(long, value_parser = parse_time)]
     as_of: Option<i64>,
+    /// After the replay, answer the query API (DESIGN.md §8) and serve the
+    /// report page at `/` on this address, as of --as-of, until
+    /// interrupted (e.g. 127.0.0.1:9464).
+    #[arg(long)]
+    serve: Option<std::net::SocketAddr>,
+    /// With --serve: the environment variable holding the bearer token
+    /// every request must carry.
+    #[arg(long, requires = "serve")]
+    token_env: Option<String>,
     #[command(flatten)]
     workers: WorkerArgs,
     /// Bytes per read stripe (workers take stripes of each file in turn).
@@ -473,6 +555,29 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         as_of: args.as_of,
     };
     let out = run_to_dir(&opts, &args.out)?;
+    if let Some(listen) = args.serve {
+        let token = match &args.token_env {
+            Some(var) => Some(
+                std::env::var(var)
+                    .with_context(|| format!("--token-env {var}: the variable is not set"))?,
+            ),
+            None => None,
+        };
+        let views = nudgeflow::ops::Views {
+            inbox: None,
+            analytics: out.analytics.clone(),
+        };
+        let health = nudgeflow::ops::Health::new();
+        health.set_ready();
+        let metrics = nudgeflow::ops::Metrics::new();
+        let server = nudgeflow::ops::spawn(listen, token, metrics, health, None, views)
+            .with_context(|| format!("cannot serve HTTP on {listen}"))?;
+        eprintln!(
+            "nudgeflow: serving the query API on http://{} until interrupted",
+            server.addr
+        );
+        return nudgeflow::run::wait_for_stop_signal();
+    }
     if !args.quiet {
         print_summary(
             &out.summary,
@@ -492,6 +597,71 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     // The process ends next: freeing every output line (allocated by the
     // worker threads) would only delay the exit.
     std::mem::forget(out);
+    Ok(())
+}
+
+fn report(
+    spec: &Path,
+    fixture: PathBuf,
+    out: &Path,
+    as_of: Option<i64>,
+    json: Option<&Path>,
+    workers: usize,
+) -> anyhow::Result<()> {
+    let spec_arc = load_spec(spec)?;
+    anyhow::ensure!(
+        spec_arc.analytics.is_some(),
+        "{} has no [analytics] table: there is nothing to report",
+        spec.display()
+    );
+    let opts = ReplayOptions {
+        spec: spec_arc.clone(),
+        fixture: fixture.clone(),
+        cluster: Cluster::single(workers),
+        stripe_bytes: DEFAULT_STRIPE_BYTES,
+        stripes_per_step: DEFAULT_STRIPES_PER_STEP,
+        progress: true,
+        as_of,
+    };
+    let replayed = nudgeflow::replay::run(&opts)?;
+    let view = replayed
+        .analytics
+        .as_ref()
+        .expect("a spec with [analytics]");
+    let title = format!("{} on {}", spec.display(), fixture.display());
+    let data = nudgeflow::analytics::answers::report(&spec_arc, &view.read(), title);
+    let data = serde_json::to_value(&data)?;
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_vec_pretty(&data)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    std::fs::write(out, nudgeflow::report::static_page(&data))
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}
+
+fn query(what: QueryWhat, url: &str, token_env: Option<&str>, json: bool) -> anyhow::Result<()> {
+    use nudgeflow::query::Question;
+    let token = match token_env {
+        Some(var) => Some(
+            std::env::var(var)
+                .with_context(|| format!("--token-env {var}: the variable is not set"))?,
+        ),
+        None => None,
+    };
+    let question = match what {
+        QueryWhat::Retention { bucket, k, segment } => Question::Retention { bucket, k, segment },
+        QueryWhat::Churn { user } => Question::Churn { user },
+        QueryWhat::AtRisk { limit } => Question::AtRisk { limit },
+        QueryWhat::Delivery => Question::Delivery,
+    };
+    let answer = nudgeflow::query::ask(url, &question, token.as_deref())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        print!("{}", nudgeflow::query::render(&question, &answer));
+    }
     Ok(())
 }
 
@@ -669,6 +839,20 @@ fn main() -> std::process::ExitCode {
         Some(Command::Merge { dir }) => merge(&dir),
         // Its own exit status: 1 can mean "changed".
         Some(Command::Diff(args)) => return diff(args),
+        Some(Command::Report {
+            spec,
+            fixture,
+            out,
+            as_of,
+            json,
+            workers,
+        }) => report(&spec, fixture, &out, as_of, json.as_deref(), workers),
+        Some(Command::Query {
+            question,
+            url,
+            token_env,
+            json,
+        }) => query(question, &url, token_env.as_deref(), json),
         Some(Command::Run {
             config, workers, ..
         }) => load_job(&config).and_then(|job| {

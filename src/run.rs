@@ -61,6 +61,19 @@ fn listen_address(job: &JobConfig, process: usize) -> SocketAddr {
     addr
 }
 
+/// Blocks until SIGTERM or SIGINT (`replay --serve`).
+pub fn wait_for_stop_signal() -> anyhow::Result<()> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.clone())
+            .context("cannot install the signal handlers")?;
+    }
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(())
+}
+
 /// Runs the job until a stop signal; returns once every worker has
 /// committed what it could.
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {

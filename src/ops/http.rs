@@ -248,6 +248,7 @@ pub fn routes(
         .route("/v1/churn/at-risk", get(query::at_risk))
         .route("/v1/delivery", get(query::delivery))
         .route("/v1/report", get(query::report))
+        .route("/", get(query::page))
         .fallback(not_found)
         .with_state(ops)
 }

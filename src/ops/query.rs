@@ -8,7 +8,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
-use super::http::{Ops, error, json, query_pairs};
+use super::http::{Ops, error, query_pairs};
 use crate::analytics::answers::{self, DEFAULT_K};
 use crate::dataflow::aggregates::{Aggregates, AnalyticsView};
 use crate::spec::{Bucket, Churn};
@@ -51,11 +51,12 @@ fn churn_model(view: &AnalyticsView) -> Result<&Churn, Response> {
         })
 }
 
+/// An answer, its keys in the order DESIGN.md §8 lists them.
 fn ok<T: serde::Serialize>(answer: &T) -> Response {
-    json(
-        StatusCode::OK,
-        &serde_json::to_value(answer).expect("answers serialize"),
-    )
+    use axum::response::IntoResponse;
+    let body = serde_json::to_string(answer).expect("answers serialize");
+    let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
+    (StatusCode::OK, json, body).into_response()
 }
 
 /// `GET /v1/retention?bucket=week&k=12&segment=S`.
@@ -145,6 +146,23 @@ pub(super) async fn delivery(State(ops): State<Ops>, headers: HeaderMap) -> Resp
         Ok(view) => ok(&answers::delivery(&view.spec, &view.read())),
         Err(e) => e,
     }
+}
+
+/// Seconds between the live report page's refreshes.
+const REFRESH_SECONDS: u32 = 5;
+
+/// `GET /`: the report page, drawing `/v1/report` and refreshing. The page
+/// itself needs no token (it holds no data); with a token configured, open
+/// it as `/#token=TOKEN` and it sends the token with each fetch.
+pub(super) async fn page(State(ops): State<Ops>) -> Response {
+    use axum::response::IntoResponse;
+    if ops.analytics.is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "the spec has no [analytics] table: there is no report",
+        );
+    }
+    axum::response::Html(crate::report::live_page(REFRESH_SECONDS)).into_response()
 }
 
 /// `GET /v1/report`: everything the report page draws.
