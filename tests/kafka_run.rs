@@ -1204,3 +1204,85 @@ fn news_spec(dir: &Path, template: &str) -> std::path::PathBuf {
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// (l) The aggregates live (DESIGN.md §5, §8): a fixture with `[analytics]`
+/// produced into the job's topics, decided by two processes; each answers
+/// the query API for every user, as of its frontier, with what the replay
+/// of the same records wrote (buckets after the replay's as-of time aside:
+/// the live frontier is later, so the live answer has them).
+#[test]
+fn every_process_answers_the_query_api_as_the_replay_does() {
+    let case = repo().join("fixtures/analytics-retention");
+    let broker = Broker::start(Engine::Memory, 2, &topics("l"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = job_config(dir.path(), &broker.brokers, &spec_path(&case), "l", "");
+    produce_fixture(&config, &case);
+    let hosts = common::two_process_hostfile(dir.path());
+    let hosts = hosts.to_str().unwrap().to_string();
+    let mut jobs: Vec<Job> = (0..2)
+        .map(|p| Job::start(&config, &["-n", "2", "-p", &p.to_string(), "-h", &hosts]))
+        .collect();
+    let addrs: Vec<String> = jobs.iter_mut().map(|j| j.http_addr()).collect();
+    let expected = |file: &str| -> serde_json::Value {
+        serde_json::from_str(&read(&case.join("expected").join(file))).unwrap()
+    };
+    let replayed = expected("retention.json");
+    let last = replayed["as_of"].as_str().unwrap().to_string();
+    let get = |addr: &str, path: &str| -> serde_json::Value {
+        let reply = http::get(addr, path, &[]);
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+        serde_json::from_str(&reply.body).unwrap()
+    };
+    // Each process, once its frontier has passed every record.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for addr in &addrs {
+        loop {
+            let reply = http::get(addr, "/v1/retention", &[]);
+            if reply.status == 200 {
+                let v: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+                if v["as_of"].as_str().unwrap() > last.as_str() {
+                    break;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{addr}: no answer past {last}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    for addr in &addrs {
+        let live = get(addr, "/v1/retention");
+        let (live_rows, rows) = (
+            live["rows"].as_array().unwrap(),
+            replayed["rows"].as_array().unwrap(),
+        );
+        assert_eq!(live_rows.len(), rows.len(), "{live}");
+        for (l, r) in live_rows.iter().zip(rows) {
+            for key in ["cohort", "segment", "group", "size"] {
+                assert_eq!(l[key], r[key], "{l} vs {r}");
+            }
+            // Every bucket the replay answered for, the same.
+            for (k, count) in r["retained"].as_array().unwrap().iter().enumerate() {
+                if !count.is_null() {
+                    assert_eq!(&l["retained"][k], count, "{l} vs {r}");
+                }
+            }
+        }
+        let delivery = get(addr, "/v1/delivery");
+        assert_eq!(delivery["channels"], expected("delivery.json")["channels"]);
+        for line in read(&case.join("expected/churn.jsonl")).lines() {
+            let replayed: serde_json::Value = serde_json::from_str(line).unwrap();
+            let user = replayed["user"].as_str().unwrap();
+            let live = get(addr, &format!("/v1/churn/users/{user}"));
+            for key in ["x", "t_x", "first_active", "last_active"] {
+                assert_eq!(live[key], replayed[key], "{user}: {live} vs {replayed}");
+            }
+        }
+        let never = http::get(addr, "/v1/churn/users/nobody", &[]);
+        assert_eq!(never.status, 404, "{}", never.body);
+    }
+    for (status, job) in stop_all(&mut jobs).into_iter().zip(&jobs) {
+        assert!(status.success(), "{status}:\n{}", job.log());
+    }
+}

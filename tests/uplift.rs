@@ -87,11 +87,17 @@ fn the_report_measures_the_planted_uplift() {
         planted.iter().map(|c| c["segment"].to_string()).collect();
     assert_eq!(segments.len(), 3, "{segments:?}");
     let (coverage, mean) = coverage_and_mean(&planted, 0.1);
-    assert!(coverage >= 0.85, "the planted 0.10 is inside {coverage:.2} of the intervals");
+    assert!(
+        coverage >= 0.85,
+        "the planted 0.10 is inside {coverage:.2} of the intervals"
+    );
     assert!((mean - 0.1).abs() < 0.015, "mean measured uplift {mean:.4}");
     // Nothing planted: no uplift measured.
     let none = measured(tmp.path(), "0");
     let (coverage, mean) = coverage_and_mean(&none, 0.0);
-    assert!(coverage >= 0.85, "0 is inside {coverage:.2} of the intervals");
+    assert!(
+        coverage >= 0.85,
+        "0 is inside {coverage:.2} of the intervals"
+    );
     assert!(mean.abs() < 0.015, "mean measured uplift {mean:.4}");
 }
