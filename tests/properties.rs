@@ -9,7 +9,11 @@
 //!   channel fallback's further attempts count toward no cap);
 //! - every candidate ends exactly once (dispatched or suppressed);
 //! - every further attempt follows the attempt before it, on another
-//!   channel, within that attempt's `fallback_after` window.
+//!   channel, within that attempt's `fallback_after` window;
+//! - the aggregates (DESIGN.md §5) are the same for any number of workers;
+//!   each channel's attempts are the dispatch lines before the as-of time
+//!   of users not erased since; every active user is in one cohort, and no
+//!   bucket retains more users than the cohort has.
 
 mod common;
 
@@ -23,6 +27,7 @@ use serde_json::{Value, json};
 
 const SPEC: &str = r#"
 dedup_horizon = "6h"
+holdout = 0.3
 
 [[rule]]
 name = "cart"
@@ -65,6 +70,19 @@ per = "1h"
 channel = "sms"
 max = 1
 per = "30m"
+
+[analytics]
+activity = ["order.placed", "cart.abandoned", "page.viewed"]
+segment = "item"
+bucket = "day"
+
+[analytics.churn]
+r = 0.243
+alpha = 4.414
+a = 0.793
+b = 2.426
+unit = "day"
+threshold = 0.9
 "#;
 
 const T0: &str = "2026-03-28T18:00:00Z";
@@ -247,6 +265,9 @@ fn check(recs: Vec<Rec>) -> Result<(), TestCaseError> {
         "suppressions.jsonl",
         "dead_letters.jsonl",
         "summary.json",
+        "retention.json",
+        "delivery.json",
+        "churn.jsonl",
     ] {
         prop_assert_eq!(
             common::read(&one.join(f)),
@@ -340,6 +361,7 @@ fn check(recs: Vec<Rec>) -> Result<(), TestCaseError> {
             }
         }
     }
+    check_aggregates(&recs, &dispatches, &one)?;
     let summary: Value = serde_json::from_str(&common::read(&one.join("summary.json"))).unwrap();
     // A candidate ends with its first attempt, or a suppression other
     // than `undeliverable` (which ends a dispatched candidate's attempts).
@@ -365,4 +387,70 @@ proptest! {
     fn invariants_hold(recs in prop::collection::vec(rec(), 0..60)) {
         check(recs)?;
     }
+}
+
+/// The aggregates against the decisions and the input.
+fn check_aggregates(recs: &[Rec], dispatches: &[Value], out: &Path) -> Result<(), TestCaseError> {
+    let t0 = parse_rfc3339(T0).unwrap();
+    let minute = |r: &Rec| match r {
+        Rec::Event { minute, .. }
+        | Rec::Consent { minute, .. }
+        | Rec::Prefs { minute, .. }
+        | Rec::Erasure { minute, .. }
+        | Rec::Receipt { minute, .. } => *minute,
+    };
+    let Some(last) = recs.iter().map(minute).max() else {
+        return Ok(());
+    };
+    let as_of = t0 + last * 60_000 + 1;
+    let delivery: Value = serde_json::from_str(&common::read(&out.join("delivery.json"))).unwrap();
+    prop_assert_eq!(delivery["as_of"].as_str().unwrap(), format_rfc3339(as_of));
+    // An attempt counts unless its user was erased after it, before as_of.
+    let erased_since = |user: &Value, t: i64| {
+        recs.iter().any(|r| {
+            matches!(r, Rec::Erasure { user: u, minute }
+                if USERS[*u] == *user && t0 + minute * 60_000 > t && t0 + minute * 60_000 < as_of)
+        })
+    };
+    for channel in ["push", "email", "sms"] {
+        let made = dispatches
+            .iter()
+            .filter(|d| d["channel"] == channel)
+            .filter(|d| {
+                let t = parse_rfc3339(d["decision_time"].as_str().unwrap()).unwrap();
+                t < as_of && !erased_since(&d["user"], t)
+            })
+            .count() as i64;
+        let counted = delivery["channels"][channel]["dispatched"]
+            .as_i64()
+            .unwrap_or(0);
+        prop_assert_eq!(counted, made, "{} attempts: {}", channel, delivery);
+        let c = &delivery["channels"][channel];
+        if made > 0 {
+            let (delivered, failed) = (
+                c["delivered"].as_i64().unwrap(),
+                c["failed"].as_i64().unwrap(),
+            );
+            prop_assert!(
+                delivered >= 0 && failed >= 0 && delivered + failed <= made,
+                "{}",
+                c
+            );
+        }
+    }
+    let retention: Value =
+        serde_json::from_str(&common::read(&out.join("retention.json"))).unwrap();
+    let mut members = 0;
+    for row in retention["rows"].as_array().unwrap() {
+        let size = row["size"].as_i64().unwrap();
+        let retained = row["retained"].as_array().unwrap();
+        prop_assert_eq!(retained[0].as_i64(), Some(size), "{}", row);
+        for r in retained.iter().filter_map(Value::as_i64) {
+            prop_assert!((0..=size).contains(&r), "{}", row);
+        }
+        members += size;
+    }
+    let active = common::read(&out.join("churn.jsonl")).lines().count() as i64;
+    prop_assert_eq!(members, active, "every active user is in one cohort");
+    Ok(())
 }

@@ -159,7 +159,7 @@ pub enum Limit {
     /// As of this time at most (`replay --as-of`).
     Until(Time),
     /// As of 1 ms after the largest record time the sources admitted
-    /// (`replay`'s default).
+    /// (`replay`'s default); the epoch without any record.
     AfterLatestRecord,
 }
 
@@ -243,6 +243,8 @@ pub fn view<'s>(
         let as_of = match limit {
             Limit::Frontier => now,
             Limit::Until(t) => now.min(t),
+            // With no record at all, as of the epoch.
+            Limit::AfterLatestRecord if newest == Time::MIN => now.min(0),
             Limit::AfterLatestRecord => now.min(newest.saturating_add(1)),
         };
         stash.sort_by_key(|u| u.1);
