@@ -657,12 +657,16 @@ fn query(what: QueryWhat, url: &str, token_env: Option<&str>, json: bool) -> any
         QueryWhat::Delivery => Question::Delivery,
     };
     let answer = nudgeflow::query::ask(url, &question, token.as_deref())?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
-    } else {
-        print!("{}", nudgeflow::query::render(&question, &answer));
+    let text = match json {
+        true => answer.text + "\n",
+        false => nudgeflow::query::render(&question, &answer.json),
+    };
+    // A reader that stops early (`| head`) is not an error.
+    use std::io::Write as _;
+    match std::io::stdout().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 fn explain(spec: &Path, fixture: PathBuf, user: &str, workers: usize) -> anyhow::Result<()> {

@@ -58,9 +58,15 @@ impl Question {
     }
 }
 
-/// Asks `base` (e.g. `http://127.0.0.1:9464`) and returns the answer's
-/// JSON, or the API's error with its status.
-pub fn ask(base: &str, question: &Question, token: Option<&str>) -> anyhow::Result<Value> {
+/// An answer: its JSON, and its text as it came.
+pub struct Answer {
+    pub json: Value,
+    pub text: String,
+}
+
+/// Asks `base` (e.g. `http://127.0.0.1:9464`) and returns the answer, or
+/// the API's error with its status.
+pub fn ask(base: &str, question: &Question, token: Option<&str>) -> anyhow::Result<Answer> {
     let url = format!("{}{}", base.trim_end_matches('/'), question.path());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -85,7 +91,10 @@ pub fn ask(base: &str, question: &Question, token: Option<&str>) -> anyhow::Resu
             let message = value["error"].as_str().unwrap_or("(no message)");
             bail!("{url} answered {status}: {message}");
         }
-        Ok(value)
+        Ok(Answer {
+            json: value,
+            text: body,
+        })
     })
 }
 

@@ -118,6 +118,16 @@ fn check_outputs(
         &due(&g.suppressions, now),
         timeout,
     );
+    // The aggregates each process answers (retention and delivery at one
+    // as-of time), checked below against a replay as of that time.
+    let reports: Vec<serde_json::Value> = jobs
+        .iter_mut()
+        .map(|job| {
+            let reply = common::http::get(&job.http_addr(), "/v1/report", &[]);
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            serde_json::from_str(&reply.body).unwrap()
+        })
+        .collect();
     for (status, job) in stop_all(jobs).into_iter().zip(jobs.iter()) {
         assert!(status.success(), "exit {status}:\n{}", job.log());
     }
@@ -138,6 +148,45 @@ fn check_outputs(
         now,
     ));
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    for live in reports {
+        check_aggregates(name, g, &live);
+    }
+}
+
+/// The aggregates a restarted (and rescaled) job answers are those a
+/// replay of the same input answers as of the same time: the facts of the
+/// users in a checkpoint are stated again on restart, none twice.
+fn check_aggregates(name: &str, g: &Generated, live: &serde_json::Value) {
+    let as_of = time::parse_rfc3339(live["as_of"].as_str().unwrap()).unwrap();
+    let spec = std::sync::Arc::new(nudgeflow::spec::Spec::load(&g.spec).unwrap());
+    let out = tempfile::tempdir().unwrap();
+    let opts = nudgeflow::replay::ReplayOptions {
+        spec,
+        fixture: g.fixture.clone(),
+        cluster: nudgeflow::replay::Cluster::single(2),
+        stripe_bytes: 1 << 20,
+        stripes_per_step: 4,
+        progress: false,
+        as_of: Some(as_of),
+    };
+    nudgeflow::replay::run_to_dir(&opts, out.path()).unwrap();
+    let replayed = |file: &str| -> serde_json::Value {
+        serde_json::from_str(&read(&out.path().join(file))).unwrap()
+    };
+    let delivery = replayed("delivery.json");
+    assert!(
+        delivery["channels"]["push"]["delivered"].as_i64() > Some(0),
+        "{delivery}"
+    );
+    assert_eq!(
+        live["delivery"], delivery,
+        "{name}: live delivery differs from the replay's"
+    );
+    assert_eq!(
+        live["retention"],
+        replayed("retention.json"),
+        "{name}: live retention differs from the replay's"
+    );
 }
 
 /// A generated stream of 200k events with provider receipts for the

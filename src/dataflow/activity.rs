@@ -144,7 +144,22 @@ impl Activity {
     /// Retracts at `t` every fact of the user (an erasure).
     pub fn retract(&mut self, user: &str, holdout: bool, t: Time, out: &mut Vec<Update>) {
         self.settle(t, out);
-        out.push((self.summary_fact(user, &self.summary()), t, -1));
+        self.all_facts(user, holdout, t, -1, out);
+    }
+
+    /// States at `t` every fact of the user again (a restart from a
+    /// checkpoint: the views of the aggregates start empty).
+    pub fn restate(&self, user: &str, holdout: bool, t: Time, out: &mut Vec<Update>) {
+        if self.at_risk {
+            out.push((Fact::AtRisk, t, 1));
+        }
+        self.all_facts(user, holdout, t, 1, out);
+    }
+
+    /// The summary and every bucket of every kind the user was active in,
+    /// with multiplicity `diff`.
+    fn all_facts(&self, user: &str, holdout: bool, t: Time, diff: isize, out: &mut Vec<Update>) {
+        out.push((self.summary_fact(user, &self.summary()), t, diff));
         let days = std::iter::once(self.first_day)
             .chain(self.later_days.iter().map(|d| self.first_day + *d as i64));
         for bucket in Bucket::ALL {
@@ -155,7 +170,7 @@ impl Activity {
                 if last != Some(index) {
                     last = Some(index);
                     let k = (index - cohort) as u32;
-                    out.push((self.retained(bucket, holdout, k), t, -1));
+                    out.push((self.retained(bucket, holdout, k), t, diff));
                 }
             }
         }

@@ -147,6 +147,8 @@ static NO_EXTRAS: Extras = Extras {
 /// history, the event keys last seen, and the arrivals at T or later.
 #[derive(Default, Serialize, Deserialize)]
 pub struct DecideState {
+    /// The checkpoint's time T.
+    pub time: Time,
     pub users: Vec<(UserKey, UserState)>,
     /// (fingerprint, user hash, time) of each event key last seen.
     pub seen: Vec<(u128, u64, Time)>,
@@ -158,6 +160,7 @@ pub struct DecideState {
 /// [`DecideState`] borrowed, to encode without a copy of the users.
 #[derive(Serialize)]
 pub struct DecideStateRef<'a> {
+    pub time: Time,
     pub users: Vec<(&'a UserKey, &'a UserState)>,
     pub seen: Vec<(u128, u64, Time)>,
     pub erased: Vec<(u64, Time)>,
@@ -169,6 +172,9 @@ impl DecideState {
     /// user (`hash % parts.len()`, timely's exchange rule).
     pub fn split_into(self, parts: &mut [DecideState]) {
         let n = parts.len() as u64;
+        for part in parts.iter_mut() {
+            part.time = part.time.max(self.time);
+        }
         for (user, state) in self.users {
             parts[(user.hash % n) as usize].users.push((user, state));
         }
@@ -465,12 +471,13 @@ struct Core {
 impl Engine {
     /// The state to checkpoint, once everything before the checkpoint's
     /// time is decided.
-    fn snapshot(&self) -> DecideStateRef<'_> {
+    fn snapshot(&self, time: Time) -> DecideStateRef<'_> {
         let (seen, erased) = self.core.seen.entries();
         let mut waiting: Vec<Arrival> = self.waiting.clone();
         waiting.extend(self.waiting_plain.iter().map(|p| Arrival::Plain(*p)));
         waiting.extend(self.waiting_receipts.iter().map(|r| Arrival::Receipt(*r)));
         DecideStateRef {
+            time,
             users: self.users.iter().map(|(k, s)| (k, s)).collect(),
             seen,
             erased,
@@ -478,9 +485,20 @@ impl Engine {
         }
     }
 
-    /// Starts from a checkpoint's state (of this worker's users).
+    /// Starts from a checkpoint's state (of this worker's users). The
+    /// views of the aggregates start empty: each user's facts are stated
+    /// again, as of just before the checkpoint's time.
     fn restore(&mut self, state: DecideState) {
+        let before = state.time.saturating_sub(1);
+        let analytics = self.core.spec.analytics.is_some();
         for (user, state) in state.users {
+            if analytics && let Some(x) = state.extra.as_deref() {
+                let holdout = in_holdout(&user.user, self.core.spec.holdout_bp);
+                if let Some(a) = &x.activity {
+                    a.restate(&user.user, holdout, before, &mut self.core.facts);
+                }
+                x.delivery.restate(before, &mut self.core.facts);
+            }
             if let Some(due) = state.next_due(self.core.inbox_ttl.unwrap_or(Time::MAX)) {
                 self.core.timers.insert((due, user.hash));
             }
@@ -1477,7 +1495,8 @@ where
                 let started = std::time::Instant::now();
                 let profile = profile_upserts(&mut profile_trace, &pending_profiles, request.time);
                 let users = engine.users.len();
-                let bytes = crate::checkpoint::state::encode(&engine.snapshot(), &profile);
+                let bytes =
+                    crate::checkpoint::state::encode(&engine.snapshot(request.time), &profile);
                 if let Some(cap) = snapshot_capability.as_ref() {
                     let snapshot = Snapshot {
                         request,

@@ -213,6 +213,14 @@ impl Delivery {
         });
     }
 
+    /// States at `time` everything the user contributed again (a restart
+    /// from a checkpoint: the views of the aggregates start empty).
+    pub fn restate(&self, time: Time, out: &mut Vec<Update>) {
+        for (fact, n) in &self.counted {
+            out.push((fact.clone(), time, *n as isize));
+        }
+    }
+
     /// Retracts at `time` everything the user contributed; the ids of the
     /// attempts it was tracking go in `gone`.
     pub fn retract(&mut self, time: Time, out: &mut Vec<Update>, gone: &mut Vec<u128>) {

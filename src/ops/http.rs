@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -67,10 +68,13 @@ impl Ops {
     /// `None` when the request may go on; else the 401 to answer.
     pub(super) fn unauthorized(&self, headers: &HeaderMap) -> Option<Response> {
         let token = self.token.as_deref()?;
+        // The scheme's name is case-insensitive (RFC 9110 §11.1).
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim_start());
         (given != Some(token)).then(|| {
             let mut denied = error(
                 StatusCode::UNAUTHORIZED,
@@ -136,12 +140,16 @@ pub(super) fn query_pairs(query: &Option<String>) -> Vec<(String, String)> {
 async fn inbox(
     State(ops): State<Ops>,
     headers: HeaderMap,
-    Path(user): Path<String>,
+    user: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> Response {
     if let Some(denied) = ops.unauthorized(&headers) {
         return denied;
     }
+    let user = match path_param(user) {
+        Ok(user) => user,
+        Err(e) => return e,
+    };
     let Some(view) = ops.inbox.as_ref() else {
         return error(StatusCode::NOT_FOUND, "this job keeps no inbox");
     };
@@ -172,11 +180,15 @@ async fn inbox(
 async fn inbox_read(
     State(ops): State<Ops>,
     headers: HeaderMap,
-    Path((user, dispatch_id)): Path<(String, String)>,
+    params: Result<Path<(String, String)>, PathRejection>,
 ) -> Response {
     if let Some(denied) = ops.unauthorized(&headers) {
         return denied;
     }
+    let (user, dispatch_id) = match path_param(params) {
+        Ok(params) => params,
+        Err(e) => return e,
+    };
     let (Some(view), Some(topic)) = (ops.inbox.as_ref(), ops.receipts.as_deref()) else {
         return error(StatusCode::NOT_FOUND, "this job keeps no inbox");
     };
@@ -202,6 +214,20 @@ async fn inbox_read(
 
 async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such route")
+}
+
+async fn method_not_allowed() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this route does not take that method",
+    )
+}
+
+/// A path's parameters, or the 400 (as JSON) for a path that is not
+/// valid (not UTF-8, say).
+pub(super) fn path_param<T>(p: Result<Path<T>, PathRejection>) -> Result<T, Response> {
+    p.map(|Path(t)| t)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, &e.body_text()))
 }
 
 async fn healthz() -> &'static str {
@@ -250,6 +276,7 @@ pub fn routes(
         .route("/v1/report", get(query::report))
         .route("/", get(query::page))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(ops)
 }
 

@@ -8,7 +8,9 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
-use super::http::{Ops, error, query_pairs};
+use axum::extract::rejection::PathRejection;
+
+use super::http::{Ops, error, path_param, query_pairs};
 use crate::analytics::answers::{self, DEFAULT_K};
 use crate::dataflow::aggregates::{Aggregates, AnalyticsView};
 use crate::spec::{Bucket, Churn};
@@ -99,10 +101,14 @@ pub(super) async fn retention(
 pub(super) async fn churn_user(
     State(ops): State<Ops>,
     headers: HeaderMap,
-    Path(user): Path<String>,
+    user: Result<Path<String>, PathRejection>,
 ) -> Response {
     let (view, churn) = match view(&ops, &headers).and_then(|v| Ok((v, churn_model(v)?))) {
         Ok(found) => found,
+        Err(e) => return e,
+    };
+    let user = match path_param(user) {
+        Ok(user) => user,
         Err(e) => return e,
     };
     let agg = view.read();
