@@ -527,3 +527,73 @@ fn live_page_shows_fetch_errors() {
     );
     assert!(body_attr(&dom, "data-fetch-error").is_some());
 }
+
+/// The page as `replay --serve` serves it at `/`, drawing what the real
+/// server's `/v1/report` answers for a replay of generated data (with
+/// provider receipts) under dataflows/ecommerce.toml: every chart but the
+/// at-risk line (three days of data put nobody at risk) drawn with data.
+#[test]
+fn the_served_page_draws_a_real_replay() {
+    use nudgeflow::r#gen::receipts::{ReceiptOptions, generate_receipts};
+    use nudgeflow::r#gen::{GenOptions, generate};
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = tmp.path().join("in");
+    let opts = GenOptions {
+        users: 3_000,
+        events: 30_000,
+        seed: 5,
+        out: fixture.clone(),
+        days: 3,
+        ..Default::default()
+    };
+    generate(&opts, &mut |_| {}).unwrap();
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("dataflows/ecommerce.toml");
+    let replay = |out: &Path, serve: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nudgeflow"));
+        cmd.args(["replay", "-q", "--spec"])
+            .arg(&spec)
+            .arg("--fixture")
+            .arg(&fixture)
+            .arg("--out")
+            .arg(out);
+        if serve {
+            cmd.args(["--serve", "127.0.0.1:0"]);
+        }
+        cmd.stderr(Stdio::piped()).spawn().unwrap()
+    };
+    let plain = tmp.path().join("plain");
+    assert!(replay(&plain, false).wait().unwrap().success());
+    generate_receipts(&ReceiptOptions {
+        dispatches: vec![plain.join("dispatches.jsonl")],
+        out: fixture.clone(),
+        seed: 5,
+    })
+    .unwrap();
+    let mut server = replay(&tmp.path().join("out"), true);
+    let mut stderr = BufReader::new(server.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "the server did not start"
+        );
+        if let Some(rest) = line.split("http://").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let dom = dump_dom(&format!("http://{addr}/"), "served");
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_no_script_error(&dom);
+    assert_eq!(body_attr(&dom, "data-fetch-error"), None);
+    let drawn: Vec<&str> = charts(&dom)
+        .iter()
+        .filter(|c| c.points.is_some_and(|p| p > 0))
+        .map(|c| c.name)
+        .collect();
+    for chart in ["heatmap", "curves", "uplift", "palive", "delivery"] {
+        assert!(drawn.contains(&chart), "{chart} not drawn: {drawn:?}");
+    }
+}
