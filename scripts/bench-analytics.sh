@@ -3,12 +3,15 @@
 # limit it is held to, all measured in this run:
 #
 # 1. cost: the 1M-event benchmark input (scripts/bench.sh's, 100k users)
-#    replayed with dataflows/ecommerce.toml as shipped ([analytics] with
-#    churn: retention, churn state, delivery counts and the view, written
-#    to retention.json, delivery.json and churn.jsonl) and with the same
-#    spec without its [analytics] tables, alternately, 3 runs each; the
-#    medians' throughput ratio (limit: analytics costs at most 20%), and
-#    the extra peak memory per active user.
+#    replayed with dataflows/core.toml and with the same spec plus the
+#    [analytics] tables dataflows/ecommerce.toml ships (activity: orders;
+#    churn; retention, churn state, delivery counts, the view, and
+#    retention.json, delivery.json and churn.jsonl written), alternately,
+#    5 runs each: the same decisions, so the difference is the analytics.
+#    The medians' throughput ratio (limit: analytics costs at most 20%),
+#    the extra CPU time, and the extra peak memory per active user. Then
+#    the same with a broad activity (page views, logins, payments,
+#    searches too: six events in ten count), a stress case.
 # 2. queries: 1M users (`nudgeflow gen retention`), served by `replay
 #    --serve`, under concurrent load from wrk (Debian's package, installed
 #    when missing): GET /v1/churn/users/{random user}, /v1/retention,
@@ -37,33 +40,46 @@ if [ ! -f "$DATA/.complete" ]; then
   touch "$DATA/.complete"
 fi
 
-# The shipped spec, and the same without its [analytics] tables.
-ON=dataflows/ecommerce.toml
-OFF=$WORK/ecommerce-no-analytics.toml
-awk '/^\[analytics/ {skip = 1; next} /^\[/ {skip = 0} !skip' "$ON" > "$OFF"
-"$BIN" check "$OFF" > /dev/null
+# core.toml, and core.toml with analytics: as ecommerce.toml ships them
+# (orders are activity), and with a broad activity.
+OFF=dataflows/core.toml
+ORDERS=$WORK/core-orders.toml
+BROAD=$WORK/core-broad.toml
+{ cat "$OFF"; echo; awk '/^\[analytics/ {keep = 1} /^\[\[/ {keep = 0} keep' dataflows/ecommerce.toml; } > "$ORDERS"
+sed 's/^activity = .*/activity = ["order.placed", "payment.succeeded", "login.*", "page.viewed", "feature.used", "search.performed"]/' "$ORDERS" > "$BROAD"
+"$BIN" check "$ORDERS" "$BROAD" > /dev/null
 
 median() { sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
-: > "$WORK/on.times"; : > "$WORK/off.times"; : > "$WORK/on.peak"; : > "$WORK/off.peak"
-for run in 1 2 3; do
-  for mode in off on; do
-    spec=$ON; [ "$mode" = off ] && spec=$OFF
-    stats=$(/usr/bin/time -f "%e %M" "$BIN" replay --spec "$spec" --fixture "$DATA" --out "$WORK/out-$mode" -q -w 2 2>&1 >/dev/null | tail -1)
-    echo "${stats% *}" >> "$WORK/$mode.times"
-    echo "${stats#* }" >> "$WORK/$mode.peak"
+# cost NAME SPEC: 5 runs of the spec alternating with 5 of core.toml.
+cost() {
+  local name=$1 on=$2
+  : > "$WORK/on.wall"; : > "$WORK/off.wall"; : > "$WORK/on.cpu"; : > "$WORK/off.cpu"; : > "$WORK/on.peak"; : > "$WORK/off.peak"
+  for run in 1 2 3 4 5; do
+    for mode in off on; do
+      spec=$on; [ "$mode" = off ] && spec=$OFF
+      read -r wall peak user sys <<< "$(/usr/bin/time -f "%e %M %U %S" "$BIN" replay --spec "$spec" --fixture "$DATA" --out "$WORK/out-$mode" -q -w 2 2>&1 >/dev/null | tail -1)"
+      echo "$wall" >> "$WORK/$mode.wall"
+      awk "BEGIN {print $user + $sys}" >> "$WORK/$mode.cpu"
+      echo "$peak" >> "$WORK/$mode.peak"
+    done
   done
-done
-on=$(median < "$WORK/on.times"); off=$(median < "$WORK/off.times")
-on_kb=$(median < "$WORK/on.peak"); off_kb=$(median < "$WORK/off.peak")
-active=$(wc -l < "$WORK/out-on/churn.jsonl")
-echo "1M events, 100k users, 2 workers, ecommerce.toml, median of 3 alternating runs:"
-awk -v on="$on" -v off="$off" -v ev="$EVENTS" 'BEGIN {
-  cost = 1 - off / on
-  printf "  analytics off %.0f events/s (%.2f s), on %.0f events/s (%.2f s): analytics costs %.1f%% of throughput (limit 20%%) %s\n",
-    ev / off, off, ev / on, on, 100 * cost, (cost <= 0.20 ? "ok" : "OVER") }'
-awk -v a="$on_kb" -v b="$off_kb" -v users="$active" 'BEGIN {
-  printf "  peak memory off %.0f MiB, on %.0f MiB: %.0f B more per active user (%d users with activity)\n",
-    b / 1024, a / 1024, (a - b) * 1024 / users, users }'
+  cmp -s "$WORK/out-on/dispatches.jsonl" "$WORK/out-off/dispatches.jsonl" || { echo "the decisions differ"; exit 1; }
+  local on_wall off_wall on_cpu off_cpu on_kb off_kb active
+  on_wall=$(median < "$WORK/on.wall"); off_wall=$(median < "$WORK/off.wall")
+  on_cpu=$(median < "$WORK/on.cpu"); off_cpu=$(median < "$WORK/off.cpu")
+  on_kb=$(median < "$WORK/on.peak"); off_kb=$(median < "$WORK/off.peak")
+  active=$(wc -l < "$WORK/out-on/churn.jsonl")
+  awk -v name="$name" -v on="$on_wall" -v off="$off_wall" -v onc="$on_cpu" -v offc="$off_cpu" -v ev="$EVENTS" 'BEGIN {
+    cost = 1 - off / on
+    printf "  %s: off %.0f events/s (%.2f s), on %.0f events/s (%.2f s): analytics costs %.1f%% of throughput (limit 20%%) %s; CPU %.2f s against %.2f s (+%.0f%%)\n",
+      name, ev / off, off, ev / on, on, 100 * cost, (cost <= 0.20 ? "ok" : "OVER"), onc, offc, 100 * (onc / offc - 1) }'
+  awk -v a="$on_kb" -v b="$off_kb" -v users="$active" 'BEGIN {
+    printf "    peak memory off %.0f MiB, on %.0f MiB: %.0f B more per active user (%d users with activity)\n",
+      b / 1024, a / 1024, (a - b) * 1024 / users, users }'
+}
+echo "1M events, 100k users, 2 workers, core.toml without and with analytics, medians of 5 alternating runs:"
+cost "orders are activity (as shipped)" "$ORDERS"
+cost "broad activity (stress)" "$BROAD"
 
 # Queries under load, 1M users.
 QDATA=target/bench/retention-$QUERY_USERS

@@ -99,10 +99,11 @@ pub struct ChurnAnswer {
     pub last_active: String,
 }
 
-fn churn_answer(churn: &Churn, as_of: Time, user: &str, s: &Summary) -> ChurnAnswer {
-    let e = bgnbd::evaluate(&churn.model, churn.unit, s, as_of);
+/// `as_of` and its text.
+fn churn_answer(churn: &Churn, as_of: (Time, &str), user: &str, s: &Summary) -> ChurnAnswer {
+    let e = bgnbd::evaluate(&churn.model, churn.unit, s, as_of.0);
     ChurnAnswer {
-        as_of: format_rfc3339(as_of),
+        as_of: as_of.1.to_owned(),
         user: user.into(),
         p_alive: e.p_alive,
         x: e.x,
@@ -116,16 +117,18 @@ fn churn_answer(churn: &Churn, as_of: Time, user: &str, s: &Summary) -> ChurnAns
 /// A user's churn risk; `None` for a user not active (since an erasure).
 pub fn churn_user(churn: &Churn, agg: &Aggregates, user: &str) -> Option<ChurnAnswer> {
     let s = agg.users.get(user)?;
-    Some(churn_answer(churn, agg.as_of, user, s))
+    let as_of = format_rfc3339(agg.as_of);
+    Some(churn_answer(churn, (agg.as_of, &as_of), user, s))
 }
 
 /// Every active user's churn risk, ordered by user id.
 pub fn churn_all(churn: &Churn, agg: &Aggregates) -> Vec<ChurnAnswer> {
     let mut users: Vec<(&CompactString, &Summary)> = agg.users.iter().collect();
     users.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let as_of = format_rfc3339(agg.as_of);
     users
         .into_iter()
-        .map(|(user, s)| churn_answer(churn, agg.as_of, user, s))
+        .map(|(user, s)| churn_answer(churn, (agg.as_of, &as_of), user, s))
         .collect()
 }
 

@@ -71,15 +71,18 @@ impl Activity {
         let day = bgnbd::day_of(t);
         let before = self.summary();
         let new_day = day > self.last_day;
-        if new_day {
-            self.last_day = day;
-            self.active_days += 1;
-            self.later_days.push((day - self.first_day) as u32);
+        if !new_day {
+            // The same summary: the same crossing (an activity at exactly
+            // the crossing's midnight is on a new day).
+            return None;
         }
-        // The crossing moves with any activity: "unless the user is active
+        self.last_day = day;
+        self.active_days += 1;
+        self.later_days.push((day - self.first_day) as u32);
+        // The crossing moves with new activity: "unless the user is active
         // again at or before that instant".
         self.refresh(analytics);
-        new_day.then_some(before)
+        Some(before)
     }
 
     pub fn summary(&self) -> Summary {

@@ -215,13 +215,21 @@ pub fn view<'s>(
     view: Option<AnalyticsView>,
     limit: Limit,
 ) {
-    let updates: Stream<'s, Time, Vec<Input>> = facts.consolidate_stream().inner.map(Input::Update);
-    let latest: Stream<'s, Time, Vec<Input>> = latest.map(Input::Latest);
-    let inputs = updates.concat(latest);
-    let copies = inputs.flat_map(move |input: Input| {
-        let leaders = leaders.clone();
-        leaders.into_iter().map(move |to| (to, input.clone()))
-    });
+    // Each input to every leader: copies for all but the last, which
+    // takes the input itself (one process: no copy).
+    let copies = move |input: Input| {
+        let copies = leaders[..leaders.len() - 1]
+            .iter()
+            .map(|&to| (to, input.clone()))
+            .collect::<Vec<_>>();
+        copies
+            .into_iter()
+            .chain([(leaders[leaders.len() - 1], input)])
+    };
+    let copy = copies.clone();
+    let updates = facts.inner.flat_map(move |u| copy(Input::Update(u)));
+    let latest = latest.flat_map(move |t| copies(Input::Latest(t)));
+    let copies: Stream<'s, Time, Vec<(u32, Input)>> = updates.concat(latest);
     let by_leader = Exchange::new(|(to, _): &(u32, Input)| *to as u64);
     let mut stash: Vec<Update> = Vec::new();
     let mut newest = Time::MIN;
@@ -247,10 +255,9 @@ pub fn view<'s>(
             Limit::AfterLatestRecord if newest == Time::MIN => now.min(0),
             Limit::AfterLatestRecord => now.min(newest.saturating_add(1)),
         };
-        stash.sort_by_key(|u| u.1);
-        let due = stash.partition_point(|u| u.1 < as_of);
+        // In any order: a summary's change applies in either.
         let mut state = view.write();
-        for (fact, time, diff) in stash.drain(..due) {
+        for (fact, time, diff) in stash.extract_if(.., |u| u.1 < as_of) {
             state.apply(fact, time, diff);
         }
         if now == Time::MAX {

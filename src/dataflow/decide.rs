@@ -303,13 +303,18 @@ impl UserState {
     fn waits(&self) -> bool {
         !self.pending.is_empty()
             || !self.x().attempts.is_empty()
-            || !self.x().delivery.tracked.is_empty()
             || !self.x().inbox.is_empty()
             || self
                 .x()
                 .activity
                 .as_ref()
                 .is_some_and(|a| a.crossing.is_some())
+    }
+
+    /// Whether receipts for the user's attempts may change the delivery
+    /// counts.
+    fn tracks(&self) -> bool {
+        !self.x().delivery.tracked.is_empty()
     }
 
     /// Forgets what no future instant `≥ from` can see.
@@ -624,7 +629,7 @@ impl Engine {
             timer_users.extend(
                 self.users
                     .iter_hash(hash)
-                    .filter(|(k, s)| k.hash == hash && s.waits())
+                    .filter(|(k, s)| k.hash == hash && (s.waits() || s.tracks()))
                     .map(|(k, _)| k.clone()),
             );
         }
@@ -1026,10 +1031,15 @@ impl Core {
                 None => state.dedup.push((c.rule, key, t, c.event_key.clone())),
             }
         }
+        // The dispatch's id, once, when anything here needs it.
+        let needs_id =
+            rule.fallback_after.is_some() || channel == Channel::InApp || spec.analytics.is_some();
+        let id = needs_id
+            .then(|| dispatch_id(&user.user, &c.event_key, &rule.name, 1).as_u128())
+            .unwrap_or_default();
         if let Some(window) = rule.fallback_after {
             let order: Vec<Channel> = channel_order(rule, preferred).collect();
             let at = order.iter().position(|&ch| ch == channel).unwrap_or(0) as u8;
-            let id = dispatch_id(&user.user, &c.event_key, &rule.name, 1).as_u128();
             let attempt = Attempt::new(
                 id,
                 1,
@@ -1045,11 +1055,9 @@ impl Core {
             self.start(user, attempt, state);
         }
         if channel == Channel::InApp {
-            let id = || dispatch_id(&user.user, &c.event_key, &rule.name, 1).as_u128();
-            self.place(user, state, c.rule, t, &c.vars, id);
+            self.place(user, state, c.rule, t, &c.vars, || id);
         }
         if spec.analytics.is_some() {
-            let id = dispatch_id(&user.user, &c.event_key, &rule.name, 1).as_u128();
             let made = Made {
                 id,
                 number: 1,
@@ -1076,6 +1084,7 @@ impl Core {
             decision_time: t,
             locale: prefs.and_then(|p| p.locale.clone()),
             vars: c.vars,
+            id: std::num::NonZeroU128::new(id),
         }));
     }
 
@@ -1251,17 +1260,17 @@ impl Core {
             decision_time: t,
             locale,
             vars: a.vars.clone(),
+            id: std::num::NonZeroU128::new(id),
         }));
         if channel == Channel::InApp {
             self.place(user, state, a.rule, t, &a.vars, || id);
         }
         let window = a.deadline - a.made;
         if spec.analytics.is_some() {
-            let first = dispatch_id(&user.user, &a.event_key, &rule.name, 1).as_u128();
             let made = Made {
                 id,
                 number,
-                notification: first,
+                notification: a.first,
                 rule: a.rule,
                 channel,
                 time: t,
@@ -1274,7 +1283,8 @@ impl Core {
                 .attempt(made, receipts, &mut self.facts);
             self.delivery_ids.add(id, user.hash);
         }
-        let next = Attempt::new(
+        let first = a.first;
+        let mut next = Attempt::new(
             id,
             number,
             t,
@@ -1286,6 +1296,7 @@ impl Core {
             a.event_time,
             a.vars,
         );
+        next.first = first;
         self.start(user, next, state);
     }
 }
@@ -1557,7 +1568,9 @@ where
                 // before the last frontier is decided now.
                 if !engine.core.facts.is_empty() {
                     let facts = &mut engine.core.facts;
+                    let len = facts.len();
                     facts_output.activate().session(&*cap).give_container(facts);
+                    facts.reserve(len);
                 }
                 if frontier == Time::MAX {
                     facts_capability = None;

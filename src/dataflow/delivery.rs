@@ -58,6 +58,8 @@ pub struct Delivery {
     pub tracked: Vec<Tracked>,
     /// The facts the user contributed, summed: what an erasure retracts.
     counted: Vec<(Fact, i32)>,
+    /// The end of the soonest window still open, if any.
+    soonest: Option<Time>,
 }
 
 /// One attempt just made.
@@ -78,6 +80,7 @@ impl Delivery {
         Delivery {
             tracked: Vec::new(),
             counted: Vec::new(),
+            soonest: None,
         }
     }
 
@@ -111,13 +114,15 @@ impl Delivery {
             self.add(fact, made.time, 1, out);
         }
         let window = made.window.unwrap_or(RECEIPT_WINDOW);
+        let deadline = made.time.saturating_add(window);
+        self.soonest = Some(self.soonest.map_or(deadline, |s| s.min(deadline)));
         self.tracked.push(Tracked {
             id: made.id,
             notification: made.notification,
             rule: made.rule,
             channel: made.channel,
             made: made.time,
-            deadline: made.time.saturating_add(window),
+            deadline,
             success: None,
             failure: false,
         });
@@ -195,7 +200,7 @@ impl Delivery {
     /// Forgets the attempts of the notifications whose every window closed
     /// before `now`, with their ids in `gone`.
     pub fn expire(&mut self, now: Time, gone: &mut Vec<u128>) {
-        if self.tracked.iter().all(|t| t.deadline >= now) {
+        if self.soonest.is_none_or(|s| s >= now) {
             return;
         }
         let open: Vec<u128> = self
@@ -211,6 +216,12 @@ impl Delivery {
             }
             keep
         });
+        self.soonest = self
+            .tracked
+            .iter()
+            .map(|t| t.deadline)
+            .filter(|d| *d >= now)
+            .min();
     }
 
     /// States at `time` everything the user contributed again (a restart
@@ -228,6 +239,7 @@ impl Delivery {
             out.push((fact, time, -(n as isize)));
         }
         gone.extend(self.tracked.drain(..).map(|t| t.id));
+        self.soonest = None;
     }
 }
 

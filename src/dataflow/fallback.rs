@@ -53,6 +53,9 @@ pub struct Attempt {
     pub event_key: CompactString,
     pub event_time: Time,
     pub vars: Option<Box<str>>,
+    /// Attempt 1's dispatch id (the notification's, for the delivery
+    /// counts).
+    pub first: u128,
     /// The first success or failure receipt in the window so far, as
     /// (time, stream position, success).
     decisive: Option<(Time, u64, bool)>,
@@ -90,6 +93,7 @@ impl Attempt {
             event_key,
             event_time,
             vars,
+            first: id,
             decisive: None,
         }
     }

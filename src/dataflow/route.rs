@@ -31,6 +31,7 @@ use compact_str::CompactString;
 use foldhash::fast::FixedState;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use timely::dataflow::Stream;
 
 use super::UserKey;
@@ -301,14 +302,10 @@ impl Router {
     /// What an activity event of `kind` tells the analytics: its segment.
     fn activity(&self, data: Option<&str>) -> Option<ActivityHit> {
         let analytics = self.spec.analytics.as_ref()?;
-        let segment = analytics.segment.as_ref().and_then(|path| {
-            let data: Value = serde_json::from_str(data?).ok()?;
-            match crate::spec::condition::lookup(&data, path)? {
-                Value::Null => None,
-                Value::String(s) => Some(CompactString::from(s.as_str())),
-                other => Some(CompactString::from(other.to_string())),
-            }
-        });
+        let segment = analytics
+            .segment
+            .as_ref()
+            .and_then(|path| segment(data?, path));
         Some(ActivityHit { segment })
     }
 
@@ -343,6 +340,88 @@ impl Router {
             },
         }))
     }
+}
+
+/// The `segment` of an activity event: the field at `path` in its `data`,
+/// a string as it is, another value as its compact JSON text; `None` when
+/// missing or null. Most activity events are not a user's first, whose
+/// segment is all that counts: the field is found without building the
+/// whole `data` as a tree.
+fn segment(data: &str, path: &[String]) -> Option<CompactString> {
+    let mut text = data;
+    for key in path {
+        text = match crate::record::scan::scan_field(text, key) {
+            Some(found) => found?,
+            None => field(text, key)?.get(),
+        };
+    }
+    match text.as_bytes().first()? {
+        b'n' => None,
+        // A string without escapes is its text between the quotes.
+        b'"' if !text.contains('\\') => Some(CompactString::from(&text[1..text.len() - 1])),
+        b'"' => serde_json::from_str::<String>(text)
+            .ok()
+            .map(CompactString::from),
+        _ => {
+            let value: Value = serde_json::from_str(text).ok()?;
+            Some(CompactString::from(value.to_string()))
+        }
+    }
+}
+
+/// The value of `key` in a JSON object (the last, when repeated, as a
+/// parsed object would hold it); `None` when `json` is not an object or
+/// lacks the key.
+fn field<'a>(json: &'a str, key: &str) -> Option<&'a RawValue> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    use std::borrow::Cow;
+
+    struct Find<'k>(&'k str);
+
+    /// A key, borrowed from the input unless it has escapes.
+    struct Key<'de>(Cow<'de, str>);
+
+    impl<'de> serde::Deserialize<'de> for Key<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Text;
+            impl<'de> Visitor<'de> for Text {
+                type Value = Key<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a key")
+                }
+                fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
+                    Ok(Key(Cow::Borrowed(s)))
+                }
+                fn visit_str<E>(self, s: &str) -> Result<Key<'de>, E> {
+                    Ok(Key(Cow::Owned(s.to_owned())))
+                }
+            }
+            d.deserialize_str(Text)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Find<'_> {
+        type Value = Option<&'de RawValue>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+
+        fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+            let mut found = None;
+            while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+                if k == self.0 {
+                    found = Some(map.next_value::<&'de RawValue>()?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+    }
+
+    let mut de = serde_json::Deserializer::from_str(json);
+    de.deserialize_map(Find(key)).ok().flatten()
 }
 
 /// The two routed streams a source produces: arrivals and profile upserts.
@@ -453,5 +532,24 @@ channels = ["email"]
             assert!(router.evaluate("cart", 5, None).0.is_empty());
         }
         assert_eq!(router.kinds.len(), 3);
+    }
+
+    #[test]
+    fn a_segment_is_found_as_a_parsed_object_holds_it() {
+        let path = |p: &str| p.split('.').map(String::from).collect::<Vec<_>>();
+        let seg = |data: &str, p: &str| segment(data, &path(p)).map(|s| s.to_string());
+        let data = r#"{"a":{"b":"x","n":null},"s":5,"f":5.0,"t":true,"o":{"k":[1, 2]}}"#;
+        assert_eq!(seg(data, "a.b").as_deref(), Some("x"));
+        assert_eq!(seg(data, "s").as_deref(), Some("5"));
+        assert_eq!(seg(data, "f").as_deref(), Some("5.0"));
+        assert_eq!(seg(data, "t").as_deref(), Some("true"));
+        assert_eq!(seg(data, "o").as_deref(), Some(r#"{"k":[1,2]}"#));
+        assert_eq!(seg(data, "a.n"), None);
+        assert_eq!(seg(data, "a.missing"), None);
+        assert_eq!(seg(data, "s.deeper"), None);
+        // Escapes (left to serde_json) and a repeated key: the last.
+        assert_eq!(seg(r#"{"s\u0065g":"y\n"}"#, "seg").as_deref(), Some("y\n"));
+        assert_eq!(seg(r#"{"s":"1","s":"2"}"#, "s").as_deref(), Some("2"));
+        assert_eq!(seg(r#"[1]"#, "s"), None);
     }
 }

@@ -7,6 +7,7 @@
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
+use std::num::NonZeroU128;
 use uuid::Uuid;
 
 use crate::record::StreamKind;
@@ -55,6 +56,9 @@ pub struct Dispatch {
     pub locale: Option<CompactString>,
     /// Raw JSON of the triggering event's `data` (`None` renders as null).
     pub vars: Option<Box<str>>,
+    /// The [`dispatch_id`], when `decide` already computed it (a UUID v5 is
+    /// never zero); `None`: computed from the fields when needed.
+    pub id: Option<NonZeroU128>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -348,15 +352,23 @@ impl Dispatch {
         finish(out)
     }
 
+    /// The dispatch's id (its idempotency key).
+    pub fn id(&self, spec: &Spec) -> Uuid {
+        match self.id {
+            Some(id) => Uuid::from_u128(id.get()),
+            None => {
+                let rule = &spec.rules[self.rule as usize];
+                dispatch_id(&self.user, &self.event_key, &rule.name, self.attempt)
+            }
+        }
+    }
+
     /// Appends the JSON line (without its newline) to `out`.
     pub fn write_json(&self, spec: &Spec, out: &mut Vec<u8>) {
         let rule = &spec.rules[self.rule as usize];
         out.push(b'{');
         push_key(out, "dispatch_id");
-        push_uuid(
-            out,
-            dispatch_id(&self.user, &self.event_key, &rule.name, self.attempt),
-        );
+        push_uuid(out, self.id(spec));
         push_key(out, "user");
         push_json_str(out, &self.user);
         push_key(out, "rule");
@@ -633,6 +645,7 @@ mod tests {
             decision_time: 1_500,
             locale: None,
             vars: Some(r#"{"a":[1,2.50]}"#.into()),
+            id: None,
         };
         let line = d.to_json_line(&spec);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();

@@ -412,6 +412,24 @@ pub fn scan_event(line: &str) -> Option<EventFields<'_>> {
     })
 }
 
+/// The raw JSON text of `key`'s value in the object `json` (the last, when
+/// repeated, as a parsed object holds it); `Some(None)` when the object
+/// lacks the key; `None` to leave the text to serde_json.
+pub fn scan_field<'a>(json: &'a str, key: &str) -> Option<Option<&'a str>> {
+    scan_line(json, |s| {
+        let mut found = None;
+        s.object(|s, k| {
+            let start = s.at;
+            s.value()?;
+            if k == key {
+                found = Some(&json[start..s.at]);
+            }
+            Some(())
+        })?;
+        Some(found)
+    })
+}
+
 /// A consent line of the common shape, as serde_json would read it.
 pub(super) fn scan_consent(line: &str) -> Option<super::RawConsent<'_>> {
     scan_line(line, |s| {

@@ -801,6 +801,7 @@ channels = ["email"]
                 decision_time: 0,
                 locale: None,
                 vars: None,
+                id: None,
             })
         };
         let suppression = |rule, reason| {

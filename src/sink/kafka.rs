@@ -45,7 +45,7 @@ use timely::scheduling::SyncActivator;
 
 use crate::job::JobConfig;
 use crate::ops::Metrics;
-use crate::record::output::{Decision, dispatch_id};
+use crate::record::output::Decision;
 use crate::sink::channels::{ChannelSinks, Route};
 use crate::sink::http::encode::{Receipt, Status};
 use crate::sink::http::{Outcome, Request};
@@ -387,9 +387,7 @@ pub fn kafka_sink<'s>(
                         Decision::Dispatch(x) => {
                             let rule = &spec.rules[x.rule as usize];
                             acks.metrics.decision("dispatched", 1);
-                            let id = dispatch_id(&x.user, &x.event_key, &rule.name, x.attempt)
-                                .hyphenated()
-                                .to_string();
+                            let id = x.id(&spec).hyphenated().to_string();
                             let headers = OwnedHeaders::new()
                                 .insert(Header {
                                     key: "idempotency-key",
