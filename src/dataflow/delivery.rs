@@ -57,9 +57,42 @@ pub struct Tracked {
 pub struct Delivery {
     pub tracked: Vec<Tracked>,
     /// The facts the user contributed, summed: what an erasure retracts.
-    counted: Vec<(Fact, i32)>,
+    counted: Vec<(Counted, i32)>,
     /// The end of the soonest window still open, if any.
     soonest: Option<Time>,
+}
+
+/// A delivery fact, as a user's state keeps it (a [`Fact`] is larger:
+/// it has room for the other kinds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum Counted {
+    Delivery(u16, Channel, Outcome),
+    Notification(bool),
+}
+
+impl Counted {
+    fn of(fact: &Fact) -> Counted {
+        match *fact {
+            Fact::Delivery {
+                rule,
+                channel,
+                outcome,
+            } => Counted::Delivery(rule, channel, outcome),
+            Fact::Notification { succeeded } => Counted::Notification(succeeded),
+            _ => unreachable!("only delivery facts are counted here"),
+        }
+    }
+
+    fn fact(self) -> Fact {
+        match self {
+            Counted::Delivery(rule, channel, outcome) => Fact::Delivery {
+                rule,
+                channel,
+                outcome,
+            },
+            Counted::Notification(succeeded) => Fact::Notification { succeeded },
+        }
+    }
 }
 
 /// One attempt just made.
@@ -89,15 +122,16 @@ impl Delivery {
     }
 
     fn add(&mut self, fact: Fact, time: Time, diff: i32, out: &mut Vec<Update>) {
-        out.push((fact.clone(), time, diff as isize));
-        match self.counted.iter().position(|(f, _)| *f == fact) {
+        let counted = Counted::of(&fact);
+        out.push((fact, time, diff as isize));
+        match self.counted.iter().position(|(c, _)| *c == counted) {
             Some(i) => {
                 self.counted[i].1 += diff;
                 if self.counted[i].1 == 0 {
                     self.counted.swap_remove(i);
                 }
             }
-            None => self.counted.push((fact, diff)),
+            None => self.counted.push((counted, diff)),
         }
     }
 
@@ -227,16 +261,16 @@ impl Delivery {
     /// States at `time` everything the user contributed again (a restart
     /// from a checkpoint: the views of the aggregates start empty).
     pub fn restate(&self, time: Time, out: &mut Vec<Update>) {
-        for (fact, n) in &self.counted {
-            out.push((fact.clone(), time, *n as isize));
+        for (counted, n) in &self.counted {
+            out.push((counted.fact(), time, *n as isize));
         }
     }
 
     /// Retracts at `time` everything the user contributed; the ids of the
     /// attempts it was tracking go in `gone`.
     pub fn retract(&mut self, time: Time, out: &mut Vec<Update>, gone: &mut Vec<u128>) {
-        for (fact, n) in self.counted.drain(..) {
-            out.push((fact, time, -(n as isize)));
+        for (counted, n) in self.counted.drain(..) {
+            out.push((counted.fact(), time, -(n as isize)));
         }
         gone.extend(self.tracked.drain(..).map(|t| t.id));
         self.soonest = None;
