@@ -450,7 +450,12 @@ struct Core {
     timers: BTreeSet<(Time, u64)>,
     /// Event keys last seen, for duplicates.
     seen: SeenKeys,
+    /// The sweep of the user table (dropping what expired) is due at this
+    /// time, once as many arrivals as a quarter of the table have come
+    /// since the last: with `[analytics]` users stay in the table, and a
+    /// sweep visits them all.
     next_sweep: Time,
+    since_sweep: usize,
     stats: Rc<RefCell<DecideStats>>,
     /// The attempts in flight on this worker, by dispatch id.
     flight: Flight,
@@ -639,6 +644,7 @@ impl Engine {
         timer_users.sort_unstable();
         timer_users.dedup();
         order.sort_unstable();
+        self.core.since_sweep += order.len();
 
         // One reference count per step, not per user visited.
         let spec = self.core.spec.clone();
@@ -721,12 +727,16 @@ impl Engine {
             }
         }
         self.core.seen.end_step(frontier);
-        if frontier >= self.core.next_sweep && frontier != Time::MAX {
+        if frontier >= self.core.next_sweep
+            && frontier != Time::MAX
+            && self.core.since_sweep * 4 >= self.users.len()
+        {
+            self.core.since_sweep = 0;
             let (spec, longest) = (&self.core.spec, self.core.longest_window);
             let ids = &mut self.core.delivery_ids;
             let mut gone = Vec::new();
             self.users.retain(|(_, s)| {
-                if !s.waits() {
+                if !s.waits() && frontier >= s.next_expiry {
                     s.expire(spec, longest, frontier);
                 }
                 if let Some(x) = s.extra.as_mut() {
@@ -1445,6 +1455,7 @@ where
                 spec,
                 timers: BTreeSet::new(),
                 next_sweep: Time::MIN,
+                since_sweep: 0,
                 stats,
                 flight: Flight::default(),
                 receipts: StepReceipts::default(),
