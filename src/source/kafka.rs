@@ -10,7 +10,8 @@
 //! - time: records are sent at the worker's capability, the event time it
 //!   has released so far. It releases up to the least watermark of its
 //!   partitions that are not idle; a partition is idle once it is caught up
-//!   (librdkafka reported its end) and has delivered nothing for
+//!   (librdkafka reported its end, at first not before the offset the
+//!   partition ended at when the job started) and has delivered nothing for
 //!   `idle_timeout`; when all are idle, the worker releases up to the wall
 //!   clock minus `allowed_lateness` minus `idle_timeout`. A worker with no
 //!   partition at all holds nothing back. The capability moves at most once
@@ -234,7 +235,17 @@ struct Partition {
     /// The offset after the last record read (where it started, before
     /// the first).
     next_offset: Option<i64>,
+    /// The partition's end when the job started: a report of the end of
+    /// the partition counts once the job has read up to it (a broker may
+    /// report the end before serving records it holds), or when no record
+    /// came in the [`PREMATURE_END`] after an early report.
+    end_at_start: i64,
+    early_end: Option<Instant>,
 }
+
+/// How long a report of a partition's end before the offset it had at the
+/// start is distrusted (offsets may have gaps: then it is the end).
+const PREMATURE_END: Duration = Duration::from_secs(5);
 
 impl Partition {
     fn idle(&self, now: Instant, idle_timeout: Duration) -> bool {
@@ -358,13 +369,18 @@ pub fn kafka_source<'s>(
     // from it must not move to "latest", nor to an offset a newer
     // checkpoint committed).
     let mut starts = Vec::with_capacity(mine.len());
+    let mut ends = Vec::with_capacity(mine.len());
     for (_, topic, p) in &mine {
         let offset = match resumed(topic, *p).and_then(|q| q.offset) {
             Some(o) => o,
             None => start_offset(&consumer, topic, *p, job.kafka.start)?,
         };
-        tracing::debug!(partition = %format!("{topic}/{p}"), offset, "starting");
+        let (_, end) = consumer
+            .fetch_watermarks(topic, *p, Duration::from_secs(30))
+            .with_context(|| format!("cannot read the offsets of {topic}/{p}"))?;
+        tracing::debug!(partition = %format!("{topic}/{p}"), offset, end, "starting");
         starts.push(offset);
+        ends.push(end);
     }
     let mut assignment = TopicPartitionList::new();
     for ((_, topic, p), offset) in mine.iter().zip(&starts) {
@@ -379,7 +395,7 @@ pub fn kafka_source<'s>(
     let now = Instant::now();
     let mut partitions = Vec::new();
     let mut queues: Vec<Queue> = Vec::new();
-    for ((stream, topic, p), offset) in mine.into_iter().zip(starts) {
+    for (((stream, topic, p), offset), end) in mine.into_iter().zip(starts).zip(ends) {
         let mut queue = consumer
             .split_partition_queue(&topic, p)
             .with_context(|| format!("cannot read partition {topic}/{p}"))?;
@@ -397,6 +413,8 @@ pub fn kafka_source<'s>(
             was_caught_up: false,
             last_record: now,
             next_offset: Some(offset),
+            end_at_start: end,
+            early_end: None,
             topic: topic.into(),
         });
         queues.push(queue);
@@ -478,6 +496,7 @@ pub fn kafka_source<'s>(
                             Ok(message) => {
                                 n += 1;
                                 part.caught_up = false;
+                                part.early_end = None;
                                 part.last_record = now;
                                 part.next_offset = Some(message.offset() + 1);
                                 read(
@@ -490,6 +509,12 @@ pub fn kafka_source<'s>(
                                 );
                             }
                             Err(KafkaError::PartitionEOF(_)) => {
+                                let read_all =
+                                    part.next_offset.is_some_and(|o| o >= part.end_at_start);
+                                if !read_all && !part.was_caught_up {
+                                    part.early_end.get_or_insert(now);
+                                    break;
+                                }
                                 if !part.was_caught_up {
                                     tracing::debug!(partition = %part.name, "caught up");
                                 }
@@ -505,6 +530,15 @@ pub fn kafka_source<'s>(
                     }
                     if n > 0 {
                         control.metrics.record_in(&part.topic, n as u64);
+                    }
+                    // An early end with nothing since: the offsets had a gap.
+                    if part
+                        .early_end
+                        .is_some_and(|t| now.duration_since(t) >= PREMATURE_END)
+                    {
+                        part.early_end = None;
+                        part.caught_up = true;
+                        part.was_caught_up = true;
                     }
                     more |= n == BATCH;
                 }
