@@ -808,6 +808,14 @@ fn demo(workers: usize) -> anyhow::Result<()> {
         "{}",
         std::fs::read_to_string(out_dir.join("suppressions.jsonl"))?
     );
+    // The aggregates ([analytics] of the spec), as the query API answers.
+    for (name, what) in [
+        ("retention.json", "retention by weekly cohort"),
+        ("delivery.json", "delivery per channel and rule"),
+    ] {
+        println!("# {what} ({name}):");
+        print!("{}", std::fs::read_to_string(out_dir.join(name))?);
+    }
     // The demo's directory is removed: its outputs were printed above.
     print_summary(&out.summary, out.elapsed.as_secs_f64(), workers, None);
     Ok(())
