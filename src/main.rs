@@ -556,13 +556,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     };
     let out = run_to_dir(&opts, &args.out)?;
     if let Some(listen) = args.serve {
-        let token = match &args.token_env {
-            Some(var) => Some(
-                std::env::var(var)
-                    .with_context(|| format!("--token-env {var}: the variable is not set"))?,
-            ),
-            None => None,
-        };
+        let token = token_from_env(args.token_env.as_deref())?;
         let views = nudgeflow::ops::Views {
             inbox: None,
             analytics: out.analytics.clone(),
@@ -641,15 +635,17 @@ fn report(
     Ok(())
 }
 
+/// The bearer token in the variable `--token-env` names, if given.
+fn token_from_env(var: Option<&str>) -> anyhow::Result<Option<String>> {
+    var.map(|var| {
+        std::env::var(var).with_context(|| format!("--token-env {var}: the variable is not set"))
+    })
+    .transpose()
+}
+
 fn query(what: QueryWhat, url: &str, token_env: Option<&str>, json: bool) -> anyhow::Result<()> {
     use nudgeflow::query::Question;
-    let token = match token_env {
-        Some(var) => Some(
-            std::env::var(var)
-                .with_context(|| format!("--token-env {var}: the variable is not set"))?,
-        ),
-        None => None,
-    };
+    let token = token_from_env(token_env)?;
     let question = match what {
         QueryWhat::Retention { bucket, k, segment } => Question::Retention { bucket, k, segment },
         QueryWhat::Churn { user } => Question::Churn { user },

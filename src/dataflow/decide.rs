@@ -1077,12 +1077,7 @@ impl Core {
                 time: t,
                 window: rule.fallback_after,
             };
-            let receipts = &self.receipts;
-            state
-                .x_mut()
-                .delivery
-                .attempt(made, receipts, &mut self.facts);
-            self.delivery_ids.add(id, user.hash);
+            self.count_attempt(user, state, made);
         }
         out.push(Decision::Dispatch(Dispatch {
             user: user.user.clone(),
@@ -1096,6 +1091,15 @@ impl Core {
             vars: c.vars,
             id: std::num::NonZeroU128::new(id),
         }));
+    }
+
+    /// Counts an attempt for the delivery aggregates, and tracks its id
+    /// for the receipts that name it.
+    fn count_attempt(&mut self, user: &UserKey, state: &mut UserState, made: Made) {
+        let id = made.id;
+        let delivery = &mut state.x_mut().delivery;
+        delivery.attempt(made, &self.receipts, &mut self.facts);
+        self.delivery_ids.add(id, user.hash);
     }
 
     /// An erasure at `t`: retracts everything the user contributed to the
@@ -1286,12 +1290,7 @@ impl Core {
                 time: t,
                 window: Some(window),
             };
-            let receipts = &self.receipts;
-            state
-                .x_mut()
-                .delivery
-                .attempt(made, receipts, &mut self.facts);
-            self.delivery_ids.add(id, user.hash);
+            self.count_attempt(user, state, made);
         }
         let first = a.first;
         let mut next = Attempt::new(
