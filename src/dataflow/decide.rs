@@ -1044,9 +1044,11 @@ impl Core {
         // The dispatch's id, once, when anything here needs it.
         let needs_id =
             rule.fallback_after.is_some() || channel == Channel::InApp || spec.analytics.is_some();
-        let id = needs_id
-            .then(|| dispatch_id(&user.user, &c.event_key, &rule.name, 1).as_u128())
-            .unwrap_or_default();
+        let id = if needs_id {
+            dispatch_id(&user.user, &c.event_key, &rule.name, 1).as_u128()
+        } else {
+            0
+        };
         if let Some(window) = rule.fallback_after {
             let order: Vec<Channel> = channel_order(rule, preferred).collect();
             let at = order.iter().position(|&ch| ch == channel).unwrap_or(0) as u8;
